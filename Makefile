@@ -1,0 +1,39 @@
+# tflq: the two commands a newcomer needs are `make demo` and `make test`.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test test-fast bench clean venv samples
+
+venv: $(STAMP)
+
+# (Re)install when the project's dependencies change; a fresh machine gets everything from the registry.
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/tflq run configs/demo.yaml
+	@cat build/demo/report.md
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/sweep.py
+	$(BIN)/python benchmarks/eval_throughput.py
+	$(BIN)/python benchmarks/batch_cache.py
+	$(BIN)/python benchmarks/qat.py
+	$(BIN)/python benchmarks/auto_search.py
+
+samples: $(STAMP)
+	$(BIN)/python sample_models/build.py
+
+clean:
+	rm -rf build .pytest_cache
