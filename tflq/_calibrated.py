@@ -1,16 +1,17 @@
 """Calibrate once, quantize many times: the one wrapper around TensorFlow Lite's private quantization API.
 
 The public converter calibrates on every ``convert()`` call, and calibration dominates full-integer conversion
-time. Here the converter calibrates once (``_experimental_calibrate_only``) and each variant is quantized from
-that calibrated model:
+time. Here the converter calibrates once (``_experimental_calibrate_only``) and each int8 variant (every I/O
+type, per-channel or per-tensor, layers left in float) is quantized from that calibrated model with
+``tensorflow.lite.python.convert.mlir_quantize``: exactly what the public converter runs after calibrating
+(the path TensorFlow's QuantizationDebugger uses too).
 
-* int8 activations: ``tensorflow.lite.python.convert.mlir_quantize`` -- exactly what the public converter runs
-  after calibrating (the path TensorFlow's QuantizationDebugger uses too);
-* int16 activations (16x8): the calibration wrapper's ``QuantizeModel``, the quantizer the public converter uses
-  for 16x8, applied to the calibrated model instead of re-feeding the data.
+16x8 is not done here: the public converter quantizes int16 activations with the older calibration wrapper,
+and re-quantizing a calibrated model through that wrapper produced invalid flatbuffers for an unrolled GRU
+(measured with TF 2.21), so 16x8 goes through the public path with its own calibration.
 
-``tests/test_calibrated.py`` checks both against the public path numerically. Nothing else in tflq touches these
-private names, so a TensorFlow upgrade that moves them breaks one module and its test.
+``tests/test_calibrated.py`` checks the output against the public path numerically. Nothing else in tflq touches
+these private names, so a TensorFlow upgrade that moves them breaks one module and its test.
 """
 from __future__ import annotations
 
@@ -34,47 +35,27 @@ def calibrate(converter: Any, samples: Sequence[dict[str, np.ndarray]]) -> bytes
 def quantize(
     calibrated: bytes,
     *,
-    activations: str,
     io_type: str,
     per_tensor: bool,
-    allow_float_fallback: bool,
     denylisted_nodes: Sequence[str] = (),
     denylisted_ops: Sequence[str] = (),
 ) -> bytes:
-    """Quantize a calibrated model. ``activations``: "int8" or "int16"; ``io_type``: model I/O dtype name.
+    """Quantize a calibrated model to int8 activations; ``io_type`` is the model I/O dtype name.
 
-    ``denylisted_nodes``/``denylisted_ops`` (int8 only) stay in float: selective quantization.
+    ``denylisted_nodes``/``denylisted_ops`` stay in float: selective quantization.
     """
     tf = _tf.tf()
     from tensorflow.lite.python import convert as tf_convert
     from tensorflow.lite.python import lite as tf_lite
 
     io_dtype = getattr(tf, io_type)
-    if activations == "int8":
-        model = tf_convert.mlir_quantize(
-            calibrated,
-            disable_per_channel=per_tensor,
-            fully_quantize=True,
-            input_data_type=io_dtype,
-            output_data_type=io_dtype,
-            denylisted_ops=list(denylisted_ops) or None,
-            denylisted_nodes=list(denylisted_nodes) or None,
-        )
-    elif activations == "int16":
-        if denylisted_nodes or denylisted_ops:
-            raise ValueError("selective quantization applies to int8 activations only")
-        from tensorflow.lite.python.optimize import calibrator
-
-        wrapper = calibrator.Calibrator(calibrated)._calibrator
-        model = wrapper.QuantizeModel(
-            np.dtype(io_dtype.as_numpy_dtype).num,
-            np.dtype(io_dtype.as_numpy_dtype).num,
-            allow_float_fallback,
-            np.dtype(np.int16).num,
-            np.dtype(np.int64).num,
-            per_tensor,
-            False,
-        )
-    else:
-        raise ValueError(f"unknown activation type {activations!r}")
+    model = tf_convert.mlir_quantize(
+        calibrated,
+        disable_per_channel=per_tensor,
+        fully_quantize=True,
+        input_data_type=io_dtype,
+        output_data_type=io_dtype,
+        denylisted_ops=list(denylisted_ops) or None,
+        denylisted_nodes=list(denylisted_nodes) or None,
+    )
     return bytes(tf_lite._deduplicate_readonly_buffers(model))

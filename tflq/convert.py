@@ -198,19 +198,20 @@ class ModelSession:
         """Convert one variant to TFLite bytes. Raises ConversionError."""
         mode = MODES[variant.mode]
         settings = self.options.settings(variant)
-        if mode.calibrated:
+        if mode.activations == "int8":
             calibrated = self.calibrated_model()
             with _converter_errors(variant.label):
                 return _calibrated.quantize(
                     calibrated,
-                    activations=mode.activations or "int8",
                     io_type=variant.io_type,
                     per_tensor=settings.per_tensor,
-                    allow_float_fallback=settings.allow_float_fallback,
                 )
         tf = _tf.tf()
         converter = self.new_converter()
         mode.configure(converter, tf, settings)
+        if mode.calibrated:
+            samples = self.calibration_samples()
+            converter.representative_dataset = lambda: iter(samples)
         with _converter_errors(variant.label):
             return bytes(converter.convert())
 
@@ -330,6 +331,7 @@ def _produce(session: ModelSession, variant: Variant, path: Path, probe: dict[st
     try:
         content = session.convert_variant(variant)
         mode = MODES[variant.mode]
+        verify_runs(content, probe)
         remaining_float: tuple[str, ...] = ()
         if mode.calibrated:
             remaining_float = float_ops(content)
@@ -339,7 +341,6 @@ def _produce(session: ModelSession, variant: Variant, path: Path, probe: dict[st
                     f"{len(remaining_float)} op(s) have no {mode.activations} kernel and would stay in float: {shown}; "
                     "pass --allow-float-fallback to keep them in float"
                 )
-        verify_runs(content, probe)
         write_atomically(path, content)
     except ConversionError as error:
         with contextlib.suppress(FileNotFoundError):

@@ -7,6 +7,7 @@ are the Keras input and output names, so every .tflite carries readable tensor n
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -20,6 +21,7 @@ from tflq.errors import ModelLoadError, UsageError
 KERAS_SUFFIXES = (".keras",)
 H5_SUFFIXES = (".h5", ".hdf5")
 SERVING_KEY = "serving_default"
+log = logging.getLogger("tflq")
 
 
 @dataclass(frozen=True)
@@ -166,10 +168,57 @@ def keras_io_names(model: Any) -> tuple[list[str], list[str]]:
     return input_names, output_names
 
 
+RECURRENT_CLASSES = ("GRU", "LSTM", "SimpleRNN")
+
+
+def unroll_recurrent(model: Any, source: Path) -> Any:
+    """Rebuild a model whose GRU/LSTM/SimpleRNN layers loop over a fixed number of steps with ``unroll=True``.
+
+    TFLite cannot lower Keras 3's recurrent ``while`` loop with a dynamic batch dimension, and calibrating the
+    loop crashes the converter; the unrolled graph is the same function (checked here) made of plain ops, which
+    every mode quantizes. Returns the model unchanged when there is nothing to unroll.
+    """
+    keras = _tf.keras()
+    targets = [
+        layer for layer in model.layers
+        if type(layer).__name__ in RECURRENT_CLASSES and not layer.get_config().get("unroll")
+    ]
+    if not targets:
+        return model
+    dynamic = [layer.name for layer in targets if layer.input.shape[1] is None]
+    if dynamic:
+        raise ModelLoadError(
+            f"{source}: recurrent layer(s) {', '.join(dynamic)} run over a dynamic number of time steps, which "
+            "TFLite cannot convert with a dynamic batch; give the sequence input a fixed length"
+        )
+    config = model.get_config()
+    names = {layer.name for layer in targets}
+    for layer_config in config.get("layers", []):
+        if layer_config.get("config", {}).get("name") in names:
+            layer_config["config"]["unroll"] = True
+    try:
+        rebuilt = model.__class__.from_config(config)
+        rebuilt.set_weights(model.get_weights())
+    except Exception as error:
+        raise ModelLoadError(f"{source}: cannot unroll recurrent layer(s) {', '.join(sorted(names))}: {error}") from None
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    probe = [rng.random((2, *t.shape[1:]), dtype=np.float32).astype(t.dtype) for t in model.inputs]
+    probe_arg = probe[0] if len(probe) == 1 else probe
+    before, after = model(probe_arg, training=False), rebuilt(probe_arg, training=False)
+    flat = zip(keras.tree.flatten(before), keras.tree.flatten(after))
+    if any(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) > 1e-5 for a, b in flat):
+        raise ModelLoadError(f"{source}: unrolling recurrent layer(s) {', '.join(sorted(names))} changed the outputs")
+    log.info("%s: recurrent layer(s) %s unrolled for TFLite (same outputs, plain ops)", source, ", ".join(sorted(names)))
+    return rebuilt
+
+
 def export_keras_model(model: Any, source: Path, export_dir: Path) -> ExportedModel:
     """Export a Keras 3 model to ``export_dir`` as a SavedModel with named inputs/outputs and dynamic batch."""
     tf = _tf.tf()
     keras = _tf.keras()
+    model = unroll_recurrent(model, source)
     input_names, output_names = keras_io_names(model)
     if len(set(input_names)) != len(input_names) or len(set(output_names)) != len(output_names):
         raise ModelLoadError(f"{source}: the model's input or output names are not unique: {input_names} {output_names}")
