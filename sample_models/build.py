@@ -17,7 +17,8 @@ Outputs (all small, see README.md):
 - ``digits_cnn_savedmodel/``: the same network exported with ``model.export`` (``serve``/``serving_default``).
 - ``digits_multi_io.keras`` + ``digits_multi_io_{train,test}.npz``: inputs ``image`` and ``row_sums``,
   outputs ``digit`` (10 logits) and ``ink`` (mean pixel value, shape (1,)).
-- ``digits_gru.keras``: GRU reading the 8 pixel rows as a sequence, input ``image``, output ``logits``.
+- ``digits_gru.keras``: GRU (unrolled, 8 steps) reading the pixel rows as a sequence, input ``image``, output
+  ``logits``.
 """
 
 from __future__ import annotations
@@ -166,13 +167,18 @@ def build_multi_io():
 
 
 def build_gru():
-    """GRU over the 8 pixel rows: (8, 8, 1) image -> Reshape (8, 8) -> GRU(32) -> 10 logits."""
+    """GRU over the 8 pixel rows: (8, 8, 1) image -> Reshape (8, 8) -> GRU(32) -> 10 logits.
+
+    ``unroll=True`` (8 steps) makes the recurrence plain ops. The default while-loop GRU cannot be converted to
+    TFLite from a dynamic-batch SavedModel ("tf.TensorListReserve op requires element_shape to be static"), and
+    with a fixed batch of 1 the int8 calibrator segfaults on it (TF 2.21).
+    """
     import keras
     from keras import layers
 
     image = keras.Input(shape=(8, 8, 1), name="image")
     rows = layers.Reshape((8, 8), name="rows")(image)
-    state = layers.GRU(32, name="gru")(rows)
+    state = layers.GRU(32, unroll=True, name="gru")(rows)
     logits = layers.Dense(10, name="logits")(state)
     model = keras.Model(image, logits, name="digits_gru")
     model.compile(
