@@ -52,7 +52,7 @@ def quantize(
     model = tf_convert.mlir_quantize(
         calibrated,
         disable_per_channel=per_tensor,
-        fully_quantize=True,
+        fully_quantize=False,  # as the public converter calls it
         input_data_type=io_dtype,
         output_data_type=io_dtype,
         denylisted_ops=list(denylisted_ops) or None,

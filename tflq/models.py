@@ -135,6 +135,8 @@ def load_keras_model(path: Path, options: ModelOptions = ModelOptions()) -> Any:
         hint = _unsafe_hint(path, error)
         if hint:
             raise ModelLoadError(hint) from None
+        if kind == "h5":
+            return _load_h5_with_tf_keras(path, options, custom, error)
         text = " ".join(str(error).split())
         if "Unknown layer" in text or "Could not locate class" in text or "custom_objects" in text:
             raise ModelLoadError(
@@ -143,11 +145,71 @@ def load_keras_model(path: Path, options: ModelOptions = ModelOptions()) -> Any:
             ) from None
         raise ModelLoadError(f"{path}: cannot load the model: {_first_sentence(text) or type(error).__name__}") from None
     del chatter
+    if getattr(model, "_tflq_tf_keras", False):
+        return model
     if not getattr(model, "inputs", None):
         raise ModelLoadError(
             f"{path}: the model has no defined inputs (a subclassed model saved before it was built?); "
             "save a Functional or Sequential model, or a SavedModel"
         )
+    return model
+
+
+def _h5_layer_classes(path: Path) -> list[str]:
+    """Class names of every layer in a legacy .h5 file's model config (read without deserializing)."""
+    import json
+
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as archive:
+            raw = archive.attrs.get("model_config")
+    except OSError as error:
+        raise ModelLoadError(f"{path}: not a readable HDF5 file: {error}") from None
+    if raw is None:
+        raise ModelLoadError(f"{path}: the HDF5 file holds no model config (weights only?); save the whole model")
+    config = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+    found: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if "class_name" in node and isinstance(node.get("config"), dict):
+                found.append(str(node["class_name"]))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(config)
+    return found
+
+
+def _load_h5_with_tf_keras(path: Path, options: ModelOptions, custom: dict[str, Any], keras3_error: Exception) -> Any:
+    """Legacy Keras 2 .h5 files that Keras 3 rejects (e.g. DepthwiseConv2D ``groups``) load in tf_keras."""
+    if "Lambda" in _h5_layer_classes(path) and not options.unsafe_deserialization:
+        raise ModelLoadError(
+            f"{path}: the model contains a Lambda layer (Python code that would run while loading); "
+            "tflq refuses it by default. If you trust this file, pass --unsafe-deserialization"
+        )
+    _tf.tf()
+    try:
+        with _tf.quiet():
+            import tf_keras
+
+            model = tf_keras.models.load_model(str(path), compile=False, custom_objects=custom)
+    except Exception as error:
+        text = _first_sentence(" ".join(str(error).split()))
+        if "Unknown layer" in text or "custom_objects" in text:
+            raise ModelLoadError(
+                f"{path}: the model uses a class Keras does not know ({text}); pass it with --custom-objects module:Class"
+            ) from None
+        raise ModelLoadError(
+            f"{path}: cannot load the model with Keras 3 ({_first_sentence(str(keras3_error))}) "
+            f"nor with tf_keras ({text})"
+        ) from None
+    log.info("%s: legacy Keras 2 file loaded with tf_keras (Keras 3 could not read it)", path)
+    model._tflq_tf_keras = True
     return model
 
 
@@ -218,7 +280,9 @@ def export_keras_model(model: Any, source: Path, export_dir: Path) -> ExportedMo
     """Export a Keras 3 model to ``export_dir`` as a SavedModel with named inputs/outputs and dynamic batch."""
     tf = _tf.tf()
     keras = _tf.keras()
-    model = unroll_recurrent(model, source)
+    tf_keras_model = getattr(model, "_tflq_tf_keras", False)
+    if not tf_keras_model:
+        model = unroll_recurrent(model, source)
     input_names, output_names = keras_io_names(model)
     if len(set(input_names)) != len(input_names) or len(set(output_names)) != len(output_names):
         raise ModelLoadError(f"{source}: the model's input or output names are not unique: {input_names} {output_names}")
@@ -236,12 +300,16 @@ def export_keras_model(model: Any, source: Path, export_dir: Path) -> ExportedMo
             return dict(zip(output_names, outputs))
         return {output_names[0]: outputs}
 
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.add_endpoint(SERVING_KEY, serve, input_signature=input_specs)
     try:
         with _tf.quiet():
-            archive.write_out(str(export_dir), verbose=False)
+            if tf_keras_model:
+                function = tf.function(serve, input_signature=input_specs)
+                tf.saved_model.save(model, str(export_dir), signatures={SERVING_KEY: function.get_concrete_function()})
+            else:
+                archive = keras.export.ExportArchive()
+                archive.track(model)
+                archive.add_endpoint(SERVING_KEY, serve, input_signature=input_specs)
+                archive.write_out(str(export_dir), verbose=False)
     except Exception as error:
         raise ModelLoadError(f"{source}: cannot export the model to a SavedModel: {_first_sentence(str(error))}") from None
     exported = read_saved_model(export_dir, SERVING_KEY, source=source)
