@@ -59,3 +59,27 @@ def quantize(
         denylisted_nodes=list(denylisted_nodes) or None,
     )
     return bytes(tf_lite._deduplicate_readonly_buffers(model))
+
+
+def debug_model(calibrated: bytes, *, per_tensor: bool, whole_model: bool) -> bytes:
+    """The int8 model of ``calibrated`` instrumented with ``NumericVerify`` ops (TFLite's quantization debug mode).
+
+    Each quantized op is followed by its float twin and a NumericVerify op whose inputs are (quantized output, float
+    output) and whose output is their difference, dequantized minus float. With ``whole_model=False`` the float
+    twin reads the same (dequantized) inputs as the quantized op: the op's own error. With ``whole_model=True`` the
+    float ops form the whole float model alongside the quantized one: the error accumulated up to that op. Exactly
+    what ``tf.lite.experimental.QuantizationDebugger`` builds and reads (``tests/test_debug.py`` compares them).
+    Read the tensors with ``experimental_preserve_all_tensors=True``.
+    """
+    _tf.tf()
+    from tensorflow.lite.python import convert as tf_convert
+
+    return bytes(
+        tf_convert.mlir_quantize(
+            calibrated,
+            disable_per_channel=per_tensor,
+            fully_quantize=False,
+            enable_numeric_verify=True,
+            enable_whole_model_verify=whole_model,
+        )
+    )

@@ -47,6 +47,16 @@ class ModelOptions:
 
 
 @dataclass(frozen=True)
+class KerasLayer:
+    """One Keras layer of the source model: ``path`` is its name, prefixed by the enclosing model's name for layers
+    of a nested model (``block/dense``); ``container`` is True for a nested model (a layer with layers)."""
+
+    path: str
+    class_name: str
+    container: bool = False
+
+
+@dataclass(frozen=True)
 class ExportedModel:
     """The SavedModel every mode converts from, and the model's interface."""
 
@@ -56,6 +66,7 @@ class ExportedModel:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     keras_layer_names: tuple[str, ...] = ()
+    keras_layers: tuple[KerasLayer, ...] = ()  # model order, containers before their layers; () for a SavedModel
 
 
 def model_kind(path: Path) -> str:
@@ -321,7 +332,20 @@ def export_keras_model(model: Any, source: Path, export_dir: Path) -> ExportedMo
         inputs=exported.inputs,
         outputs=exported.outputs,
         keras_layer_names=layer_names,
+        keras_layers=tuple(keras_layer_list(model)),
     )
+
+
+def keras_layer_list(model: Any, prefix: str = "") -> list[KerasLayer]:
+    """Every layer of ``model`` in model order, nested models' layers under ``<model name>/``."""
+    found: list[KerasLayer] = []
+    for layer in getattr(model, "layers", []):
+        path = f"{prefix}{layer.name}"
+        children = getattr(layer, "layers", None)
+        found.append(KerasLayer(path, type(layer).__name__, container=bool(children)))
+        if children:
+            found.extend(keras_layer_list(layer, path + "/"))
+    return found
 
 
 def _all_layers(model: Any) -> list[Any]:
