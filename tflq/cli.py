@@ -112,6 +112,10 @@ def modes_command() -> None:
               help="How image-folder pixels are scaled: unit [0,1], symmetric [-1,1], raw [0,255], imagenet mean/std.")
 @click.option("--per-tensor", is_flag=True, help="Per-tensor instead of per-channel weight quantization.")
 @click.option("--allow-float-fallback", is_flag=True, help="Integer modes: keep ops without an integer kernel in float (and say which).")
+@click.option("--skip-layers", "skip_layers", multiple=True, metavar="NAME,...",
+              help="int8: keep these Keras layers in float, quantize the rest (comma-separated or repeated; see tflq debug).")
+@click.option("--skip-ops", "skip_ops", multiple=True, metavar="OP,...",
+              help="int8: keep every op of these TFLite types in float, e.g. FULLY_CONNECTED (comma-separated or repeated).")
 @click.option("-o", "--output-dir", type=click.Path(path_type=Path), default=Path("build"), show_default=True)
 @click.option("--name", help="Output file-name stem (default: the model's name).")
 @click.option("--signature", help="SavedModel signature to convert (default: serving_default or the only one).")
@@ -122,7 +126,8 @@ def modes_command() -> None:
 @handle_errors
 def convert_command(
     model: Path, modes: tuple[str, ...], all_modes: bool, io_types: tuple[str, ...], calibration: str | None,
-    calib_samples: int, image_scale: str, per_tensor: bool, allow_float_fallback: bool, output_dir: Path,
+    calib_samples: int, image_scale: str, per_tensor: bool, allow_float_fallback: bool,
+    skip_layers: tuple[str, ...], skip_ops: tuple[str, ...], output_dir: Path,
     name: str | None, signature: str | None, custom_objects: tuple[str, ...], unsafe_deserialization: bool,
     as_json: bool, verbose: bool,
 ) -> None:
@@ -148,6 +153,8 @@ def convert_command(
         calibration_samples=calib_samples,
         per_tensor=per_tensor,
         allow_float_fallback=allow_float_fallback,
+        skip_layers=split_names(skip_layers),
+        skip_ops=split_names(skip_ops),
         images=ImageOptions(scale=image_scale),
         model=ModelOptions(signature=signature, custom_objects=custom_objects, unsafe_deserialization=unsafe_deserialization),
     )
@@ -161,11 +168,20 @@ def convert_command(
         raise TflqClickException(f"{len(failed)} of {len(result.artifacts)} variant(s) failed: {', '.join(failed)}", EXIT_FAILED)
 
 
+def split_names(values: tuple[str, ...]) -> tuple[str, ...]:
+    """``("a,b", "c")`` -> ``("a", "b", "c")``: options that take comma-separated lists and may be repeated."""
+    return tuple(part.strip() for value in values for part in value.split(",") if part.strip())
+
+
 def print_artifacts(result: Any) -> None:
     """The human summary of a conversion: one line per variant, then the shared costs."""
     for artifact in result.artifacts:
         if artifact.ok:
-            note = f"  ({len(artifact.float_ops)} op(s) left in float)" if artifact.float_ops else ""
+            note = ""
+            if artifact.float_ops:
+                layers = list(dict.fromkeys(artifact.float_layers))
+                shown = ", ".join(layers[:6]) + (" ..." if len(layers) > 6 else "")
+                note = f"  ({len(artifact.float_ops)} op(s) left in float: {shown})"
             click.echo(
                 f"ok     {artifact.label:<16} {artifact.size_bytes:>10,d} B  {artifact.seconds:6.2f} s  {artifact.path}{note}"
             )

@@ -17,6 +17,7 @@ import numpy as np
 from tflq import _calibrated, _tf
 from tflq.data import ImageOptions, open_data
 from tflq.errors import ConversionError, TflqError, UsageError
+from tflq.layer_map import ModelOp, nodes_for_layers, nodes_for_op_types, read_ops
 from tflq.models import ExportedModel, ModelOptions, export_model, model_kind
 from tflq.modes import MODES, ModeSettings, Variant, plan_variants
 
@@ -39,6 +40,13 @@ class ConvertOptions:
     allow_float_fallback: bool = False
     images: ImageOptions = field(default_factory=ImageOptions)
     model: ModelOptions = field(default_factory=ModelOptions)
+    skip_layers: tuple[str, ...] = ()  # int8: Keras layers left in float (selective quantization)
+    skip_ops: tuple[str, ...] = ()  # int8: TFLite op types left in float, e.g. FULLY_CONNECTED
+
+    def __post_init__(self) -> None:
+        if (self.skip_layers or self.skip_ops) and "int8" not in self.modes:
+            flag = "--skip-layers" if self.skip_layers else "--skip-ops"
+            raise UsageError(f"{flag} applies to mode int8 (selective quantization); add --mode int8")
 
     def variants(self) -> list[Variant]:
         """The variants these options ask for. Raises UsageError."""
@@ -63,6 +71,7 @@ class Artifact:
     seconds: float = 0.0
     error: str | None = None
     float_ops: tuple[str, ...] = ()
+    float_layers: tuple[str, ...] = ()  # the Keras layers of float_ops, same order
 
     @property
     def ok(self) -> bool:
@@ -84,6 +93,7 @@ class Artifact:
             "status": self.status,
             "error": self.error,
             "float_ops": list(self.float_ops),
+            "float_layers": list(self.float_layers),
         }
 
 
@@ -139,6 +149,8 @@ class ModelSession:
         self._samples: list[dict[str, np.ndarray]] | None = None
         self._calibrated: bytes | None = None
         self._calibration_error: ConversionError | None = None
+        self._model_ops: tuple[ModelOp, ...] | None = None
+        self._float_nodes: tuple[str, ...] | None = None
         self.export_seconds = 0.0
         self.calibration_seconds = 0.0
 
@@ -194,17 +206,39 @@ class ModelSession:
                 self.calibration_seconds = time.perf_counter() - start
         return self._calibrated
 
+    def model_ops(self) -> tuple[ModelOp, ...]:
+        """The ops of the calibrated (float) model, named after their Keras layers (read once)."""
+        if self._model_ops is None:
+            self._model_ops = read_ops(self.calibrated_model(), self.exported)
+        return self._model_ops
+
+    def float_nodes(self) -> tuple[str, ...]:
+        """The output tensors of the ops ``skip_layers``/``skip_ops`` keep in float (the quantizer's node denylist).
+
+        Raises UsageError for a layer or op type the model does not have (listing the valid ones).
+        """
+        if self._float_nodes is None:
+            nodes: dict[str, None] = {}
+            if self.options.skip_layers or self.options.skip_ops:
+                ops = self.model_ops()
+                nodes.update(dict.fromkeys(nodes_for_layers(ops, self.options.skip_layers, self.exported)))
+                nodes.update(dict.fromkeys(nodes_for_op_types(ops, self.options.skip_ops)))
+            self._float_nodes = tuple(nodes)
+        return self._float_nodes
+
     def convert_variant(self, variant: Variant) -> bytes:
         """Convert one variant to TFLite bytes. Raises ConversionError."""
         mode = MODES[variant.mode]
         settings = self.options.settings(variant)
         if mode.activations == "int8":
             calibrated = self.calibrated_model()
+            float_nodes = self.float_nodes()
             with _converter_errors(variant.label):
                 return _calibrated.quantize(
                     calibrated,
                     io_type=variant.io_type,
                     per_tensor=settings.per_tensor,
+                    denylisted_nodes=float_nodes,
                 )
         tf = _tf.tf()
         converter = self.new_converter()
@@ -270,8 +304,8 @@ def _to_input(value: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
     return np.asarray(value, dtype=dtype)
 
 
-def float_ops(content: bytes) -> tuple[str, ...]:
-    """Ops of a quantized model that still compute in float: ``OP_TYPE(output tensor)``, in model order."""
+def float_op_details(content: bytes) -> tuple[tuple[str, str], ...]:
+    """Ops of a quantized model that still compute in float: (op type, output tensor name), in model order."""
     from ai_edge_litert.interpreter import Interpreter
 
     with _tf.quiet():
@@ -279,12 +313,25 @@ def float_ops(content: bytes) -> tuple[str, ...]:
     tensors = {detail["index"]: detail for detail in interpreter.get_tensor_details()}
     found = []
     for op in interpreter._get_ops_details():
-        if op["op_name"] in _BOUNDARY_OPS:
+        if op["op_name"] in _BOUNDARY_OPS or op["op_name"] == "DELEGATE":
             continue
         outputs = [tensors[index] for index in op["outputs"] if index in tensors]
         if any(np.dtype(t["dtype"]).name in _FLOAT_DTYPES for t in outputs):
-            found.append(f"{op['op_name']}({outputs[0]['name'] if outputs else '?'})")
+            found.append((op["op_name"], outputs[0]["name"] if outputs else "?"))
     return tuple(found)
+
+
+def float_ops(content: bytes) -> tuple[str, ...]:
+    """Ops of a quantized model that still compute in float: ``OP_TYPE(output tensor)``, in model order."""
+    return tuple(f"{op_type}({name})" for op_type, name in float_op_details(content))
+
+
+def _same_tensor(name: str, asked: set[str]) -> bool:
+    """Whether ``name`` is one of the ``asked`` tensors; the quantizer may append digits (``MaxPool2d1``)."""
+    return name in asked or any(
+        (name.startswith(other) and name[len(other):].isdigit()) or (other.startswith(name) and other[len(name):].isdigit())
+        for other in asked
+    )
 
 
 def convert_model(
@@ -315,6 +362,7 @@ def convert_model(
             session.calibration_samples()
             with contextlib.suppress(ConversionError):  # reported by each calibrated variant
                 session.calibrated_model()
+                session.float_nodes()  # unknown --skip-layers/--skip-ops names fail before any output
         probe = session.verification_inputs()
         artifacts = [_produce(session, variant, output_path(output_dir, name, variant), probe) for variant in variants]
         return ConvertResult(
@@ -333,14 +381,22 @@ def _produce(session: ModelSession, variant: Variant, path: Path, probe: dict[st
         mode = MODES[variant.mode]
         verify_runs(content, probe)
         remaining_float: tuple[str, ...] = ()
+        float_layers: tuple[str, ...] = ()
         if mode.calibrated:
-            remaining_float = float_ops(content)
-            if remaining_float and not session.options.allow_float_fallback:
-                shown = ", ".join(remaining_float[:8]) + (" ..." if len(remaining_float) > 8 else "")
+            details = float_op_details(content)
+            asked = set(session.float_nodes()) if mode.activations == "int8" else set()
+            unexpected = [f"{op_type}({name})" for op_type, name in details if not _same_tensor(name, asked)]
+            if unexpected and not session.options.allow_float_fallback:
+                shown = ", ".join(unexpected[:8]) + (" ..." if len(unexpected) > 8 else "")
+                also = " besides the ones asked for" if asked else ""
                 raise ConversionError(
-                    f"{len(remaining_float)} op(s) have no {mode.activations} kernel and would stay in float: {shown}; "
-                    "pass --allow-float-fallback to keep them in float"
+                    f"{len(unexpected)} op(s){also} have no {mode.activations} kernel and would stay in float: "
+                    f"{shown}; pass --allow-float-fallback to keep them in float"
                 )
+            remaining_float = tuple(f"{op_type}({name})" for op_type, name in details)
+            if details:
+                float_layers = _float_layers(content, session, {name for _, name in details})
+            _note_quantized_anyway(session, variant, asked, details)
         write_atomically(path, content)
     except ConversionError as error:
         with contextlib.suppress(FileNotFoundError):
@@ -358,5 +414,27 @@ def _produce(session: ModelSession, variant: Variant, path: Path, probe: dict[st
         sha256=hashlib.sha256(content).hexdigest(),
         seconds=time.perf_counter() - start,
         float_ops=remaining_float,
+        float_layers=float_layers,
     )
+
+
+def _float_layers(content: bytes, session: ModelSession, names: set[str]) -> tuple[str, ...]:
+    """The layer label of each float op of a converted model (its tensor name when no layer is known)."""
+    return tuple(op.label for op in read_ops(content, session.exported) if op.tensor in names)
+
+
+def _note_quantized_anyway(
+    session: ModelSession, variant: Variant, asked: set[str], details: tuple[tuple[str, str], ...]
+) -> None:
+    """Say so when an op asked to stay in float was quantized all the same (MAX_POOL_2D follows its input's type)."""
+    if not asked:
+        return
+    floated = {name for _, name in details}
+    kept = [f"{op.op_type}({op.label})" for op in session.model_ops() if op.tensor in asked and not _same_tensor(op.tensor, floated)]
+    if kept:
+        log.warning(
+            "%s: %d op(s) asked to stay in float were quantized anyway (ops that only move or select values, "
+            "such as MAX_POOL_2D or RESHAPE next to integer ops, take their input's type): %s",
+            variant.label, len(kept), ", ".join(kept),
+        )
 

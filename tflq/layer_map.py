@@ -169,7 +169,7 @@ def layers_with_ops(ops: Sequence[ModelOp]) -> list[str]:
 
 def _did_you_mean(name: str, choices: Sequence[str]) -> str:
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
+    return f"did you mean {close[0]!r}? " if close else ""
 
 
 def nodes_for_layers(ops: Sequence[ModelOp], names: Sequence[str], exported: ExportedModel) -> tuple[str, ...]:
@@ -187,14 +187,14 @@ def nodes_for_layers(ops: Sequence[ModelOp], names: Sequence[str], exported: Exp
         path = _resolve_layer_name(name, known)
         if path is None:
             raise UsageError(
-                f"--skip-layers: unknown layer {name!r}{_did_you_mean(name, with_ops)} "
-                f"Layers with ops: {', '.join(with_ops)}"
+                f"--skip-layers: unknown layer {name!r}; {_did_you_mean(name, with_ops)}"
+                f"layers with ops: {', '.join(with_ops)}"
             )
         matched = [op for op in candidates if any(layer == path or layer.startswith(path + "/") for layer in op.layers)]
         if not matched:
             raise UsageError(
                 f"--skip-layers: layer {path!r} has no op of its own in the TFLite model (removed, or folded into "
-                f"another op, at conversion). Layers with ops: {', '.join(with_ops)}"
+                f"another op, at conversion); layers with ops: {', '.join(with_ops)}"
             )
         for op in matched:
             nodes.setdefault(op.tensor, None)
@@ -220,8 +220,8 @@ def nodes_for_op_types(ops: Sequence[ModelOp], op_types: Sequence[str]) -> tuple
         wanted = op_type.strip().upper()
         if wanted not in present:
             raise UsageError(
-                f"--skip-ops: the model has no {op_type!r} op{_did_you_mean(wanted, present)} "
-                f"Its ops: {', '.join(present)}"
+                f"--skip-ops: the model has no {op_type!r} op; {_did_you_mean(wanted, present)}"
+                f"its ops: {', '.join(present)}"
             )
         for op in candidates:
             if op.op_type == wanted:
