@@ -193,5 +193,121 @@ def print_artifacts(result: Any) -> None:
     )
 
 
+def model_options(signature: str | None, custom_objects: tuple[str, ...], unsafe_deserialization: bool) -> Any:
+    from tflq.models import ModelOptions
+
+    return ModelOptions(signature=signature, custom_objects=custom_objects, unsafe_deserialization=unsafe_deserialization)
+
+
+def model_loading_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options every command that loads a Keras model or SavedModel shares."""
+    for decorator in reversed([
+        click.option("--signature", help="SavedModel signature (default: serving_default or the only one)."),
+        click.option("--custom-objects", multiple=True, metavar="MODULE:ATTR", help="Custom Keras layer/object to load the model with (repeatable)."),
+        click.option("--unsafe-deserialization", is_flag=True, help="Allow Lambda layers (runs Python code stored in the model file)."),
+    ]):
+        command = decorator(command)
+    return command
+
+
+def calibration_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--calib, --calib-samples, --image-scale, --per-tensor, as ``tflq convert`` has them."""
+    for decorator in reversed([
+        click.option("--calib", "calibration", metavar="DATA", help="Calibration data: .npz, .npy, image folder, module:function, or 'random'."),
+        click.option("--calib-samples", type=click.IntRange(min=1), default=200, show_default=True, help="Calibration samples to use."),
+        click.option("--image-scale", type=click.Choice(["unit", "symmetric", "raw", "imagenet"]), default="unit", show_default=True,
+                     help="How image-folder pixels are scaled: unit [0,1], symmetric [-1,1], raw [0,255], imagenet mean/std."),
+        click.option("--per-tensor", is_flag=True, help="Per-tensor instead of per-channel weight quantization."),
+    ]):
+        command = decorator(command)
+    return command
+
+
+@main.command("debug")
+@click.argument("model", type=click.Path(path_type=Path))
+@calibration_options
+@click.option("--data", metavar="EVAL", help="Evaluation data: feeds the layer errors and, with labels (or --reference), the accuracy checks.")
+@click.option("--reference", metavar="MODEL", help="Without labels: compare top-1 with this model (.keras/.h5/SavedModel/.tflite; default: the float32 model).")
+@click.option("--top", type=click.IntRange(min=0), default=3, show_default=True, help="With --data: try the N most sensitive layers in float.")
+@click.option("--layer-samples", type=click.IntRange(min=1), default=100, show_default=True, help="Samples the layer errors are measured on.")
+@click.option("--eval-samples", type=click.IntRange(min=1), help="Evaluation samples for the accuracy checks (default: all).")
+@click.option("--format", "output_format", type=click.Choice(["table", "json", "csv", "md"]), default="table", show_default=True)
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the report to FILE instead of the terminal.")
+@click.option("--plot", type=click.Path(path_type=Path), metavar="PNG", help="Write a plot of SQNR per layer, in model order.")
+@model_loading_options
+@click.option("-v", "--verbose", is_flag=True, help="Show TensorFlow's own logging.")
+@handle_errors
+def debug_command(
+    model: Path, calibration: str | None, calib_samples: int, image_scale: str, per_tensor: bool, data: str | None,
+    reference: str | None, top: int, layer_samples: int, eval_samples: int | None, output_format: str,
+    output: Path | None, plot: Path | None, signature: str | None, custom_objects: tuple[str, ...],
+    unsafe_deserialization: bool, verbose: bool,
+) -> None:
+    """Per-layer int8 quantization error of MODEL, named by its Keras layers, most sensitive first.
+
+    With --data, also the top-1 of float32, int8, and int8 with each of the --top most sensitive layers left in
+    float (keep one with: tflq convert --mode int8 --skip-layers NAME).
+    """
+    from tflq.convert import ConvertOptions
+    from tflq.data import ImageOptions
+    from tflq.debug import DebugOptions, debug_quantization
+    from tflq.debug_report import plot_sqnr, render
+
+    setup_logging(verbose)
+    options = DebugOptions(
+        convert=ConvertOptions(
+            modes=("int8",), calibration=calibration, calibration_samples=calib_samples, per_tensor=per_tensor,
+            images=ImageOptions(scale=image_scale), model=model_options(signature, custom_objects, unsafe_deserialization),
+        ),
+        data=data, reference=reference, layer_samples=layer_samples, eval_samples=eval_samples, top=top,
+    )
+    report = debug_quantization(model, options)
+    if plot is not None:
+        plot_sqnr(report, plot)
+    text = render_text(report) if output_format == "table" else render(report, output_format)
+    if output is not None:
+        from tflq.convert import write_atomically
+
+        try:
+            write_atomically(output, text.encode("utf-8"))
+        except OSError as error:
+            raise TflqClickException(f"-o {output}: cannot write: {error.strerror or error}", 2) from None
+        echo_err(f"wrote {output}")
+    elif output_format == "table":
+        print_rich_report(report)
+    else:
+        click.echo(text)
+    if plot is not None:
+        echo_err(f"wrote {plot}")
+
+
+def print_rich_report(report: Any) -> None:
+    from rich.console import Console
+
+    from tflq.debug_report import LEGEND, rich_table, summary_lines
+
+    console = Console(soft_wrap=False)
+    if not console.is_terminal:
+        console = Console(soft_wrap=False, width=160)
+    for line in summary_lines(report):
+        console.print(line, highlight=False, markup=False)
+    console.print(rich_table(report))
+    console.print(LEGEND, style="dim", highlight=False, markup=False)
+
+
+def render_text(report: Any) -> str:
+    """The terminal table as plain text, for ``--format table -o FILE``."""
+    from rich.console import Console
+
+    from tflq.debug_report import LEGEND, rich_table, summary_lines
+
+    console = Console(record=True, width=200, file=__import__("io").StringIO(), color_system=None)
+    for line in summary_lines(report):
+        console.print(line, highlight=False, markup=False)
+    console.print(rich_table(report))
+    console.print(LEGEND, highlight=False, markup=False)
+    return console.export_text()
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

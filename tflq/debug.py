@@ -428,9 +428,10 @@ def measure_ops(
         raise
     except Exception as error:  # the quantizer raises several types; each becomes one message
         raise ConversionError(f"cannot build the quantization debug model: {_tf.last_error_line(str(error))}") from None
-    for batch in _batches(samples, DEBUG_BATCH):
-        own.feed(batch)
-        whole.feed(batch)
+    with _tf.quiet():  # the interpreter announces its delegate when it allocates
+        for batch in _batches(samples, DEBUG_BATCH):
+            own.feed(batch)
+            whole.feed(batch)
 
     def names(run: _DebugRun) -> list[tuple[str, str]]:
         return [

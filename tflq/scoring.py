@@ -83,10 +83,9 @@ class Evaluator:
         if self.labelled:
             targets = {name: _label_classes(name, value, predictions[name]) for name, value in labels.items() if name in predictions}
         else:
-            assert self._reference_predictions is not None
             targets = {
                 name: np.asarray(value).argmax(axis=-1)
-                for name, value in self._reference_predictions.items()
+                for name, value in (self._reference_predictions or {}).items()
                 if name in predictions and _is_class_scores(predictions[name])
             }
         scores = [
@@ -189,7 +188,9 @@ def predict_with_labels(tflite_path: Path, batches: Iterator[Batch]) -> tuple[di
     outputs: dict[str, list[np.ndarray]] = {}
     labels: dict[str, list[np.ndarray]] = {}
     for batch in batches:
-        for name, value in runner(batch.inputs).items():
+        with _tf.quiet():  # the interpreter announces its delegate when it allocates
+            predictions = runner(batch.inputs)
+        for name, value in predictions.items():
             outputs.setdefault(name, []).append(value)
         for name, value in batch.labels.items():
             labels.setdefault(name, []).append(np.asarray(value))
@@ -210,6 +211,8 @@ def latency_ms(tflite_path: Path, sample: dict[str, np.ndarray], *, runs: int = 
     """Median latency (ms) of one inference on ``sample`` (batch of one), after ``warmup`` runs."""
     runner = _Runner(tflite_path)
     feeds = {name: _quantize(sample[name], detail) for name, detail in runner.inputs.items()}
+    with _tf.quiet():
+        runner.runner(**feeds)
     for _ in range(warmup):
         runner.runner(**feeds)
     timings = []
