@@ -232,18 +232,15 @@ def make_twin_layer(layer: Any) -> Any:
 def translate_config(config: dict[str, Any], target_class: type, label: str) -> dict[str, Any]:
     """Translate a Keras 3 object config to what ``target_class.from_config`` in tf_keras accepts.
 
-    Unknown keys are dropped when they cannot change the maths (``None``, or a known neutral value); any other
-    unknown key raises :class:`ConversionError` naming ``label`` and the option.
+    A key the tf_keras constructor does not name is dropped when its value cannot change the maths (``None``, or a
+    known neutral value); any other is kept, for tf_keras to accept (some constructors pop extra keywords) or
+    reject, which :func:`make_twin_layer` reports with the layer's name.
     """
     accepted = _accepted_keys(target_class)
     translated: dict[str, Any] = {}
     for key, value in config.items():
-        if key not in accepted:
-            if key in _HARMLESS_KEYS or value is None or value in _NEUTRAL_VALUES.get(key, ()):
-                continue
-            raise ConversionError(
-                f"{label}: option {key}={value!r} has no tf_keras equivalent, so the layer cannot be rebuilt for QAT"
-            )
+        if key not in accepted and (key in _HARMLESS_KEYS or value is None or value in _NEUTRAL_VALUES.get(key, ())):
+            continue
         translated[key] = _translate_value(value, label)
     return translated
 
@@ -449,7 +446,8 @@ def _first_differing_layer(model: Any, twin: Any, pairs: list[LayerPair], feed: 
         if source.name not in top_level or len(getattr(source, "_inbound_nodes", [])) != 1:
             continue
         try:
-            want = _flat_numpy(keras.Model(model.inputs, source.output)(feed, training=False))
+            inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+            want = _flat_numpy(keras.Model(inputs, source.output)(feed, training=False))
             got = _flat_numpy(tf_keras.Model(twin.inputs, pair.twin.output)(feed, training=False))
         except Exception:  # a layer we cannot probe on its own: try the next one
             continue
