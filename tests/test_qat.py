@@ -213,6 +213,44 @@ def test_gru_model_bridges_but_qat_names_the_layer():
         qat.check_qat_support(model)
 
 
+def test_bridge_translates_renamed_options():
+    import keras
+
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(6), keras.layers.LeakyReLU(negative_slope=0.05),
+                              keras.layers.LayerNormalization(), keras.layers.Dense(2)])
+    twin = bridge_to_tf_keras(model)
+    assert twin.layers[2].alpha == pytest.approx(0.05)
+
+
+def test_bridge_rebuild_failure_names_layer_and_reason():
+    import keras
+
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3, activation="hard_silu", name="hard")])
+    with pytest.raises(QatError, match=r"layer 'hard' \(Dense\) cannot be rebuilt in tf_keras for QAT "
+                                       r"\(Unknown activation function 'hard_silu'.*16x8"):
+        bridge_to_tf_keras(model)
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("relu6_in_dense", r"layer 'squash' \(Dense\): tfmot cannot quantize activation relu6 inside a Dense "
+                           r"\(a separate ReLU\(max_value=6\) layer would do\)"),
+        ("integer_input", r"input 'tokens' is int32: QAT quantizes float inputs only"),
+    ],
+)
+def test_qat_refusals_name_the_cause(case, message):
+    import keras
+
+    if case == "relu6_in_dense":
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="relu6", name="squash")])
+    else:
+        model = keras.Sequential([keras.Input((5,), dtype="int32", name="tokens"), keras.layers.Embedding(10, 4),
+                                  keras.layers.Flatten(), keras.layers.Dense(2)])
+    with pytest.raises(QatError, match=message):
+        qat.check_qat_support(model)
+
+
 def test_check_qat_support_accepts_the_cnn(digits_cnn):
     qat.check_qat_support(digits_cnn)
 

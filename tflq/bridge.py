@@ -35,6 +35,15 @@ _NEUTRAL_VALUES: dict[str, tuple[Any, ...]] = {
     "lora_alpha": (None,),
     "input_axes": (None,),
     "output_axes": (None,),
+    "rms_scaling": (False,),  # LayerNormalization
+    "pad_to_aspect_ratio": (False,),  # Resizing: fill_mode / fill_value only matter when padding
+    "fill_mode": ("constant",),
+    "fill_value": (0.0,),
+    "antialias": (False,),
+}
+# Options Keras 3 renamed, by layer class: Keras 3 name -> tf_keras name.
+_RENAMED_KEYS: dict[str, dict[str, str]] = {
+    "LeakyReLU": {"negative_slope": "alpha"},
 }
 # Where tf_keras keeps the objects a serialized Keras 3 object may name, by Keras 3 module.
 _NAMESPACES = {
@@ -203,8 +212,7 @@ class _Builder:
 def make_twin_layer(layer: Any) -> Any:
     """Create the tf_keras layer equivalent to Keras 3 ``layer`` from its config (weights not copied).
 
-    Raises :class:`QatError` for Lambda and custom layers, :class:`ConversionError` when the config does not
-    translate.
+    Raises :class:`QatError` for Lambda and custom layers, and for a config tf_keras cannot rebuild.
     """
     import tf_keras
 
@@ -222,11 +230,17 @@ def make_twin_layer(layer: Any) -> Any:
     twin_class = getattr(tf_keras.layers, kind.__name__, None)
     if twin_class is None:
         raise QatError(f"{label} has no tf_keras equivalent, so QAT cannot take it; {POST_TRAINING_HINT}")
-    config = translate_config(layer.get_config(), twin_class, label)
+    config = layer.get_config()
+    for old_key, new_key in _RENAMED_KEYS.get(kind.__name__, {}).items():
+        if old_key in config:
+            config[new_key] = config.pop(old_key)
+    config = translate_config(config, twin_class, label)
     try:
         return twin_class.from_config(config)
     except Exception as error:
-        raise ConversionError(f"{label} could not be rebuilt in tf_keras: {_one_line(error)}") from error
+        reason = str(error).split("Exception encountered:")[-1]  # tf_keras prefixes the whole config
+        raise QatError(f"{label} cannot be rebuilt in tf_keras for QAT ({_one_line(reason)}); "
+                       f"{POST_TRAINING_HINT}") from error
 
 
 def translate_config(config: dict[str, Any], target_class: type, label: str) -> dict[str, Any]:
@@ -358,6 +372,8 @@ def _copy_weights(pair: LayerPair) -> None:
                 f"{tuple(twin.shape)} in tf_keras"
             )
         twin.assign(value)
+    if sources and hasattr(pair.twin, "finalize_state"):  # adapted preprocessing layers (Normalization...)
+        pair.twin.finalize_state()
 
 
 def _carry_loss(model: Any, twin: Any) -> None:

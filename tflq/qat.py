@@ -403,13 +403,7 @@ def prepare_qat(model: Any) -> Any:
     import tf_keras
 
     model = _checked_graph_model(model, "model")
-    for layer in model.layers:
-        label = f"layer '{layer.name}' ({type(layer).__name__})"
-        if isinstance(layer, tf_keras.Model):
-            raise QatError(f"{label} is a model nested in the model, which tfmot cannot quantize; save the model "
-                           f"as .keras so tflq can inline it, or {POST_TRAINING_HINT}")
-        if isinstance(layer, tf_keras.layers.Lambda):
-            raise QatError(f"{label} runs arbitrary Python code that QAT cannot quantize; {POST_TRAINING_HINT}")
+    _check_before_tfmot(model)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -425,6 +419,44 @@ def prepare_qat(model: Any) -> Any:
     except (ValueError, TypeError) as error:
         raise QatError(f"tfmot cannot quantize model '{model.name}': {_one_line(error)}; "
                        f"{POST_TRAINING_HINT}") from error
+
+
+# Activations tfmot can quantize: inside Dense/Conv layers (QuantizeAwareActivation), and as Activation layers.
+_FUSED_ACTIVATIONS = frozenset({"linear", "relu", "swish", "gelu", "softmax", "sigmoid", "tanh"})
+_ACTIVATION_LAYER_ACTIVATIONS = frozenset({"linear", "relu", "swish", "gelu", "relu6", "softmax", "sigmoid", "tanh"})
+
+
+def _check_before_tfmot(model: Any) -> None:
+    """Refuse, naming the layer, what tfmot would reject with a message that does not name it (or accept wrongly)."""
+    import tf_keras
+
+    for tensor, name in zip(model.inputs, model.input_names):
+        if not tensor.dtype.is_floating:
+            raise QatError(f"input '{name}' is {tensor.dtype.name}: QAT quantizes float inputs only (an Embedding "
+                           f"model cannot be quantization-aware trained); {POST_TRAINING_HINT}")
+    for layer in model.layers:
+        label = f"layer '{layer.name}' ({type(layer).__name__})"
+        if isinstance(layer, tf_keras.Model):
+            raise QatError(f"{label} is a model nested in the model, which tfmot cannot quantize; save the model "
+                           f"as .keras so tflq can inline it, or {POST_TRAINING_HINT}")
+        if isinstance(layer, tf_keras.layers.Lambda):
+            raise QatError(f"{label} runs arbitrary Python code that QAT cannot quantize; {POST_TRAINING_HINT}")
+        compute_dtype = getattr(layer, "compute_dtype", "float32")
+        if not isinstance(layer, tf_keras.layers.InputLayer) and compute_dtype != "float32":
+            raise QatError(f"{label} computes in {compute_dtype} (mixed precision): QAT needs a float32 model; "
+                           f"{POST_TRAINING_HINT}")
+        activation = getattr(getattr(layer, "activation", None), "__name__", None)
+        if activation is None or isinstance(layer, tf_keras.layers.RNN):
+            continue
+        if isinstance(layer, tf_keras.layers.Activation):
+            if activation not in _ACTIVATION_LAYER_ACTIVATIONS:
+                raise QatError(f"{label}: tfmot cannot quantize activation {activation}; {POST_TRAINING_HINT}")
+        elif activation not in _FUSED_ACTIVATIONS:
+            raise QatError(
+                f"{label}: tfmot cannot quantize activation {activation} inside a {type(layer).__name__}"
+                + (" (a separate ReLU(max_value=6) layer would do)" if activation == "relu6" else "")
+                + f"; {POST_TRAINING_HINT}"
+            )
 
 
 def check_qat_support(model: Any) -> None:
