@@ -364,6 +364,30 @@ def test_load_refuses_savedmodel_without_keras_metadata(digits_cnn, tmp_path):
         qat.load_for_qat(tmp_path / "exported")
 
 
+def test_load_tf_keras_savedmodel_with_metadata(tmp_path):
+    import tf_keras
+
+    model = tf_keras.Sequential([tf_keras.Input((4,), name="features"), tf_keras.layers.Dense(3, name="out")])
+    model.save(tmp_path / "tf_keras_savedmodel", save_format="tf")
+    loaded = qat.load_for_qat(tmp_path / "tf_keras_savedmodel")
+    np.testing.assert_allclose(loaded.get_layer("out").get_weights()[0], model.get_layer("out").get_weights()[0])
+
+
+def test_load_refuses_custom_layer_from_config_alone(tmp_path):
+    import keras
+
+    @keras.saving.register_keras_serializable(package="tests")
+    class Twice(keras.layers.Layer):
+        def call(self, inputs):
+            return inputs * 2.0
+
+    model = keras.Sequential([keras.Input((4,)), Twice(name="twice"), keras.layers.Dense(2)])
+    path = tmp_path / "custom.keras"
+    model.save(path)
+    with pytest.raises(QatError, match=r"layer 'twice' \(Twice\) is a custom layer"):
+        qat.load_for_qat(path)
+
+
 def test_load_missing_or_unknown_file(tmp_path):
     with pytest.raises(ModelLoadError, match="no such file"):
         qat.load_for_qat(tmp_path / "nothing.keras")
@@ -382,6 +406,22 @@ def test_train_rejects_bad_settings_and_data(digits_cnn, digits):
         qat.train_qat(digits_cnn, (digits["x_train"][..., 0], digits["y_train"]))
     with pytest.raises(DataError, match="different numbers of samples"):
         qat.train_qat(digits_cnn, (digits["x_train"], digits["y_train"][:10]))
+
+
+def test_training_is_reproducible_with_a_seed():
+    import keras
+
+    keras.utils.set_random_seed(4)
+    model = keras.Sequential([keras.Input((6,), name="features"), keras.layers.Dense(8, activation="relu"),
+                              keras.layers.Dense(3)])
+    rng = np.random.default_rng(0)
+    data = (rng.random((48, 6), np.float32), rng.integers(0, 3, 48))
+    settings = dict(epochs=2, batch_size=8, loss="sparse_categorical_crossentropy", from_logits=True, seed=7)
+    first = qat.train_qat(model, data, **settings)
+    second = qat.train_qat(model, data, **settings)
+    assert first.history == second.history
+    assert set(first.history) == {"loss", "accuracy"}
+    assert first.losses[0].source == "explicit"
 
 
 @pytest.mark.slow

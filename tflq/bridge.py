@@ -433,7 +433,7 @@ def verify_twin(model: Any, twin: Any, pairs: list[LayerPair], *, sample_inputs:
     """
     inputs = sample_inputs_for(model) if sample_inputs is None else _as_input_list(model, sample_inputs)
     feed = inputs[0] if len(inputs) == 1 else inputs
-    expected = _flat_numpy(model(feed, training=False))
+    expected = _flat_numpy(model(_structured(model, inputs), training=False))
     found = _flat_numpy(twin(feed, training=False))
     worst = 0.0
     for index, (want, got) in enumerate(zip(expected, found)):
@@ -449,6 +449,16 @@ def verify_twin(model: Any, twin: Any, pairs: list[LayerPair], *, sample_inputs:
                 f"(tolerance {atol:g}); {where}"
             )
     return worst
+
+
+def _structured(model: Any, inputs: list[np.ndarray]) -> Any:
+    """``inputs`` (in ``model.inputs`` order) in the structure a Keras 3 model was built with (dict inputs...)."""
+    import keras
+
+    structure = getattr(model, "_inputs_struct", None)
+    if structure is None or len(inputs) == 1 and not isinstance(structure, (dict, list, tuple)):
+        return inputs[0] if len(inputs) == 1 else inputs
+    return keras.tree.pack_sequence_as(structure, inputs)
 
 
 def _first_differing_layer(model: Any, twin: Any, pairs: list[LayerPair], feed: Any, atol: float) -> str | None:

@@ -371,10 +371,13 @@ def _scan_layers(config: Any, source: Path) -> None:
         if class_name == "Lambda":
             raise QatError(f"{source}: {label} runs arbitrary Python code that QAT can neither rebuild nor quantize; "
                            f"{POST_TRAINING_HINT}")
-        module = str(config.get("module") or "keras.layers")
-        if not module.startswith("keras") or not hasattr(tf_keras.layers, class_name.split(">")[-1]):
+        module = config.get("module")
+        if (module is not None and not str(module).startswith("keras")) or ">" in class_name:
             raise QatError(f"{source}: {label} is a custom layer: QAT supports built-in Keras layers only; "
                            f"{POST_TRAINING_HINT}")
+        if not hasattr(tf_keras.layers, class_name):
+            raise QatError(f"{source}: {label} is not a layer tf_keras has (custom, or new in Keras 3), so QAT "
+                           f"cannot take it; {POST_TRAINING_HINT}")
         for key in ("layer", "backward_layer"):  # wrappers such as Bidirectional or TimeDistributed
             _scan_layers(inner.get(key), source)
 
