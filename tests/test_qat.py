@@ -58,7 +58,7 @@ def digits_cnn(digits: dict[str, np.ndarray]):
     )
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
-    model.fit(digits["x_train"], digits["y_train"], epochs=12, batch_size=32, verbose=0)
+    model.fit(digits["x_train"], digits["y_train"], epochs=8, batch_size=32, verbose=0)
     return model
 
 

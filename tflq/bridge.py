@@ -378,7 +378,7 @@ def _copy_weights(pair: LayerPair) -> None:
 
 def _carry_loss(model: Any, twin: Any) -> None:
     """Compile ``twin`` with ``model``'s built-in loss(es), if it has any; a loss tflq cannot translate is left out."""
-    from tflq.qat import build_loss, saved_loss_specs
+    from tflq.losses import build_loss, saved_loss_specs
 
     try:
         specs = saved_loss_specs(model)
