@@ -15,7 +15,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from tflq import qat  # noqa: E402
 from tflq.bridge import bridge_to_tf_keras, sample_inputs_for  # noqa: E402
-from tflq.errors import ConversionError, DataError, ModelLoadError, QatError, UsageError  # noqa: E402
+from tflq.errors import ConversionError, DataError, ModelLoadError, QatError, QatTrainingError, UsageError  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------------------ fixtures
@@ -422,6 +422,26 @@ def test_training_is_reproducible_with_a_seed():
     assert first.history == second.history
     assert set(first.history) == {"loss", "accuracy"}
     assert first.losses[0].source == "explicit"
+
+
+def test_diverging_training_is_an_error():
+    import keras
+
+    model = keras.Sequential([keras.Input((3,), name="features"), keras.layers.Dense(1, name="value")])
+    x = np.ones((16, 3), np.float32)
+    y = np.full((16, 1), 1e30, np.float32)  # squared error overflows float32
+    with pytest.raises(QatTrainingError, match=r"QAT training diverged in epoch 1 of 2.*lower learning rate"):
+        qat.train_qat(model, (x, y), epochs=2, loss="mse")
+
+
+def test_progress_bar_goes_to_stderr(capfd):
+    import keras
+
+    model = keras.Sequential([keras.Input((3,), name="features"), keras.layers.Dense(2, name="scores")])
+    data = (np.ones((8, 3), np.float32), np.zeros(8, np.int64))
+    qat.train_qat(model, data, epochs=1, loss="sparse_categorical_crossentropy", from_logits=True, progress=True)
+    captured = capfd.readouterr()
+    assert "accuracy" in captured.err and "accuracy" not in captured.out
 
 
 @pytest.mark.slow

@@ -54,3 +54,7 @@ class GateError(TflqError):
 
 class QatError(UsageError):
     """Quantization-aware training cannot take this model (subclassed, custom, Lambda or unquantizable layers)."""
+
+
+class QatTrainingError(TflqError):
+    """Quantization-aware training failed while running (the loss became NaN or infinite)."""

@@ -7,14 +7,16 @@ dimension and the Keras input/output names; :func:`convert_qat` turns that into 
 known to load, allocate and run in the LiteRT interpreter.
 
 Everything here raises :class:`tflq.errors.TflqError` children; nothing prints except tf_keras's own per-epoch
-progress bar when ``progress=True``.
+progress bar, on stderr, when ``progress=True``.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 import time
 import warnings
@@ -26,7 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from tflq.bridge import POST_TRAINING_HINT, bridge_to_tf_keras
-from tflq.errors import ConversionError, DataError, ModelLoadError, QatError, UsageError
+from tflq.errors import ConversionError, DataError, ModelLoadError, QatError, QatTrainingError, UsageError
 from tflq.losses import LossSpec, build_loss, resolve_loss, saved_loss_specs
 
 __all__ = [
@@ -291,11 +293,12 @@ def train_qat(
 
     ``x`` is an array (one input), a list in input order or a dict by input name; ``y`` likewise by output.
     ``loss`` is a loss name (with ``from_logits``), already resolved :class:`LossSpec` s, or None for the model's
-    saved loss. Adam at ``learning_rate``; seeds fixed by ``seed``; tf_keras's per-epoch progress bar when
-    ``progress``.
+    saved loss. Adam at ``learning_rate``; seeds fixed by ``seed``; tf_keras's per-epoch progress bar (on stderr)
+    when ``progress``.
 
     Returns a :class:`QatResult`. Raises :class:`UsageError` for bad settings or no loss, :class:`DataError` for data
-    that does not fit the model, :class:`QatError` when tfmot cannot quantize the model.
+    that does not fit the model, :class:`QatError` when tfmot cannot quantize the model, and
+    :class:`QatTrainingError` when the loss becomes NaN or infinite.
     """
     import tf_keras
 
@@ -324,17 +327,23 @@ def train_qat(
         metrics=metrics[0] if len(metrics) == 1 else metrics,
     )
     started = time.perf_counter()
-    fitted = qat_model.fit(
-        x[0] if len(x) == 1 else x,
-        y[0] if len(y) == 1 else y,
-        epochs=epochs,
-        batch_size=batch_size,
-        validation_data=None if validation is None else
-        (validation[0][0] if len(validation[0]) == 1 else validation[0],
-         validation[1][0] if len(validation[1]) == 1 else validation[1]),
-        shuffle=True,
-        verbose=1 if progress else 0,
-    )
+    # The progress bar goes to stderr, so that stdout stays clean for machine-readable output (--json).
+    with contextlib.redirect_stdout(sys.stderr):
+        fitted = qat_model.fit(
+            _single_or_list(x),
+            _single_or_list(y),
+            epochs=epochs,
+            batch_size=batch_size,
+            validation_data=None if validation is None else tuple(_single_or_list(part) for part in validation),
+            shuffle=True,
+            verbose=1 if progress else 0,
+            callbacks=[tf_keras.callbacks.TerminateOnNaN()],
+        )
+    losses_seen = fitted.history.get("loss", [])
+    if len(losses_seen) < epochs or not np.all(np.isfinite(losses_seen)):
+        last = losses_seen[-1] if losses_seen else float("nan")
+        raise QatTrainingError(f"QAT training diverged in epoch {len(losses_seen)} of {epochs} (loss {last}); "
+                               f"try a lower learning rate than {learning_rate:g}")
     seconds = time.perf_counter() - started
     renames = [(quantized + "_", original + "_") for quantized, original in zip(qat_model.output_names, output_names)]
     history = {}
@@ -343,6 +352,10 @@ def train_qat(
             key = key.replace(quantized, original)
         history[key] = tuple(float(value) for value in values)
     return QatResult(qat_model, history, seconds, tuple(specs), output_names)
+
+
+def _single_or_list(arrays: list[np.ndarray]) -> np.ndarray | list[np.ndarray]:
+    return arrays[0] if len(arrays) == 1 else arrays
 
 
 def _metrics_for(spec: LossSpec) -> list[Any]:
