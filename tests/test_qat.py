@@ -197,7 +197,8 @@ def test_bridge_reports_first_differing_layer():
 
     keras.utils.set_random_seed(3)
     model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(6, name="before"),
-                              keras.layers.Activation("hard_sigmoid", name="hard_act"), keras.layers.Dense(2, name="after")])
+                              keras.layers.Activation("hard_sigmoid", name="hard_act"),
+                              keras.layers.Dense(2, name="after")])
     with pytest.raises(ConversionError, match=r"first differing layer: 'hard_act' \(Activation\)"):
         bridge_to_tf_keras(model)
 

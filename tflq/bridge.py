@@ -72,8 +72,8 @@ def bridge_to_tf_keras(model: Any, *, sample_inputs: Any = None, atol: float = 1
     with the same loss, so :func:`tflq.qat.resolve_loss` finds it.
 
     Returns the tf_keras ``Model`` (functional; one flat graph). Raises :class:`QatError` for a model the bridge
-    refuses (subclassed, custom or Lambda layers, sparse inputs) and :class:`ConversionError` when a layer cannot
-    be rebuilt or the twin's outputs differ.
+    refuses (subclassed, unbuilt, custom or Lambda layers, a layer config tf_keras cannot rebuild, sparse inputs)
+    and :class:`ConversionError` when weights do not fit or the twin's outputs differ (a bridge bug).
     """
     import keras
     import tf_keras

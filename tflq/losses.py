@@ -6,6 +6,8 @@ other non-default options), read from Keras 3 or tf_keras models alike, and buil
 from __future__ import annotations
 
 import difflib
+import functools
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,31 +47,26 @@ class LossSpec:
         return f"{self.name}({', '.join(arguments)})"
 
 
+@functools.lru_cache(maxsize=1)
 def _loss_table() -> dict[str, type | None]:
     """Every built-in tf_keras loss function name -> its Loss class (None when there is only the function)."""
-    global _LOSS_TABLE
-    if _LOSS_TABLE is None:
-        import tf_keras
+    import tf_keras
 
-        table: dict[str, type | None] = {}
-        for attribute in dir(tf_keras.losses):
-            value = getattr(tf_keras.losses, attribute)
-            if isinstance(value, type) and issubclass(value, tf_keras.losses.Loss):
-                try:
-                    function = value().fn  # LossFunctionWrapper subclasses keep their function
-                except Exception:
-                    continue
-                table[function.__name__] = value
-        for attribute in dir(tf_keras.losses):
-            value = getattr(tf_keras.losses, attribute)
-            if callable(value) and not isinstance(value, type) and getattr(value, "__name__", None) == attribute:
-                if attribute not in ("get", "serialize", "deserialize", "is_categorical_crossentropy"):
-                    table.setdefault(attribute, None)
-        _LOSS_TABLE = table
-    return _LOSS_TABLE
-
-
-_LOSS_TABLE: dict[str, type | None] | None = None
+    table: dict[str, type | None] = {}
+    for attribute in dir(tf_keras.losses):
+        value = getattr(tf_keras.losses, attribute)
+        if isinstance(value, type) and issubclass(value, tf_keras.losses.Loss):
+            try:
+                function = value().fn  # LossFunctionWrapper subclasses keep their function
+            except Exception:  # a Loss that cannot be built without arguments has no function name to offer
+                continue
+            table[function.__name__] = value
+    for attribute in dir(tf_keras.losses):
+        value = getattr(tf_keras.losses, attribute)
+        if callable(value) and not isinstance(value, type) and getattr(value, "__name__", None) == attribute:
+            if attribute not in ("get", "serialize", "deserialize", "is_categorical_crossentropy"):
+                table.setdefault(attribute, None)
+    return table
 
 
 def _did_you_mean(word: str, choices: Any) -> str:
@@ -95,8 +92,6 @@ def _canonical_loss_name(identifier: str) -> str:
 
 
 def _takes_from_logits(name: str) -> bool:
-    import inspect
-
     loss_class = _loss_table().get(name)
     return loss_class is not None and "from_logits" in inspect.signature(loss_class.__init__).parameters
 
@@ -134,8 +129,6 @@ def _spec_from_object(loss: Any, where: str) -> LossSpec:
 
 
 def _loss_defaults(name: str) -> dict[str, Any]:
-    import inspect
-
     loss_class = _loss_table().get(name)
     if loss_class is None:
         return {}
