@@ -425,8 +425,9 @@ class QatExport:
 
 def export_qat_saved_model(qat_model: Any, out_dir: str | os.PathLike[str], *,
                            output_names: Sequence[str] | None = None) -> QatExport:
-    """Write ``qat_model`` as a SavedModel whose ``serving_default`` signature has a dynamic batch dimension and
-    takes/returns tensors named after the Keras inputs/outputs (``quant_`` prefixes dropped unless ``output_names``).
+    """Write ``qat_model`` (a :class:`QatResult` or its tf_keras model) as a SavedModel whose ``serving_default``
+    signature has a dynamic batch dimension and takes/returns tensors named after the Keras inputs/outputs (the
+    pre-QAT output names; ``quant_`` prefixes dropped unless ``output_names`` is given).
 
     The directory is written next to ``out_dir`` and renamed into place. Returns a :class:`QatExport`; raises
     :class:`ConversionError` when TensorFlow cannot save it.
