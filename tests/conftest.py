@@ -126,3 +126,6 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     )
     paths["two_signatures"] = folder / "two_signatures"
     return paths
+
+
+from tests.fragile_models import fragile_models  # noqa: E402,F401 -- session fixture for test_debug/test_auto

@@ -20,9 +20,11 @@ are named by their Keras layers (``tflq.layer_map``).
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import re
 import tempfile
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -40,6 +42,7 @@ DEFAULT_TOP = 3
 DEFAULT_LAYER_SAMPLES = 100
 DEBUG_BATCH = 32
 _TRAILING_DIGITS = re.compile(r"\d+$")
+log = logging.getLogger("tflq")
 
 
 @dataclass(frozen=True)
@@ -304,11 +307,15 @@ class _DebugRun:
     error on the digits CNN).
     """
 
-    def __init__(self, content: bytes) -> None:
-        from ai_edge_litert.interpreter import Interpreter
+    def __init__(self, content: bytes, *, delegate: bool = True) -> None:
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-        with _tf.quiet():
-            self.interpreter = Interpreter(model_content=content, experimental_preserve_all_tensors=True)
+        resolver = OpResolverType.AUTO if delegate else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        with _tf.quiet(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors.*")
+            self.interpreter = Interpreter(
+                model_content=content, experimental_preserve_all_tensors=True, experimental_op_resolver_type=resolver
+            )
         self.tensors = {detail["index"]: detail for detail in self.interpreter.get_tensor_details()}
         self.ops = [op for op in self.interpreter._get_ops_details() if op["op_name"] != "DELEGATE"]
         self.defining = {index: op for op in self.ops for index in op["outputs"]}
@@ -413,6 +420,17 @@ def _batches(samples: Sequence[dict[str, np.ndarray]], size: int) -> Iterator[di
         yield {name: np.concatenate([sample[name] for sample in chunk]) for name in chunk[0]}
 
 
+def _run_debug_models(
+    own_model: bytes, whole_model: bytes, samples: Sequence[dict[str, np.ndarray]], *, delegate: bool
+) -> tuple[_DebugRun, _DebugRun]:
+    with _tf.quiet():  # the interpreter announces its delegate when it allocates
+        own, whole = _DebugRun(own_model, delegate=delegate), _DebugRun(whole_model, delegate=delegate)
+        for batch in _batches(samples, DEBUG_BATCH):
+            own.feed(batch)
+            whole.feed(batch)
+    return own, whole
+
+
 def measure_ops(
     calibrated: bytes, model_ops: Sequence[ModelOp], samples: Sequence[dict[str, np.ndarray]], *, per_tensor: bool
 ) -> tuple[OpError, ...]:
@@ -422,16 +440,16 @@ def measure_ops(
     """
     try:
         with _tf.quiet():
-            own = _DebugRun(_calibrated.debug_model(calibrated, per_tensor=per_tensor, whole_model=False))
-            whole = _DebugRun(_calibrated.debug_model(calibrated, per_tensor=per_tensor, whole_model=True))
-    except TflqError:
-        raise
+            own_model = _calibrated.debug_model(calibrated, per_tensor=per_tensor, whole_model=False)
+            whole_model = _calibrated.debug_model(calibrated, per_tensor=per_tensor, whole_model=True)
     except Exception as error:  # the quantizer raises several types; each becomes one message
         raise ConversionError(f"cannot build the quantization debug model: {_tf.last_error_line(str(error))}") from None
-    with _tf.quiet():  # the interpreter announces its delegate when it allocates
-        for batch in _batches(samples, DEBUG_BATCH):
-            own.feed(batch)
-            whole.feed(batch)
+    try:
+        own, whole = _run_debug_models(own_model, whole_model, samples, delegate=True)
+    except ConversionError as error:
+        # XNNPACK refuses some int8 models (extreme scale ratios); the reference kernels still run them
+        log.debug("quantization debug model: XNNPACK failed (%s); measuring with the reference kernels", error)
+        own, whole = _run_debug_models(own_model, whole_model, samples, delegate=False)
 
     def names(run: _DebugRun) -> list[tuple[str, str]]:
         return [
