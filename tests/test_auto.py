@@ -1,0 +1,140 @@
+"""tflq auto: the budget search, its table, calibrate-once, and its error paths."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from tests.conftest import SAMPLES, run_tflite
+from tflq.auto import AutoOptions, NoCandidateFits, auto_search
+from tflq.cli import main
+from tflq.convert import ConvertOptions
+from tflq.errors import EXIT_GATE, EXIT_USAGE, UsageError
+
+TRAIN = str(SAMPLES / "digits_train.npz")
+TEST = str(SAMPLES / "digits_test.npz")
+
+
+def invoke(*args: object):
+    return CliRunner().invoke(main, [str(arg) for arg in args])
+
+
+def error_line(result) -> str:
+    lines = result.output.strip().splitlines()
+    assert lines and lines[-1].startswith("Error: "), result.output
+    assert "Traceback" not in result.output
+    return lines[-1]
+
+
+def top1(path: Path, data: dict[str, np.ndarray]) -> float:
+    logits = next(iter(run_tflite(path, {"image": data["x"]}).values()))
+    return float(np.mean(logits.argmax(axis=1) == data["y"]) * 100.0)
+
+
+def test_auto_keeps_the_fragile_layer_in_float_and_writes_the_first_fit(fragile_models, digits_test, tmp_path):
+    options = AutoOptions(max_drop=2.0, data=TEST, convert=ConvertOptions(calibration=TRAIN), output_dir=tmp_path)
+    result = auto_search(fragile_models["fragile"], options)
+
+    labels = [trial.candidate.label for trial in result.trials]
+    assert labels[:2] == ["int8", "int8+float(logits)"]
+    assert labels[-3:] == ["16x8", "dynamic", "float16"]
+    int8, chosen = result.trials[0], result.trials[1]
+    assert int8.status == "rejected" and int8.drop > 2.0 and f"drop {int8.drop:.2f} > 2 points" == int8.reason
+    assert result.chosen is chosen and chosen.status == "fits" and chosen.drop <= 2.0
+    assert all(trial.status == "not tried" for trial in result.trials[2:])
+    assert result.calibrations == 1  # every int8 candidate re-quantized from one calibrated model
+    assert result.path == tmp_path / "fragile.auto.tflite" and result.path.exists()
+    assert chosen.size_bytes == result.path.stat().st_size
+    # the written model, measured independently, is within budget; plain int8 was not
+    float_top1 = result.float32_score
+    assert float_top1 - top1(result.path, digits_test) <= 2.0
+    assert result.float32_score == pytest.approx(chosen.score + chosen.drop)
+    assert json.loads(json.dumps(result.to_dict()))["chosen"] == "int8+float(logits)"
+
+
+def test_auto_latency_objective_times_every_fitting_candidate_and_keeps_the_fastest(fragile_models, tmp_path):
+    options = AutoOptions(
+        max_drop=2.0, objective="latency", data=TEST, eval_samples=120, max_float_layers=1,
+        convert=ConvertOptions(calibration=TRAIN, calibration_samples=100), output_dir=tmp_path, name="fast",
+    )
+    result = auto_search(fragile_models["fragile"], options)
+    fitting = [trial for trial in result.trials if trial.status == "fits"]
+    assert len(fitting) >= 2 and all(trial.latency_ms is not None and trial.latency_ms > 0 for trial in fitting)
+    assert all(trial.latency_ms is None for trial in result.trials if trial.status != "fits")
+    assert result.chosen.latency_ms == min(trial.latency_ms for trial in fitting)
+    assert all("slower than" in trial.reason for trial in fitting if trial is not result.chosen)
+    assert not any(trial.status == "not tried" for trial in result.trials)
+    assert (tmp_path / "fast.auto.tflite").exists()
+
+
+def test_auto_cli_prints_the_table_and_the_chosen_file(fragile_models, tmp_path):
+    result = invoke(
+        "auto", fragile_models["fragile"], "--calib", TRAIN, "--data", TEST, "--max-drop", "2", "-o", tmp_path,
+        "--max-float-layers", "1",
+    )
+    assert result.exit_code == 0, result.output
+    assert "budget: drop <= 2 points; objective: size" in result.output
+    for fragment in ("int8 ", "rejected", "drop ", "> 2 points", "int8+float(logits)", "chosen", "not tried",
+                     f"chosen: int8+float(logits) -> {tmp_path / 'fragile.auto.tflite'}"):
+        assert fragment in result.output, fragment
+
+
+def test_auto_nothing_fits_exits_3_with_the_table_and_the_best_found(fragile_models, tmp_path):
+    stale = tmp_path / "hopeless.auto.tflite"
+    stale.write_bytes(b"from an earlier run")
+    result = invoke(
+        "auto", fragile_models["hopeless"], "--calib", TRAIN, "--data", TEST, "--max-drop", "2", "-o", tmp_path,
+        "--max-float-layers", "1", "--calib-samples", "100", "--eval-samples", "180",
+    )
+    assert result.exit_code == EXIT_GATE, result.output
+    message = error_line(result)
+    assert message.startswith("Error: no candidate stays within --max-drop 2 points of float32 (top-1 accuracy")
+    assert "the best was " in message and "Nothing written" in message
+    for candidate in ("int8", "int8+float(", "16x8", "dynamic", "float16"):
+        assert candidate in result.output
+    assert "not tried" not in result.output and "chosen" not in result.output
+    assert not stale.exists()
+
+    with pytest.raises(NoCandidateFits) as raised:
+        auto_search(
+            fragile_models["hopeless"],
+            AutoOptions(max_drop=2.0, data=TEST, eval_samples=180, max_float_layers=1,
+                        convert=ConvertOptions(calibration=TRAIN, calibration_samples=100), output_dir=tmp_path),
+        )
+    found = raised.value.result
+    assert raised.value.exit_code == EXIT_GATE
+    assert found.chosen is None and found.path is None
+    assert found.best is not None and found.best.drop == min(t.drop for t in found.trials if t.drop is not None)
+    assert all(trial.status in ("rejected", "error") for trial in found.trials)
+
+
+def test_auto_without_eval_data_is_a_usage_error(tmp_path):
+    result = invoke("auto", SAMPLES / "digits_cnn.keras", "--calib", TRAIN, "--max-drop", "1", "-o", tmp_path)
+    assert result.exit_code == EXIT_USAGE, result.output
+    assert "tflq auto needs evaluation data to measure the accuracy drop: pass --data EVAL" in error_line(result)
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--max-drop", "-1"], "--max-drop must be a number of accuracy points >= 0, got -1.0"),
+        (["--max-drop", "nan"], "--max-drop must be a number of accuracy points >= 0, got nan"),
+        (["--max-drop", "1", "--objective", "speed"], "Invalid value for '--objective'"),
+    ],
+    ids=["negative", "nan", "objective"],
+)
+def test_auto_bad_options_are_usage_errors(args, fragment, tmp_path):
+    result = invoke("auto", SAMPLES / "digits_cnn.keras", "--calib", TRAIN, "--data", TEST, "-o", tmp_path, *args)
+    assert result.exit_code == EXIT_USAGE, result.output
+    assert fragment in result.output
+
+
+def test_auto_options_validate_when_built():
+    with pytest.raises(UsageError, match="--objective 'speed': expected one of size, latency"):
+        AutoOptions(max_drop=1.0, objective="speed", data=TEST)
+    with pytest.raises(UsageError, match="needs evaluation data"):
+        AutoOptions(max_drop=1.0)
