@@ -3,10 +3,10 @@
 Usage::
 
     python benchmarks/auto_search.py [--size 96] [--alpha 0.35] [--calib-samples 100] [--eval-samples 200]
-                                     [--max-drop 0] [--max-float-layers 3] [--json FILE]
+                                     [--max-drop 0] [--max-float-layers 3] [--repeat 2] [--json FILE]
 
-What is measured, in one run and one process (TensorFlow, Keras and LiteRT are imported before either clock
-starts; tflq runs first, then the naive way):
+What is measured, in one process (TensorFlow, Keras and LiteRT are imported before either clock starts). With
+``--repeat N`` (default 2) both ways run N times, alternating which goes first, and the ratio uses the medians:
 
 * **tflq**: ``auto_search`` on a ``.keras`` file. It exports once, calibrates once, and re-quantizes every int8
   candidate from the calibrated model. The layer ranking comes from the same calibrated model. Every candidate is
@@ -37,6 +37,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -177,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-samples", type=int, default=200)
     parser.add_argument("--max-drop", type=float, default=0.0)
     parser.add_argument("--max-float-layers", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=2, help="runs, alternating which way goes first (median)")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON")
     args = parser.parse_args(argv)
 
@@ -186,16 +188,28 @@ def main(argv: list[str] | None = None) -> int:
     _tf.keras()
     import ai_edge_litert.interpreter  # noqa: F401
 
+    tflq_times: list[float] = []
+    naive_times: list[float] = []
     with tempfile.TemporaryDirectory(prefix="tflq-bench-auto-") as folder_name:
         folder = Path(folder_name)
         with _tf.quiet():
             model_path, calib, data = prepare(folder, args.size, args.alpha, args.calib_samples, args.eval_samples)
-        result, tflq_seconds = run_tflq(model_path, calib, data, args, folder / "out")
-        tried = [trial for trial in result.trials if trial.status != "not tried"]
-        naive_dir = folder / "naive"
-        naive_dir.mkdir()
-        with _tf.quiet():
-            naive = run_naive(model_path, calib, data, tried, naive_dir)
+        tried: list[Any] = []
+        for repetition in range(args.repeat):
+            run_dir = folder / f"run{repetition}"
+            run_dir.mkdir()
+            order = ("tflq", "naive") if repetition % 2 == 0 else ("naive", "tflq")
+            for way in order:
+                if way == "tflq":
+                    result, seconds = run_tflq(model_path, calib, data, args, run_dir / "out")
+                    tflq_times.append(seconds)
+                    tried = tried or [trial for trial in result.trials if trial.status != "not tried"]
+                else:
+                    naive_dir = run_dir / "naive"
+                    naive_dir.mkdir()
+                    with _tf.quiet():
+                        naive = run_naive(model_path, calib, data, tried, naive_dir)
+                    naive_times.append(naive["seconds"])
 
     print(f"MobileNetV2 alpha {args.alpha}, {args.size}x{args.size}, {args.calib_samples} calibration / "
           f"{args.eval_samples} evaluation samples, --max-drop {args.max_drop:g}; {platform.processor() or platform.machine()}, "
@@ -213,17 +227,24 @@ def main(argv: list[str] | None = None) -> int:
         show = lambda value: "-" if value is None else f"{value:.2f}"  # noqa: E731
         print(f"{label:<40} {trial.status:<10} {show(trial.score):>10} {show(naive_score):>11} "
               f"{trial.seconds:>8.2f} {naive['timings'][label]:>8.2f}")
-    ratio = naive["seconds"] / tflq_seconds
-    print(f"tflq auto: {tflq_seconds:.2f} s in all (calibrations: {result.calibrations}, "
-          f"layer ranking {result.ranking_seconds:.2f} s)")
+    tflq_seconds, naive_seconds = statistics.median(tflq_times), statistics.median(naive_times)
+    ratio = naive_seconds / tflq_seconds
+    print(f"tflq auto: {tflq_seconds:.2f} s in all, median of {[round(t, 2) for t in tflq_times]} "
+          f"(calibrations: {result.calibrations}, layer ranking {result.ranking_seconds:.2f} s)")
     fixed = {key: round(value, 2) for key, value in naive["timings"].items() if key in ("export", "float32", "ranking (QuantizationDebugger)")}
-    print(f"naive:     {naive['seconds']:.2f} s in all (calibrations: {sum(1 for t in tried if t.candidate.mode in ('int8', '16x8')) + (1 if any(t.candidate.float_nodes for t in tried) else 0)}; {fixed})")
+    print(f"naive:     {naive_seconds:.2f} s in all, median of {[round(t, 2) for t in naive_times]} (calibrations: {sum(1 for t in tried if t.candidate.mode in ('int8', '16x8')) + (1 if any(t.candidate.float_nodes for t in tried) else 0)}; {fixed})")
     print(f"ratio naive / tflq: {ratio:.2f}x")
+    int8_labels = [trial.candidate.label for trial in tried if trial.candidate.mode == "int8"]
+    tflq_int8 = sum(trial.seconds for trial in tried if trial.candidate.mode == "int8") + result.ranking_seconds
+    naive_int8 = sum(naive["timings"][label] for label in int8_labels) + naive["timings"].get("ranking (QuantizationDebugger)", 0.0)
+    print(f"int8 candidates + layer ranking only (last run): tflq {tflq_int8:.2f} s, naive {naive_int8:.2f} s, "
+          f"ratio {naive_int8 / tflq_int8:.2f}x ({len(int8_labels)} int8 candidate(s); 16x8, dynamic and float16 take "
+          "the public converter both ways)")
     if mismatches:
         print(f"MISMATCH: the naive way scored differently for {', '.join(mismatches)}")
     if args.json:
         args.json.write_text(json.dumps({
-            "tflq_seconds": tflq_seconds, "naive_seconds": naive["seconds"], "ratio": ratio,
+            "tflq_seconds": tflq_times, "naive_seconds": naive_times, "ratio": ratio,
             "tflq": result.to_dict(), "naive": naive, "mismatches": mismatches,
         }, indent=2, default=str))
     return 1 if mismatches else 0
