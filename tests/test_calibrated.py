@@ -44,3 +44,23 @@ def test_calibration_happens_once_for_all_int8_variants(session):
     for io_type in MODES["int8"].io_types:
         session.convert_variant(Variant("int8", io_type))
     assert session.calibrated_model() is first
+
+
+@pytest.mark.parametrize("mode", ["float32", "float16", "dynamic"])
+def test_direct_saved_model_converter_matches_public_constructor(session, mode: str):
+    import tensorflow as tf
+
+    from tflq.modes import ModeSettings
+
+    exported = session.exported
+    public = tf.lite.TFLiteConverter.from_saved_model(str(exported.saved_model_dir), signature_keys=[exported.signature_key])
+    ours = session.new_converter()
+    for converter in (public, ours):
+        MODES[mode].configure(converter, tf, ModeSettings())
+    public_model, our_model = bytes(public.convert()), bytes(ours.convert())
+    with np.load(SAMPLES / "digits_multi_io_test.npz") as archive:
+        data = {"image": archive["image"][:32], "row_sums": archive["row_sums"][:32]}
+    expected, found = run_tflite(public_model, data), run_tflite(our_model, data)
+    for name in expected:
+        np.testing.assert_array_equal(found[name], expected[name])
+    assert len(our_model) == len(public_model)
