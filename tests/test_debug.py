@@ -197,6 +197,7 @@ def test_ops_are_named_after_their_keras_layers(model: str, expected: list[str],
         assert labels == expected
 
 
+@pytest.mark.filterwarnings("ignore:.*experimental_preserve_all_tensors")
 def test_layer_names_that_collide_with_tensorflow_scope_suffixes_map_back_numerically(tmp_path):
     """Layers named dense, dense_1, dense_1_1 (TF makes scopes dense_1, dense_1_2, dense_1_1_2) and a nested
     model: every FULLY_CONNECTED op's output equals the Keras output of the layer it is named after."""

@@ -327,7 +327,10 @@ def auto_command(
     try:
         result = auto_search(model, options)
     except NoCandidateFits as error:
-        click.echo(json.dumps(error.result.to_dict(), indent=2)) if as_json else print_auto(error.result)
+        if as_json:
+            click.echo(json.dumps(error.result.to_dict(), indent=2))
+        else:
+            print_auto(error.result)
         raise
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
