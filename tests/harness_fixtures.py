@@ -30,7 +30,9 @@ class ClassifierFiles:
     uint8_io: Path
     int16x8: Path
     static_batch: Path  # same weights, batch fixed to 1 (per-sample path)
+    two_outputs: Path  # same input 'image', outputs logits (10) and a value (1)
     data: Path  # x (48, 8, 8, 1) float32, y int labels
+    unlabelled: Path  # the same x, no labels
     x: np.ndarray
     y: np.ndarray
 
@@ -67,7 +69,7 @@ def _convert(model, path: Path, *, mode: str = "float32", calibration: np.ndarra
 
 
 def _classifier_layers(keras, inputs):
-    hidden = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inputs)
+    hidden = keras.layers.Conv2D(8, 3, activation="relu", name="conv")(inputs)
     hidden = keras.layers.DepthwiseConv2D(3, activation="relu", name="depthwise")(hidden)
     hidden = keras.layers.Flatten(name="flatten")(hidden)
     return keras.layers.Dense(CLASSES, name="logits")(hidden)
@@ -96,6 +98,12 @@ def classifier(tmp_path_factory: pytest.TempPathFactory) -> ClassifierFiles:
     static_model = keras.Model(static_inputs, _classifier_layers(keras, static_inputs))
     static_model.set_weights(model.get_weights())
 
+    two_inputs = keras.Input((8, 8, 1), name="image")
+    two_hidden = keras.layers.Flatten()(two_inputs)
+    two_headed = keras.Model(two_inputs, [keras.layers.Dense(CLASSES)(two_hidden), keras.layers.Dense(1)(two_hidden)])
+    unlabelled = folder / "unlabelled.npz"
+    np.savez(unlabelled, x=x)
+
     calibration = x[:24]
     return ClassifierFiles(
         keras=keras_path,
@@ -106,7 +114,9 @@ def classifier(tmp_path_factory: pytest.TempPathFactory) -> ClassifierFiles:
         uint8_io=_convert(model, folder / "classifier.int8.uint8.tflite", mode="int8", calibration=calibration, io="uint8"),
         int16x8=_convert(model, folder / "classifier.16x8.tflite", mode="16x8", calibration=calibration),
         static_batch=_convert(static_model, folder / "classifier.static.tflite"),
+        two_outputs=_convert(two_headed, folder / "two_outputs.float32.tflite"),
         data=data,
+        unlabelled=unlabelled,
         x=x,
         y=y,
     )

@@ -179,8 +179,16 @@ def test_multi_output_accuracy_is_per_output(multi: MultiFiles) -> None:
     assert set(accuracy) == {"output_0", "output_1"}  # no unnested shortcut for several outputs
 
 
-def test_reference_with_other_outputs_is_refused(classifier: ClassifierFiles, multi: MultiFiles) -> None:
-    with pytest.raises(UsageError, match=r"has outputs \['output_0'\].*has outputs \['output_0', 'output_1'\]"):
+def test_reference_with_other_outputs_is_refused(classifier: ClassifierFiles) -> None:
+    with pytest.raises(UsageError, match=r"has outputs \['output_0'\]; .*two_outputs.float32.tflite has outputs \['output_0', 'output_1'\]"):
+        evaluate(
+            [str(classifier.two_outputs)], data=str(classifier.unlabelled), reference=str(classifier.float32),
+            settings=NO_LATENCY,
+        )
+
+
+def test_data_that_does_not_fit_the_reference_names_the_reference(classifier: ClassifierFiles, multi: MultiFiles) -> None:
+    with pytest.raises(DataError, match=r"^reference .*classifier.float32.tflite: .*multi.npz: expected key 'x'"):
         evaluate([str(multi.float32)], data=str(multi.data), reference=str(classifier.float32), settings=NO_LATENCY)
 
 
@@ -233,7 +241,7 @@ def test_auto_batch_size_shrinks_for_large_inputs() -> None:
 def test_data_that_does_not_fit_names_input_expected_and_found(classifier: ClassifierFiles, tmp_path) -> None:
     wrong = tmp_path / "wrong.npz"
     np.savez(wrong, x=np.zeros((4, 9, 9, 1), np.float32))
-    with pytest.raises(DataError, match=r"wrong\.npz.*\(4, 9, 9, 1\).*'image'.*\(\?, 8, 8, 1\)"):
+    with pytest.raises(DataError, match=r"wrong\.npz: input 'image', sample 0: expected shape \(8, 8, 1\) per sample, found \(9, 9, 1\)"):
         run_tflite(str(classifier.float32), NO_LATENCY, str(wrong))
 
 
@@ -253,10 +261,13 @@ def test_latency_figures_are_consistent_and_runs_counted(classifier: ClassifierF
 
 
 def test_min_seconds_keeps_timing_past_the_run_count(classifier: ClassifierFiles) -> None:
+    import time
+
     settings = EvalSettings(threads=1, runs=2, min_seconds=0.15, warmup_runs=0, warmup_seconds=0.0)
+    started = time.perf_counter()
     latency = run_tflite(str(classifier.float32), settings).latency
-    assert latency.runs > 2
-    assert latency.mean_ms * latency.runs >= 0.15 * 1000 * 0.9
+    assert time.perf_counter() - started >= 0.15
+    assert latency.runs > 2 and latency.warmup_runs == 0
 
 
 def test_latency_stats_from_known_timings() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import sys
+from pathlib import Path
 from typing import Any, Callable
 
 import click
@@ -188,6 +189,125 @@ def inspect_command(model: str, threads: int | None, no_xnnpack: bool, as_json: 
         echo_err(f"Error: {inspection.interpreter_error}")
         raise click.exceptions.Exit(EXIT_FAILED)
 
+
+def setup_logging(verbose: bool) -> None:
+    """Route tflq's notices to stderr; ``-v`` also shows TensorFlow's own output."""
+    import logging
+
+    from tflq import _tf
+
+    _tf.set_verbose(verbose)
+    logger = logging.getLogger("tflq")
+    if not any(getattr(h, "_tflq", False) for h in logger.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        handler._tflq = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logger.propagate = False
+
+
+def mode_names() -> list[str]:
+    from tflq.modes import MODES
+
+    return list(MODES)
+
+
+def io_type_names() -> list[str]:
+    from tflq.modes import MODES
+
+    return sorted({io for mode in MODES.values() for io in mode.io_types})
+
+
+@main.command("modes")
+@handle_errors
+def modes_command() -> None:
+    """List the conversion modes, one line each."""
+    from tflq.modes import MODES
+
+    width = max(len(name) for name in MODES)
+    for mode in MODES.values():
+        io = "/".join(mode.io_types)
+        click.echo(f"{mode.name:<{width}}  {mode.summary}  [I/O: {io}]")
+
+
+@main.command("convert")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--mode", "modes", multiple=True, type=click.Choice(mode_names()), help="Mode to produce (repeatable).")
+@click.option("--all-modes", is_flag=True, help="Produce every mode in the registry.")
+@click.option(
+    "--io-type", "io_types", multiple=True, type=click.Choice(io_type_names()),
+    help="Model input/output type for the integer modes (repeatable): int8 takes float32/int8/uint8, 16x8 float32/int16.",
+)
+@click.option("--calib", "calibration", metavar="DATA", help="Calibration data: .npz, .npy, image folder, module:function, or 'random'.")
+@click.option("--calib-samples", type=click.IntRange(min=1), default=200, show_default=True, help="Calibration samples to use.")
+@click.option("--image-scale", type=click.Choice(["unit", "symmetric", "raw", "imagenet"]), default="unit", show_default=True,
+              help="How image-folder pixels are scaled: unit [0,1], symmetric [-1,1], raw [0,255], imagenet mean/std.")
+@click.option("--per-tensor", is_flag=True, help="Per-tensor instead of per-channel weight quantization.")
+@click.option("--allow-float-fallback", is_flag=True, help="Integer modes: keep ops without an integer kernel in float (and say which).")
+@click.option("-o", "--output-dir", type=click.Path(path_type=Path), default=Path("build"), show_default=True)
+@click.option("--name", help="Output file-name stem (default: the model's name).")
+@click.option("--signature", help="SavedModel signature to convert (default: serving_default or the only one).")
+@click.option("--custom-objects", multiple=True, metavar="MODULE:ATTR", help="Custom Keras layer/object to load the model with (repeatable).")
+@click.option("--unsafe-deserialization", is_flag=True, help="Allow Lambda layers (runs Python code stored in the model file).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of the outputs.")
+@click.option("-v", "--verbose", is_flag=True, help="Show TensorFlow's own logging.")
+@handle_errors
+def convert_command(
+    model: Path, modes: tuple[str, ...], all_modes: bool, io_types: tuple[str, ...], calibration: str | None,
+    calib_samples: int, image_scale: str, per_tensor: bool, allow_float_fallback: bool, output_dir: Path,
+    name: str | None, signature: str | None, custom_objects: tuple[str, ...], unsafe_deserialization: bool,
+    as_json: bool, verbose: bool,
+) -> None:
+    """Convert MODEL (.keras, .h5 or SavedModel directory) into one .tflite per mode and I/O type."""
+    import json
+
+    from tflq.convert import ConvertOptions, convert_model
+    from tflq.data import ImageOptions
+    from tflq.errors import EXIT_FAILED, UsageError
+    from tflq.models import ModelOptions
+    from tflq.modes import MODES
+
+    setup_logging(verbose)
+    if all_modes and modes:
+        raise UsageError("--all-modes and --mode are exclusive: use one")
+    chosen = tuple(MODES) if all_modes else (modes or ("float32",))
+    if all_modes:
+        chosen = tuple(name_ for name_ in chosen if not MODES[name_].needs_training)
+    options = ConvertOptions(
+        modes=chosen,
+        io_types=io_types,
+        calibration=calibration,
+        calibration_samples=calib_samples,
+        per_tensor=per_tensor,
+        allow_float_fallback=allow_float_fallback,
+        images=ImageOptions(scale=image_scale),
+        model=ModelOptions(signature=signature, custom_objects=custom_objects, unsafe_deserialization=unsafe_deserialization),
+    )
+    result = convert_model(model, output_dir, options, name=name)
+    if as_json:
+        click.echo(json.dumps([artifact.to_dict() for artifact in result.artifacts], indent=2))
+    else:
+        print_artifacts(result)
+    if not result.ok:
+        failed = [a.label for a in result.artifacts if not a.ok]
+        raise TflqClickException(f"{len(failed)} of {len(result.artifacts)} variant(s) failed: {', '.join(failed)}", EXIT_FAILED)
+
+
+def print_artifacts(result: Any) -> None:
+    """The human summary of a conversion: one line per variant, then the shared costs."""
+    for artifact in result.artifacts:
+        if artifact.ok:
+            note = f"  ({len(artifact.float_ops)} op(s) left in float)" if artifact.float_ops else ""
+            click.echo(
+                f"ok     {artifact.label:<16} {artifact.size_bytes:>10,d} B  {artifact.seconds:6.2f} s  {artifact.path}{note}"
+            )
+        else:
+            click.echo(f"error  {artifact.label:<16} {artifact.error}")
+    click.echo(
+        f"{result.name}: export {result.export_seconds:.2f} s, calibration {result.calibration_seconds:.2f} s, "
+        f"{sum(a.ok for a in result.artifacts)}/{len(result.artifacts)} variant(s) written"
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -17,12 +17,15 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from tflq.data import Dataset, open_data
 from tflq.errors import DataError, InterpreterError, ModelLoadError, UsageError
 from tflq.metrics import OutputAccuracy, OutputAgreement, output_accuracy, output_agreement
+from tflq.models import ModelOptions
 from tflq.tflite_info import (
     Delegation,
     Signature,
@@ -43,6 +46,7 @@ NOISY_CV = 0.15  # latency coefficient of variation above which the machine is c
 MAX_AUTO_BATCH = 256
 AUTO_BATCH_BYTES = 8 * 1024 * 1024  # input bytes per evaluation batch when the batch size is automatic
 PROGRESS_INTERVAL_SECONDS = 0.2
+REFERENCE_BATCH = 256  # batch for a Keras / SavedModel reference
 
 ProgressCallback = Callable[[str, int, "int | None"], None]
 
@@ -426,13 +430,13 @@ def time_invocations(
 
 def predict_dataset(
     predict: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]],
-    dataset: Any,
+    dataset: Dataset,
     batch_size: int,
     *,
     report: Callable[..., None] | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], int]:
     """Run ``predict`` over every batch. Returns (predictions by output, labels by output, sample count)."""
-    total = _dataset_length(dataset)
+    total = dataset.count
     outputs: dict[str, list[np.ndarray]] = {}
     labels: dict[str, list[np.ndarray]] = {}
     done = 0
@@ -449,7 +453,7 @@ def predict_dataset(
             report("progress", done, total)
             last_report = time.monotonic()
     if done == 0:
-        raise DataError(f"{getattr(dataset, 'source', 'data')}: no samples")
+        raise DataError(f"{dataset.source}: no samples")
     if report is not None:
         report("progress", done, total if total is not None else done)
     return (
@@ -459,28 +463,17 @@ def predict_dataset(
     )
 
 
-def open_dataset(data: str, signature: Signature, *, limit: int | None) -> Any:
+def open_dataset(data: str, signature: Signature, *, limit: int | None) -> Dataset:
     """The data layer's dataset for this model's inputs and outputs (logical float specs)."""
-    try:
-        from tflq.data import open_data
-    except ImportError:  # until main's data.py is merged
-        from tflq._interim import open_data
     return open_data(
         data, tensor_specs(signature.inputs), outputs=tensor_specs(signature.outputs), limit=limit, role="evaluation"
     )
 
 
-def _dataset_length(dataset: Any) -> int | None:
-    try:
-        return len(dataset)
-    except TypeError:
-        return None
-
-
-def _first_sample(dataset: Any) -> dict[str, np.ndarray]:
+def _first_sample(dataset: Dataset) -> dict[str, np.ndarray]:
     for batch in dataset.batches(1):
         return batch.inputs
-    raise DataError(f"{getattr(dataset, 'source', 'data')}: no samples")
+    raise DataError(f"{dataset.source}: no samples")
 
 
 def _synthetic_sample(signature: Signature) -> dict[str, np.ndarray]:
@@ -498,7 +491,14 @@ def _synthetic_sample(signature: Signature) -> dict[str, np.ndarray]:
     return sample
 
 
-def run_reference(reference: str, data: str, settings: EvalSettings, *, report: Callable[..., None] | None = None) -> ReferenceRun:
+def run_reference(
+    reference: str,
+    data: str,
+    settings: EvalSettings,
+    model_options: ModelOptions | None = None,
+    *,
+    report: Callable[..., None] | None = None,
+) -> ReferenceRun:
     """Predictions of a Keras model, SavedModel or ``.tflite`` on ``data``, in this process.
 
     Raises ModelLoadError, InterpreterError or DataError.
@@ -506,20 +506,14 @@ def run_reference(reference: str, data: str, settings: EvalSettings, *, report: 
     if reference.endswith(".tflite"):
         run = run_tflite(reference, settings, data, measure_latency=False, report=report)
         return ReferenceRun(reference, tuple(tensor.name for tensor in run.signature.outputs), run.predictions or {})
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    try:
-        from tflq.models import load_reference
-    except ImportError:  # until main's models.py is merged
-        from tflq._interim import load_reference
-    model = load_reference(reference)
-    try:
-        from tflq.data import open_data
-    except ImportError:
-        from tflq._interim import open_data
-    dataset = open_data(data, model.inputs, outputs=model.outputs, limit=settings.limit, role="evaluation")
-    predictions, _, _ = predict_dataset(
-        model.predict, dataset, settings.batch_size or 256, report=report
-    )
+    import tempfile
+
+    from tflq.models import Reference, export_model
+
+    with tempfile.TemporaryDirectory(prefix="tflq-reference-") as export_dir:
+        model = Reference(export_model(Path(reference), Path(export_dir) / "saved_model", model_options or ModelOptions()))
+        dataset = open_data(data, model.inputs, outputs=model.outputs, limit=settings.limit, role="evaluation")
+        predictions, _, _ = predict_dataset(model.predict, dataset, settings.batch_size or REFERENCE_BATCH, report=report)
     return ReferenceRun(reference, tuple(spec.name for spec in model.outputs), predictions)
 
 
@@ -533,6 +527,7 @@ def evaluate(
     data: str | None = None,
     reference: str | None = None,
     settings: EvalSettings | None = None,
+    reference_options: ModelOptions | None = None,
     on_progress: ProgressCallback | None = None,
     start_method: str | None = None,
 ) -> list[Measurement]:
@@ -540,6 +535,7 @@ def evaluate(
 
     Agreement is computed against ``reference`` (Keras model, SavedModel or ``.tflite``) or, without one, against the
     plain float32 model among ``tflite_paths``; sizes are compared with the same file when it is a ``.tflite``.
+    ``reference_options`` say how to load a Keras / SavedModel reference (signature, custom objects, unsafe mode).
     A file that cannot be measured, or crashes the interpreter, gives a Measurement with ``error`` set.
 
     Raises ModelLoadError for a missing file, DataError for data that does not fit, UsageError for a reference whose
@@ -568,10 +564,13 @@ def evaluate(
 
     reference_run: ReferenceRun | None = None
     if reference and data:
-        reference_run = call_isolated(
-            run_reference, reference, data, replace(settings, runs=0),
-            description=reference, on_message=progress_for(reference), start_method=start_method,
-        )
+        try:
+            reference_run = call_isolated(
+                run_reference, reference, data, replace(settings, runs=0), reference_options,
+                description=reference, on_message=progress_for(reference), start_method=start_method,
+            )
+        except DataError as error:
+            raise DataError(f"reference {reference}: {error}") from None
 
     order = sorted(range(len(tflite_paths)), key=lambda position: tflite_paths[position] != baseline)
     measurements: dict[int, Measurement] = {}

@@ -52,7 +52,11 @@ def call_isolated(
     log_descriptor, log_path = tempfile.mkstemp(prefix="tflq-child-", suffix=".log")
     os.close(log_descriptor)
     receiver, sender = context.Pipe(duplex=False)
-    process = context.Process(target=_child_main, args=(sender, target, args, description, log_path), daemon=True)
+    hook = os.environ.get(ABORT_HOOK_VARIABLE)  # read here: a forkserver child has the server's environment
+    abort = bool(hook) and hook in description
+    process = context.Process(
+        target=_child_main, args=(sender, target, args, log_path, abort), daemon=True
+    )
     process.start()
     sender.close()
     try:
@@ -101,16 +105,13 @@ def choose_start_method() -> str:
     return "spawn"
 
 
-def _child_main(
-    sender: Any, target: Callable[..., Any], args: tuple[Any, ...], description: str, log_path: str
-) -> None:
+def _child_main(sender: Any, target: Callable[..., Any], args: tuple[Any, ...], log_path: str, abort: bool) -> None:
     # A terminal Ctrl-C reaches the whole process group; the parent decides what to do with it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     log_descriptor = os.open(log_path, os.O_WRONLY | os.O_APPEND)
     os.dup2(log_descriptor, 2)
     os.close(log_descriptor)
-    hook = os.environ.get(ABORT_HOOK_VARIABLE)
-    if hook and hook in description:
+    if abort:
         os.abort()
 
     def report(*message: Any) -> None:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from tflq.errors import InterpreterError, ModelLoadError
+from tflq.models import TensorSpec
 
 if TYPE_CHECKING:
     from ai_edge_litert.interpreter import Interpreter
@@ -177,18 +178,9 @@ def _tensor_info(name: str, detail: dict[str, Any]) -> TensorInfo:
     )
 
 
-def tensor_specs(tensors: Sequence[TensorInfo]) -> tuple[Any, ...]:
+def tensor_specs(tensors: Sequence[TensorInfo]) -> tuple[TensorSpec, ...]:
     """``TensorSpec``s (logical float dtype) for the data layer, one per tensor."""
-    spec_type = _tensor_spec_type()
-    return tuple(spec_type(tensor.name, tensor.shape, tensor.logical_dtype) for tensor in tensors)
-
-
-def _tensor_spec_type() -> type:
-    try:
-        from tflq.models import TensorSpec
-    except ImportError:  # until main's models.py is merged
-        from tflq._interim import TensorSpec
-    return TensorSpec
+    return tuple(TensorSpec(tensor.name, tensor.shape, tensor.logical_dtype) for tensor in tensors)
 
 
 # ---------------------------------------------------------------------------------------------------------------

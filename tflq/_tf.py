@@ -1,0 +1,97 @@
+"""The one place that imports TensorFlow, quiets it, and hides its native chatter.
+
+TensorFlow prints from C++ straight to the process's file descriptors (``fully_quantize: 0, ...``,
+``Saved artifact at ...``, cuda probes). Unless the user asked for ``-v``, :func:`quiet` captures file
+descriptors 1 and 2 around the noisy calls; the captured text is kept so that an error can show it.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+_VERBOSE = False
+log = logging.getLogger("tflq")
+
+
+def set_verbose(verbose: bool) -> None:
+    """Show TensorFlow's own logging (``-v``) or hide it (default)."""
+    global _VERBOSE
+    _VERBOSE = verbose
+    if not verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    else:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+
+
+def tf() -> Any:
+    """Import and return ``tensorflow`` with its Python logging quieted unless verbose."""
+    if not _VERBOSE:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    with quiet():
+        import tensorflow
+
+    if not _VERBOSE:
+        tensorflow.get_logger().setLevel(logging.ERROR)
+        with contextlib.suppress(ImportError):
+            import absl.logging
+
+            absl.logging.set_verbosity(absl.logging.ERROR)
+    return tensorflow
+
+
+def keras() -> Any:
+    """Import and return Keras 3 (after TensorFlow, so both are configured alike)."""
+    tf()
+    with quiet():
+        import keras as keras_module
+    return keras_module
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[io.StringIO]:
+    """Capture native stdout/stderr (file descriptors 1 and 2) unless verbose.
+
+    Yields a buffer that holds the captured text once the block ends (empty when verbose).
+    """
+    captured = io.StringIO()
+    if _VERBOSE:
+        yield captured
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        try:
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+            with contextlib.redirect_stdout(io.StringIO()) as py_out, contextlib.redirect_stderr(
+                io.StringIO()
+            ) as py_err:
+                yield captured
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+            sink.seek(0)
+            captured.write(sink.read().decode("utf-8", "replace"))
+            with contextlib.suppress(NameError):
+                captured.write(py_out.getvalue())  # type: ignore[possibly-undefined]
+                captured.write(py_err.getvalue())  # type: ignore[possibly-undefined]
+
+
+def last_error_line(text: str) -> str:
+    """The most informative line of a TensorFlow/converter error text, for a one-line message."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    for line in lines:
+        if "error:" in line.lower():
+            return line[line.lower().index("error:") + len("error:"):].strip() or line
+    return lines[-1] if lines else text.strip()

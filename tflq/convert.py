@@ -1,0 +1,362 @@
+"""Export once, calibrate once, convert every requested variant, verify it runs, write it atomically."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tflq import _calibrated, _tf
+from tflq.data import ImageOptions, open_data
+from tflq.errors import ConversionError, TflqError, UsageError
+from tflq.models import ExportedModel, ModelOptions, export_model, model_kind
+from tflq.modes import MODES, ModeSettings, Variant, plan_variants
+
+log = logging.getLogger("tflq")
+
+DEFAULT_CALIB_SAMPLES = 200
+_BOUNDARY_OPS = {"QUANTIZE", "DEQUANTIZE"}
+_FLOAT_DTYPES = {"float32", "float16", "float64"}
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    """What to produce from one model."""
+
+    modes: tuple[str, ...] = ("float32",)
+    io_types: tuple[str, ...] = ()
+    calibration: str | None = None
+    calibration_samples: int = DEFAULT_CALIB_SAMPLES
+    per_tensor: bool = False
+    allow_float_fallback: bool = False
+    images: ImageOptions = field(default_factory=ImageOptions)
+    model: ModelOptions = field(default_factory=ModelOptions)
+
+    def variants(self) -> list[Variant]:
+        """The variants these options ask for. Raises UsageError."""
+        return plan_variants(list(self.modes), list(self.io_types))
+
+    def settings(self, variant: Variant) -> ModeSettings:
+        return ModeSettings(
+            io_type=variant.io_type, per_tensor=self.per_tensor, allow_float_fallback=self.allow_float_fallback
+        )
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One produced (or failed) variant."""
+
+    mode: str
+    io_type: str
+    path: Path
+    status: str  # "ok" or "error"
+    size_bytes: int | None = None
+    sha256: str | None = None
+    seconds: float = 0.0
+    error: str | None = None
+    float_ops: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def label(self) -> str:
+        return Variant(self.mode, self.io_type).label
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stable JSON form (``tflq convert --json``)."""
+        return {
+            "mode": self.mode,
+            "io_type": self.io_type,
+            "path": str(self.path),
+            "size_bytes": self.size_bytes,
+            "sha256": self.sha256,
+            "seconds": round(self.seconds, 3),
+            "status": self.status,
+            "error": self.error,
+            "float_ops": list(self.float_ops),
+        }
+
+
+@dataclass(frozen=True)
+class ConvertResult:
+    """Everything one ``convert_model`` call produced."""
+
+    model: Path
+    name: str
+    artifacts: tuple[Artifact, ...]
+    export_seconds: float
+    calibration_seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return all(artifact.ok for artifact in self.artifacts)
+
+
+def output_path(output_dir: Path, name: str, variant: Variant) -> Path:
+    """``<out>/<name>.<mode>[.<io>].tflite``: the I/O part only when it is not float32."""
+    return output_dir / f"{name}.{variant.label}.tflite"
+
+
+def default_name(model_path: Path) -> str:
+    """The model's file name without suffix (a SavedModel: its directory name)."""
+    return model_path.name if model_path.is_dir() else model_path.stem
+
+
+def write_atomically(path: Path, content: bytes) -> None:
+    """Write to a temporary file beside ``path`` and rename: ``path`` is either complete or absent."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(content)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temp_name, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp_name)
+        raise
+
+
+class ModelSession:
+    """One model prepared for conversion: exported once, calibrated once, shared by all its variants."""
+
+    def __init__(self, model_path: Path, options: ConvertOptions, workdir: Path) -> None:
+        self.model_path = model_path
+        self.options = options
+        self.workdir = workdir
+        self._exported: ExportedModel | None = None
+        self._samples: list[dict[str, np.ndarray]] | None = None
+        self._calibrated: bytes | None = None
+        self._calibration_error: ConversionError | None = None
+        self.export_seconds = 0.0
+        self.calibration_seconds = 0.0
+
+    @property
+    def exported(self) -> ExportedModel:
+        """The SavedModel export (made on first use)."""
+        if self._exported is None:
+            start = time.perf_counter()
+            self._exported = export_model(self.model_path, self.workdir / "saved_model", self.options.model)
+            self.export_seconds = time.perf_counter() - start
+        return self._exported
+
+    def calibration_samples(self) -> list[dict[str, np.ndarray]]:
+        """The validated calibration samples (read once). Raises UsageError/DataError."""
+        if self._samples is None:
+            if not self.options.calibration:
+                calibrated = [name for name in self.options.modes if MODES[name].calibrated]
+                raise UsageError(
+                    f"mode(s) {', '.join(calibrated)} need calibration data: pass --calib DATA "
+                    "(.npz, .npy, image folder or module:function), or --calib random for a smoke test"
+                )
+            dataset = open_data(
+                self.options.calibration,
+                self.exported.inputs,
+                limit=self.options.calibration_samples,
+                role="calibration",
+                images=self.options.images,
+            )
+            self._samples = list(dataset.samples())
+        return self._samples
+
+    def new_converter(self) -> Any:
+        """A fresh TFLiteConverter on the export (never shared between variants)."""
+        tf = _tf.tf()
+        return tf.lite.TFLiteConverter.from_saved_model(
+            str(self.exported.saved_model_dir), signature_keys=[self.exported.signature_key]
+        )
+
+    def calibrated_model(self) -> bytes:
+        """The model with calibration statistics (computed once)."""
+        if self._calibration_error is not None:
+            raise self._calibration_error
+        if self._calibrated is None:
+            samples = self.calibration_samples()
+            start = time.perf_counter()
+            try:
+                with _converter_errors("calibration"):
+                    self._calibrated = _calibrated.calibrate(self.new_converter(), samples)
+            except ConversionError as error:
+                self._calibration_error = error
+                raise
+            finally:
+                self.calibration_seconds = time.perf_counter() - start
+        return self._calibrated
+
+    def convert_variant(self, variant: Variant) -> bytes:
+        """Convert one variant to TFLite bytes. Raises ConversionError."""
+        mode = MODES[variant.mode]
+        settings = self.options.settings(variant)
+        if mode.activations == "int8":
+            calibrated = self.calibrated_model()
+            with _converter_errors(variant.label):
+                return _calibrated.quantize(
+                    calibrated,
+                    io_type=variant.io_type,
+                    per_tensor=settings.per_tensor,
+                )
+        tf = _tf.tf()
+        converter = self.new_converter()
+        mode.configure(converter, tf, settings)
+        if mode.calibrated:
+            samples = self.calibration_samples()
+            converter.representative_dataset = lambda: iter(samples)
+        with _converter_errors(variant.label):
+            return bytes(converter.convert())
+
+    def verification_inputs(self) -> dict[str, np.ndarray]:
+        """One sample to run each converted model on: calibration data when given, else zeros."""
+        if self.options.calibration:
+            return self.calibration_samples()[0]
+        return {
+            spec.name: np.zeros([1 if dim is None else dim for dim in spec.shape], dtype=spec.dtype)
+            for spec in self.exported.inputs
+        }
+
+
+@contextlib.contextmanager
+def _converter_errors(what: str) -> Iterator[None]:
+    """Turn the converter's exceptions (and its captured native output) into one ConversionError line."""
+    with _tf.quiet() as chatter:
+        try:
+            yield
+        except TflqError:
+            raise
+        except Exception as error:  # the converter raises many types; each becomes a ConversionError
+            detail = _tf.last_error_line(str(error)) or type(error).__name__
+            raise ConversionError(f"{what}: the converter failed: {detail}") from error
+    del chatter
+
+
+def verify_runs(content: bytes, inputs: dict[str, np.ndarray]) -> None:
+    """Load, allocate and run ``content`` once in the LiteRT interpreter. Raises ConversionError."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    with _tf.quiet():
+        try:
+            interpreter = Interpreter(model_content=content)
+            runner = interpreter.get_signature_runner()
+            details = runner.get_input_details()
+            feeds = {name: _to_input(inputs[name], detail) for name, detail in details.items() if name in inputs}
+            missing = sorted(set(details) - set(feeds))
+            if missing:
+                raise ConversionError(f"the converted model has inputs {missing} the source model does not have")
+            runner(**feeds)
+        except ConversionError:
+            raise
+        except Exception as error:  # the interpreter raises RuntimeError/ValueError with its reason
+            raise ConversionError(
+                f"the converted model does not run in the LiteRT interpreter: {' '.join(str(error).split())}"
+            ) from None
+
+
+def _to_input(value: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    dtype = np.dtype(detail["dtype"])
+    if dtype.kind in "iu" and np.asarray(value).dtype.kind == "f":
+        scale, zero_point = detail["quantization"]
+        info = np.iinfo(dtype)
+        return np.clip(np.round(value / (scale or 1.0) + zero_point), info.min, info.max).astype(dtype)
+    return np.asarray(value, dtype=dtype)
+
+
+def float_ops(content: bytes) -> tuple[str, ...]:
+    """Ops of a quantized model that still compute in float: ``OP_TYPE(output tensor)``, in model order."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    with _tf.quiet():
+        interpreter = Interpreter(model_content=content)
+    tensors = {detail["index"]: detail for detail in interpreter.get_tensor_details()}
+    found = []
+    for op in interpreter._get_ops_details():
+        if op["op_name"] in _BOUNDARY_OPS:
+            continue
+        outputs = [tensors[index] for index in op["outputs"] if index in tensors]
+        if any(np.dtype(t["dtype"]).name in _FLOAT_DTYPES for t in outputs):
+            found.append(f"{op['op_name']}({outputs[0]['name'] if outputs else '?'})")
+    return tuple(found)
+
+
+def convert_model(
+    model_path: Path,
+    output_dir: Path,
+    options: ConvertOptions,
+    *,
+    name: str | None = None,
+    workdir: Path | None = None,
+) -> ConvertResult:
+    """Convert ``model_path`` into every variant ``options`` ask for, under ``output_dir``.
+
+    Returns a ConvertResult whose artifacts carry each variant's status; a variant that fails to convert or
+    to run does not stop the others. Raises UsageError/ModelLoadError/DataError for bad input (before any
+    conversion starts).
+    """
+    variants = options.variants()
+    model_kind(model_path)
+    name = name or default_name(model_path)
+    if any(sep in name for sep in ("/", "\\")) or name.startswith("."):
+        raise UsageError(f"--name {name!r}: expected a plain file-name stem")
+    with contextlib.ExitStack() as stack:
+        if workdir is None:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tflq-")))
+        session = ModelSession(model_path, options, workdir)
+        session.exported  # noqa: B018 -- load and export before anything else: bad models fail first
+        if any(MODES[v.mode].calibrated for v in variants):
+            session.calibration_samples()
+            with contextlib.suppress(ConversionError):  # reported by each calibrated variant
+                session.calibrated_model()
+        probe = session.verification_inputs()
+        artifacts = [_produce(session, variant, output_path(output_dir, name, variant), probe) for variant in variants]
+        return ConvertResult(
+            model=model_path,
+            name=name,
+            artifacts=tuple(artifacts),
+            export_seconds=session.export_seconds,
+            calibration_seconds=session.calibration_seconds,
+        )
+
+
+def _produce(session: ModelSession, variant: Variant, path: Path, probe: dict[str, np.ndarray]) -> Artifact:
+    start = time.perf_counter()
+    try:
+        content = session.convert_variant(variant)
+        mode = MODES[variant.mode]
+        verify_runs(content, probe)
+        remaining_float: tuple[str, ...] = ()
+        if mode.calibrated:
+            remaining_float = float_ops(content)
+            if remaining_float and not session.options.allow_float_fallback:
+                shown = ", ".join(remaining_float[:8]) + (" ..." if len(remaining_float) > 8 else "")
+                raise ConversionError(
+                    f"{len(remaining_float)} op(s) have no {mode.activations} kernel and would stay in float: {shown}; "
+                    "pass --allow-float-fallback to keep them in float"
+                )
+        write_atomically(path, content)
+    except ConversionError as error:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # a stale file from an earlier run must not pass for this run's output
+        log.debug("%s failed", variant.label, exc_info=error)
+        return Artifact(
+            variant.mode, variant.io_type, path, "error", seconds=time.perf_counter() - start, error=str(error)
+        )
+    return Artifact(
+        mode=variant.mode,
+        io_type=variant.io_type,
+        path=path,
+        status="ok",
+        size_bytes=len(content),
+        sha256=hashlib.sha256(content).hexdigest(),
+        seconds=time.perf_counter() - start,
+        float_ops=remaining_float,
+    )
+
