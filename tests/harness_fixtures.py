@@ -75,11 +75,20 @@ def _classifier_layers(keras, inputs):
     return keras.layers.Dense(CLASSES, name="logits")(hidden)
 
 
+# Each test module that imports these fixtures gets its own copy of them; the builds are shared through this cache.
+_BUILT: dict[str, object] = {}
+
+
 @pytest.fixture(scope="session")
 def classifier(tmp_path_factory: pytest.TempPathFactory) -> ClassifierFiles:
+    if "classifier" not in _BUILT:
+        _BUILT["classifier"] = _build_classifier(tmp_path_factory.mktemp("classifier"))
+    return _BUILT["classifier"]  # type: ignore[return-value]
+
+
+def _build_classifier(folder: Path) -> ClassifierFiles:
     import keras
 
-    folder = tmp_path_factory.mktemp("classifier")
     keras.utils.set_random_seed(7)
     inputs = keras.Input((8, 8, 1), name="image")
     model = keras.Model(inputs, _classifier_layers(keras, inputs))
@@ -124,9 +133,14 @@ def classifier(tmp_path_factory: pytest.TempPathFactory) -> ClassifierFiles:
 
 @pytest.fixture(scope="session")
 def multi(tmp_path_factory: pytest.TempPathFactory) -> MultiFiles:
+    if "multi" not in _BUILT:
+        _BUILT["multi"] = _build_multi(tmp_path_factory.mktemp("multi"))
+    return _BUILT["multi"]  # type: ignore[return-value]
+
+
+def _build_multi(folder: Path) -> MultiFiles:
     import keras
 
-    folder = tmp_path_factory.mktemp("multi")
     keras.utils.set_random_seed(11)
     pixels = keras.Input((8, 8, 1), name="pixels")
     extra = keras.Input((4,), name="extra")
