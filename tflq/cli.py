@@ -130,7 +130,7 @@ def eval_command(
 ) -> None:
     """Measure .tflite models: size, latency, XNNPACK delegation, accuracy and agreement, one row per model."""
     from tflq.harness import EvalSettings, evaluate, paths_in
-    from tflq.report import notes_of, render_table, render_text
+    from tflq.report import render_text
 
     chosen_format = _output_format(output_format, as_json, output)
     settings = EvalSettings(
@@ -146,10 +146,8 @@ def eval_command(
         if progress is not None:
             progress.stop()
     rows = [measurement.to_dict() for measurement in measurements]
-    if chosen_format == "table" and not output and sys.stdout.isatty():
-        from rich.console import Console
-
-        Console().print(render_table(rows))
+    if chosen_format == "table" and not output:
+        _print_rows(rows)
     else:
         _emit(render_text(rows, chosen_format), output, quiet)
     if not quiet:
@@ -251,13 +249,14 @@ def modes_command() -> None:
 @click.option("--custom-objects", multiple=True, metavar="MODULE:ATTR", help="Custom Keras layer/object to load the model with (repeatable).")
 @click.option("--unsafe-deserialization", is_flag=True, help="Allow Lambda layers (runs Python code stored in the model file).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of the outputs.")
+@click.option("--eval", "eval_data", metavar="DATA", help="Then measure every output on DATA (size, latency, accuracy, agreement) and print the comparison table.")
 @click.option("-v", "--verbose", is_flag=True, help="Show TensorFlow's own logging.")
 @handle_errors
 def convert_command(
     model: Path, modes: tuple[str, ...], all_modes: bool, io_types: tuple[str, ...], calibration: str | None,
     calib_samples: int, image_scale: str, per_tensor: bool, allow_float_fallback: bool, output_dir: Path,
     name: str | None, signature: str | None, custom_objects: tuple[str, ...], unsafe_deserialization: bool,
-    as_json: bool, verbose: bool,
+    as_json: bool, eval_data: str | None, verbose: bool,
 ) -> None:
     """Convert MODEL (.keras, .h5 or SavedModel directory) into one .tflite per mode and I/O type."""
     import json
@@ -285,13 +284,66 @@ def convert_command(
         model=ModelOptions(signature=signature, custom_objects=custom_objects, unsafe_deserialization=unsafe_deserialization),
     )
     result = convert_model(model, output_dir, options, name=name)
+    measurements = _evaluate_conversion(result, model, eval_data, options.model, quiet=as_json) if eval_data else {}
     if as_json:
-        click.echo(json.dumps([artifact.to_dict() for artifact in result.artifacts], indent=2))
+        rows = []
+        for artifact in result.artifacts:
+            row = artifact.to_dict()
+            if eval_data:
+                measured = measurements.get(str(artifact.path))
+                row["eval"] = measured.to_dict() if measured is not None else None
+            rows.append(row)
+        from tflq.report import to_json
+
+        click.echo(to_json(rows), nl=False)
     else:
         print_artifacts(result)
+        if measurements:
+            _print_rows([measurement.to_dict() for measurement in measurements.values()])
+    failed_measurements = [measurement for measurement in measurements.values() if measurement.error]
+    for measurement in failed_measurements:
+        echo_err(f"Error: {measurement.error}")
     if not result.ok:
         failed = [a.label for a in result.artifacts if not a.ok]
         raise TflqClickException(f"{len(failed)} of {len(result.artifacts)} variant(s) failed: {', '.join(failed)}", EXIT_FAILED)
+    if failed_measurements:
+        raise click.exceptions.Exit(EXIT_FAILED)
+
+
+def _evaluate_conversion(result: Any, model: Path, eval_data: str, model_options: Any, *, quiet: bool) -> dict[str, Any]:
+    """``convert --eval``: measure the variants that were written. Returns path -> Measurement."""
+    from tflq.harness import evaluate_artifacts
+
+    paths = [str(artifact.path) for artifact in result.artifacts if artifact.ok]
+    if not paths:
+        return {}
+    progress, on_progress = _progress_reporter(quiet)
+    if progress is not None:
+        progress.start()
+    try:
+        measurements = evaluate_artifacts(
+            paths, str(model), data=eval_data, reference_options=model_options, on_progress=on_progress
+        )
+    finally:
+        if progress is not None:
+            progress.stop()
+    if not quiet:
+        for measurement in measurements:
+            for warning in measurement.warnings:
+                echo_err(f"Note: {Path(measurement.tflite_path).name}: {warning}")
+    return {measurement.tflite_path: measurement for measurement in measurements}
+
+
+def _print_rows(rows: list[dict[str, Any]]) -> None:
+    """The comparison table on stdout (rich on a terminal, plain text otherwise)."""
+    from tflq.report import render_table, render_text
+
+    if sys.stdout.isatty():
+        from rich.console import Console
+
+        Console().print(render_table(rows))
+    else:
+        click.echo(render_text(rows, "table"), nl=False)
 
 
 def print_artifacts(result: Any) -> None:

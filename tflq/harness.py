@@ -245,10 +245,12 @@ def quantize(values: np.ndarray, tensor: TensorInfo) -> np.ndarray:
     dtype = np.dtype(tensor.dtype)
     if not tensor.quantized:
         return np.ascontiguousarray(values, dtype=dtype)
-    scaled = np.asarray(values, dtype=np.float32) / np.float32(tensor.scale)
-    rounded = np.sign(scaled) * np.floor(np.abs(scaled) + 0.5) + tensor.zero_point
+    scaled = np.divide(values, np.float32(tensor.scale), dtype=np.float32).astype(np.float64)
+    rounded = np.trunc(scaled + np.copysign(0.5, scaled))  # half away from zero (exact in float64)
+    rounded += tensor.zero_point
     limits = np.iinfo(dtype)
-    return np.ascontiguousarray(np.clip(rounded, limits.min, limits.max), dtype=dtype)
+    np.clip(rounded, limits.min, limits.max, out=rounded)
+    return rounded.astype(dtype)
 
 
 def dequantize(values: np.ndarray, tensor: TensorInfo) -> np.ndarray:
@@ -559,7 +561,13 @@ def evaluate(
 
         return on_message
 
-    baseline = reference if reference and reference.endswith(".tflite") else _float_baseline(tflite_paths)
+    # Imported once here, so that children forked from this process do not import it again.
+    import ai_edge_litert.interpreter  # noqa: F401
+
+    if reference and reference.endswith(".tflite"):
+        baseline = reference
+    else:
+        baseline = _float_baseline(tflite_paths) if len(tflite_paths) > 1 or reference else None
     baseline_size = os.path.getsize(baseline) if baseline else None
 
     reference_run: ReferenceRun | None = None
@@ -696,3 +704,28 @@ def paths_in(arguments: Iterable[str]) -> list[str]:
         else:
             paths.append(argument)
     return paths
+
+
+def evaluate_artifacts(
+    tflite_paths: Sequence[str],
+    source_model: str,
+    *,
+    data: str,
+    settings: EvalSettings | None = None,
+    reference_options: ModelOptions | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> list[Measurement]:
+    """Measure the ``.tflite`` files one conversion produced (``tflq convert --eval``).
+
+    Agreement is against the float32 variant when it is among them, else against ``source_model`` (the Keras model
+    or SavedModel they came from). Returns one Measurement per file; raises like :func:`evaluate`.
+    """
+    has_float_baseline = _float_baseline(tflite_paths) is not None
+    return evaluate(
+        tflite_paths,
+        data=data,
+        reference=None if has_float_baseline else source_model,
+        settings=settings,
+        reference_options=reference_options,
+        on_progress=on_progress,
+    )

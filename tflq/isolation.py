@@ -59,6 +59,7 @@ def call_isolated(
     )
     process.start()
     sender.close()
+    answered = False
     try:
         while True:
             try:
@@ -70,17 +71,18 @@ def call_isolated(
             if kind == "message":
                 if on_message is not None:
                     on_message(*payload)
-            elif kind == "result":
+                continue
+            answered = True
+            if kind == "result":
                 return payload
-            elif kind == "error":
+            if kind == "error":
                 raise payload
-            else:  # "unexpected"
-                raise ChildProcessFailed(f"{description}: {payload}")
+            raise ChildProcessFailed(f"{description}: {payload}")  # "unexpected"
     finally:
         receiver.close()
-        if process.is_alive():
-            process.join(timeout=5)
-        if process.is_alive():
+        # A child that answered exits on its own: not waiting for it saves its teardown time (multiprocessing
+        # reaps it at the next start or at exit). Otherwise (interrupted, or the parent failed) it is stopped.
+        if not answered and process.is_alive():
             process.kill()
             process.join()
         try:

@@ -151,13 +151,14 @@ def read_signature(interpreter: "Interpreter", tflite_path: str = "model") -> Si
 
 
 def _ordered(details: dict[str, Any], index_by_name: dict[str, int]) -> list[str]:
-    """Signature names in a stable, human order: ``output_2`` before ``output_10``, otherwise by tensor index."""
+    """Signature names in an order that is the same for every variant of a model: by name, with numbered names
+    (``output_2`` before ``output_10``) in number order. (Tensor indices differ between variants.)"""
 
     def sort_key(name: str) -> tuple[Any, ...]:
         prefix, _, number = name.rpartition("_")
         if prefix and number.isdigit():
-            return (0, prefix, int(number))
-        return (1, index_by_name.get(name, 0), name)
+            return (prefix, int(number), name)
+        return (name, -1, name)
 
     return sorted(details, key=sort_key)
 
