@@ -240,7 +240,8 @@ def test_inspect_corrupt_and_missing(broken_files, tmp_path: Path) -> None:
 
 def test_cli_modules_do_not_import_tensorflow() -> None:
     code = (
-        "import sys, tflq.cli, tflq.harness, tflq.report, tflq.tflite_info, tflq.isolation, tflq.metrics;"
+        "import sys, tflq.cli, tflq.harness, tflq.report, tflq.tflite_info, tflq.isolation, tflq.metrics,"
+        " tflq.runner, tflq.latency;"
         "print('tensorflow' in sys.modules, 'keras' in sys.modules)"
     )
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=_env()).stdout
@@ -266,3 +267,42 @@ def _env() -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPOSITORY), env.get("PYTHONPATH")]))
     return env
 
+
+
+@pytest.mark.slow
+def test_convert_eval_measures_what_it_produced(samples_dir: Path, tmp_path: Path) -> None:
+    result = invoke(
+        "convert", samples_dir / "digits_cnn.keras", "--mode", "float32", "--mode", "int8", "--calib",
+        samples_dir / "digits_train.npz", "--calib-samples", "50", "-o", tmp_path, "--eval",
+        samples_dir / "digits_test.npz", "--json",
+    )
+    assert result.exit_code == 0, result.output
+    float32, int8 = json.loads(result.stdout)
+    assert float32["eval"]["path"] == float32["path"] and float32["eval"]["size_bytes"] == float32["size_bytes"]
+    assert float32["eval"]["accuracy"]["top1"] > 90 and float32["eval"]["size_ratio"] == 1.0
+    assert int8["eval"]["reference"] == float32["path"]
+    assert int8["eval"]["agreement"]["top1"] > 95 and int8["eval"]["latency_ms"]["p50"] > 0
+
+
+def test_progress_bar_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from tflq.cli import _progress_reporter
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    assert _progress_reporter(quiet=False) == (None, None)
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    assert _progress_reporter(quiet=True) == (None, None)
+    progress, on_progress = _progress_reporter(quiet=False)
+    assert progress is not None
+    on_progress("model.tflite", 5, 10)
+    assert progress.tasks[0].completed == 5 and progress.tasks[0].total == 10
+
+
+@pytest.fixture(scope="session")
+def samples_dir() -> Path:
+    return REPOSITORY / "sample_models"

@@ -10,18 +10,9 @@ import pytest
 from harness_fixtures import *  # noqa: F401,F403 - session fixtures
 from harness_fixtures import CLASSES, SAMPLES, ClassifierFiles, MultiFiles
 from tflq.errors import DataError, InterpreterError, UsageError
-from tflq.harness import (
-    EvalSettings,
-    LatencyStats,
-    Measurement,
-    TfliteRun,
-    auto_batch_size,
-    dequantize,
-    evaluate,
-    match_outputs,
-    quantize,
-    run_tflite,
-)
+from tflq.harness import EvalSettings, Measurement, TfliteRun, evaluate, match_outputs, run_tflite
+from tflq.latency import LatencyStats
+from tflq.runner import auto_batch_size, dequantize, quantize
 from tflq.isolation import ABORT_HOOK_VARIABLE, ChildProcessFailed, call_isolated
 from tflq.metrics import output_accuracy, output_agreement
 from tflq.tflite_info import (

@@ -5,12 +5,11 @@ Public API:
 * :func:`evaluate` measures several files, each in its own child process, and returns one :class:`Measurement`
   per file (a file that fails or crashes the interpreter gives a Measurement with ``error`` set);
 * :func:`run_tflite` does the work for one file in the current process and returns the raw :class:`TfliteRun`;
-* :class:`TfliteRunner` feeds float data through an allocated interpreter (quantizing inputs, dequantizing outputs,
-  batching when the batch dimension is dynamic).
+* :func:`score` turns a TfliteRun into a Measurement (accuracy against labels, agreement with a reference).
 
-The latency protocol follows TFLite's ``benchmark_model``: init (interpreter creation + ``allocate_tensors``, which
-applies XNNPACK), the first inference alone, a warm-up of at least ``warmup_runs`` runs and ``warmup_seconds``, then
-at least ``runs`` timed runs and ``min_seconds`` (at most ``max_seconds``), batch of one.
+Feeding data through the interpreter lives in :mod:`tflq.runner`, the latency protocol in :mod:`tflq.latency`,
+the metrics in :mod:`tflq.metrics`, what a file holds in :mod:`tflq.tflite_info`, the child processes in
+:mod:`tflq.isolation`.
 """
 from __future__ import annotations
 
@@ -18,18 +17,19 @@ import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
 from tflq.data import Dataset, open_data
 from tflq.errors import DataError, InterpreterError, ModelLoadError, UsageError
+from tflq.latency import NOISY_CV, LatencyStats, time_invocations
 from tflq.metrics import OutputAccuracy, OutputAgreement, output_accuracy, output_agreement
 from tflq.models import ModelOptions
+from tflq.runner import TfliteRunner, auto_batch_size
 from tflq.tflite_info import (
     Delegation,
     Signature,
-    TensorInfo,
     allocate,
     delegation_of,
     is_float_model,
@@ -39,12 +39,6 @@ from tflq.tflite_info import (
     tensor_specs,
 )
 
-if TYPE_CHECKING:
-    from ai_edge_litert.interpreter import Interpreter
-
-NOISY_CV = 0.15  # latency coefficient of variation above which the machine is called noisy
-MAX_AUTO_BATCH = 256
-AUTO_BATCH_BYTES = 8 * 1024 * 1024  # input bytes per evaluation batch when the batch size is automatic
 PROGRESS_INTERVAL_SECONDS = 0.2
 REFERENCE_BATCH = 256  # batch for a Keras / SavedModel reference
 
@@ -90,66 +84,6 @@ class EvalSettings:
     @property
     def resolved_threads(self) -> int:
         return self.threads if self.threads is not None else machine_threads()
-
-
-@dataclass(frozen=True)
-class LatencyStats:
-    """Latency in milliseconds, batch of one. ``cv`` = std / mean; ``noisy`` when cv > NOISY_CV."""
-
-    init_ms: float
-    first_ms: float
-    mean_ms: float
-    std_ms: float
-    min_ms: float
-    max_ms: float
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    runs: int
-    warmup_runs: int
-
-    @classmethod
-    def from_timings(cls, *, init_ms: float, first_ms: float, timings_ms: Sequence[float], warmup_runs: int) -> LatencyStats:
-        values = np.asarray(timings_ms, dtype=np.float64)
-        p50, p90, p99 = np.percentile(values, [50, 90, 99])
-        return cls(
-            init_ms=init_ms,
-            first_ms=first_ms,
-            mean_ms=float(values.mean()),
-            std_ms=float(values.std()),
-            min_ms=float(values.min()),
-            max_ms=float(values.max()),
-            p50_ms=float(p50),
-            p90_ms=float(p90),
-            p99_ms=float(p99),
-            runs=len(values),
-            warmup_runs=warmup_runs,
-        )
-
-    @property
-    def cv(self) -> float:
-        return self.std_ms / self.mean_ms if self.mean_ms > 0 else 0.0
-
-    @property
-    def noisy(self) -> bool:
-        return self.cv > NOISY_CV
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "mean": self.mean_ms,
-            "std": self.std_ms,
-            "min": self.min_ms,
-            "max": self.max_ms,
-            "p50": self.p50_ms,
-            "p90": self.p90_ms,
-            "p99": self.p99_ms,
-            "cv": self.cv,
-            "init": self.init_ms,
-            "first": self.first_ms,
-            "runs": self.runs,
-            "warmup_runs": self.warmup_runs,
-            "noisy": self.noisy,
-        }
 
 
 @dataclass(frozen=True)
@@ -236,112 +170,6 @@ def _per_output(results: Sequence[OutputAccuracy] | Sequence[OutputAgreement]) -
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Feeding data through an interpreter
-
-
-def quantize(values: np.ndarray, tensor: TensorInfo) -> np.ndarray:
-    """Float values to the tensor's storage dtype: round(x / scale) + zero_point (half away from zero, as TFLite's
-    QUANTIZE kernel), clipped to the dtype's range. Non-quantized tensors are only cast."""
-    dtype = np.dtype(tensor.dtype)
-    if not tensor.quantized:
-        return np.ascontiguousarray(values, dtype=dtype)
-    scaled = np.divide(values, np.float32(tensor.scale), dtype=np.float32).astype(np.float64)
-    rounded = np.trunc(scaled + np.copysign(0.5, scaled))  # half away from zero (exact in float64)
-    rounded += tensor.zero_point
-    limits = np.iinfo(dtype)
-    np.clip(rounded, limits.min, limits.max, out=rounded)
-    return rounded.astype(dtype)
-
-
-def dequantize(values: np.ndarray, tensor: TensorInfo) -> np.ndarray:
-    """Storage values to float32: (q - zero_point) * scale. Non-quantized outputs are returned as float32."""
-    if not tensor.quantized:
-        return values.astype(np.float32, copy=False) if values.dtype.kind == "f" else values
-    return ((values.astype(np.float32) - np.float32(tensor.zero_point)) * np.float32(tensor.scale)).astype(np.float32)
-
-
-class TfliteRunner:
-    """Runs batches of float inputs through an allocated interpreter and returns float outputs, by signature name.
-
-    When every input has a dynamic batch dimension the whole batch goes through one invoke (the input is resized only
-    when the batch shape changes, e.g. for the last, shorter batch); otherwise samples go through one at a time
-    (or in chunks of the static batch size, the last chunk padded and the padding dropped).
-    """
-
-    def __init__(self, interpreter: "Interpreter", signature: Signature, tflite_path: str) -> None:
-        self.interpreter = interpreter
-        self.signature = signature
-        self.tflite_path = tflite_path
-        self.batched = all(tensor.dynamic_batch for tensor in signature.inputs)
-        self._current_shapes = {
-            tensor.index: tuple(detail["shape"]) for tensor, detail in zip(signature.inputs, self._input_details())
-        }
-
-    def _input_details(self) -> list[dict[str, Any]]:
-        by_index = {detail["index"]: detail for detail in self.interpreter.get_input_details()}
-        return [by_index.get(tensor.index) or self.interpreter._get_tensor_details(tensor.index, 0)
-                for tensor in self.signature.inputs]
-
-    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Outputs (float32, by output name) for a batch of float inputs (by input name, batch axis first)."""
-        stored = {tensor.index: quantize(inputs[tensor.name], tensor) for tensor in self.signature.inputs}
-        count = len(next(iter(stored.values())))
-        if self.batched:
-            raw = self._invoke(stored)
-        else:
-            chunk = self.signature.inputs[0].shape[0] or 1
-            pieces: dict[int, list[np.ndarray]] = {tensor.index: [] for tensor in self.signature.outputs}
-            for start in range(0, count, chunk):
-                part = {index: _padded(array[start:start + chunk], chunk) for index, array in stored.items()}
-                for index, value in self._invoke(part).items():
-                    pieces[index].append(value[: min(chunk, count - start)] if len(value) == chunk else value)
-            raw = {index: np.concatenate(values) for index, values in pieces.items()}
-        return {tensor.name: dequantize(raw[tensor.index], tensor) for tensor in self.signature.outputs}
-
-    def _invoke(self, stored: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
-        self.ensure_shapes({index: array.shape for index, array in stored.items()})
-        for index, array in stored.items():
-            self.interpreter.set_tensor(index, array)
-        try:
-            self.interpreter.invoke()
-        except (RuntimeError, ValueError) as error:
-            raise InterpreterError(f"{self.tflite_path}: invoke failed ({' '.join(str(error).split())})") from None
-        return {tensor.index: self.interpreter.get_tensor(tensor.index) for tensor in self.signature.outputs}
-
-    def ensure_shapes(self, shapes: dict[int, tuple[int, ...]]) -> None:
-        """Resize the inputs whose shape differs from ``shapes`` and re-allocate (once for all of them)."""
-        changed = {index: shape for index, shape in shapes.items() if self._current_shapes.get(index) != tuple(shape)}
-        if not changed:
-            return
-        for index, shape in changed.items():
-            try:
-                self.interpreter.resize_tensor_input(index, list(shape))
-            except (RuntimeError, ValueError) as error:
-                raise InterpreterError(f"{self.tflite_path}: cannot resize input to {tuple(shape)} ({error})") from None
-            self._current_shapes[index] = tuple(shape)
-        allocate(self.interpreter, self.tflite_path)
-
-
-def _padded(array: np.ndarray, size: int) -> np.ndarray:
-    if len(array) == size:
-        return array
-    padding = np.repeat(array[-1:], size - len(array), axis=0)
-    return np.ascontiguousarray(np.concatenate([array, padding]))
-
-
-def auto_batch_size(signature: Signature) -> int:
-    """A batch that keeps the inputs near AUTO_BATCH_BYTES, a power of two in [1, MAX_AUTO_BATCH]."""
-    sample_bytes = 0
-    for tensor in signature.inputs:
-        elements = int(np.prod([dim or 1 for dim in tensor.shape[1:]])) if len(tensor.shape) > 1 else 1
-        sample_bytes += elements * 4
-    batch = 1
-    while batch * 2 <= MAX_AUTO_BATCH and batch * 2 * max(sample_bytes, 1) <= AUTO_BATCH_BYTES:
-        batch *= 2
-    return batch
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # One file, in the current process (the child process of evaluate())
 
 
@@ -394,40 +222,6 @@ def run_tflite(
         batch_size=batch_size,
         batched=runner.batched,
     )
-
-
-def time_invocations(
-    runner: TfliteRunner, sample: dict[str, np.ndarray], settings: EvalSettings, *, init_ms: float
-) -> LatencyStats:
-    """The latency protocol on one sample (batch of one): first run, warm-up, timed runs."""
-    interpreter = runner.interpreter
-    stored = {tensor.index: quantize(sample[tensor.name], tensor) for tensor in runner.signature.inputs}
-    runner.ensure_shapes({index: array.shape for index, array in stored.items()})
-    for index, array in stored.items():
-        interpreter.set_tensor(index, array)
-    clock = time.perf_counter
-    try:
-        started = clock()
-        interpreter.invoke()
-        first_ms = (clock() - started) * 1000.0
-        warmup_runs = 0
-        warmup_started = clock()
-        while warmup_runs < settings.warmup_runs or clock() - warmup_started < settings.warmup_seconds:
-            interpreter.invoke()
-            warmup_runs += 1
-            if clock() - warmup_started > settings.max_seconds:
-                break
-        timings_ms = []
-        timed_started = clock()
-        while len(timings_ms) < settings.runs or clock() - timed_started < settings.min_seconds:
-            started = clock()
-            interpreter.invoke()
-            timings_ms.append((clock() - started) * 1000.0)
-            if clock() - timed_started > settings.max_seconds:
-                break
-    except (RuntimeError, ValueError) as error:
-        raise InterpreterError(f"{runner.tflite_path}: invoke failed ({' '.join(str(error).split())})") from None
-    return LatencyStats.from_timings(init_ms=init_ms, first_ms=first_ms, timings_ms=timings_ms, warmup_runs=warmup_runs)
 
 
 def predict_dataset(

@@ -143,14 +143,12 @@ def read_signature(interpreter: "Interpreter", tflite_path: str = "model") -> Si
     runner = interpreter.get_signature_runner(key)
     input_details = runner.get_input_details()
     output_details = runner.get_output_details()
-    inputs = tuple(_tensor_info(name, input_details[name]) for name in _ordered(input_details, signatures[key]["inputs"]))
-    outputs = tuple(
-        _tensor_info(name, output_details[name]) for name in _ordered(output_details, signatures[key]["outputs"])
-    )
+    inputs = tuple(_tensor_info(name, input_details[name]) for name in _ordered(input_details))
+    outputs = tuple(_tensor_info(name, output_details[name]) for name in _ordered(output_details))
     return Signature(key, inputs, outputs)
 
 
-def _ordered(details: dict[str, Any], index_by_name: dict[str, int]) -> list[str]:
+def _ordered(details: dict[str, Any]) -> list[str]:
     """Signature names in an order that is the same for every variant of a model: by name, with numbered names
     (``output_2`` before ``output_10``) in number order. (Tensor indices differ between variants.)"""
 
