@@ -130,7 +130,7 @@ def eval_command(
 ) -> None:
     """Measure .tflite models: size, latency, XNNPACK delegation, accuracy and agreement, one row per model."""
     from tflq.harness import EvalSettings, evaluate, paths_in
-    from tflq.report import render_text
+    from tflq.report import notes_of, render_text
 
     chosen_format = _output_format(output_format, as_json, output)
     settings = EvalSettings(
@@ -151,9 +151,8 @@ def eval_command(
     else:
         _emit(render_text(rows, chosen_format), output, quiet)
     if not quiet:
-        for row in rows:
-            for warning in row["warnings"]:
-                echo_err(f"Note: {row['name']}: {warning}")
+        for note in notes_of(rows, errors=False):
+            echo_err(f"Note: {note}")
     failed = [measurement for measurement in measurements if measurement.error]
     for measurement in failed:
         echo_err(f"Error: {measurement.error}")
@@ -328,9 +327,10 @@ def _evaluate_conversion(result: Any, model: Path, eval_data: str, model_options
         if progress is not None:
             progress.stop()
     if not quiet:
-        for measurement in measurements:
-            for warning in measurement.warnings:
-                echo_err(f"Note: {Path(measurement.tflite_path).name}: {warning}")
+        from tflq.report import notes_of
+
+        for note in notes_of([measurement.to_dict() for measurement in measurements], errors=False):
+            echo_err(f"Note: {note}")
     return {measurement.tflite_path: measurement for measurement in measurements}
 
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from tflq.data import Dataset, open_data
 from tflq.errors import DataError, InterpreterError, ModelLoadError, UsageError
-from tflq.latency import NOISY_CV, LatencyStats, time_invocations
+from tflq.latency import LatencyStats, time_invocations
 from tflq.metrics import OutputAccuracy, OutputAgreement, output_accuracy, output_agreement
 from tflq.models import ModelOptions
 from tflq.runner import TfliteRunner, auto_batch_size
@@ -436,12 +436,7 @@ def score(
                         f"sample; {run.tflite_path} output '{name}' has {predictions.shape[1:]}"
                     )
                 agreement.append(output_agreement(name, predictions, expected))
-    warnings = []
-    if run.latency is not None and run.latency.noisy:
-        warnings.append(
-            f"latency varies a lot (cv {run.latency.cv:.2f} > {NOISY_CV}): the machine was busy; "
-            "close other work or raise --runs / --min-seconds"
-        )
+    warnings = []  # a noisy latency is not repeated here: ``latency_ms.noisy`` says it, reports sum it up
     if run.delegation.enabled and run.delegation.delegated_ops == 0:
         warnings.append("XNNPACK took no op: everything runs on the built-in kernels")
     return Measurement(

@@ -152,13 +152,22 @@ def to_markdown(rows: Sequence[Row], *, columns: Sequence[Column] = EVAL_COLUMNS
     return "\n".join(lines) + "\n"
 
 
-def notes_of(rows: Iterable[Row]) -> Iterable[str]:
-    """One line per error and per warning, naming the model."""
+def notes_of(rows: Sequence[Row], *, errors: bool = True) -> Iterable[str]:
+    """One line per error and per warning, naming the model, and one line for all the noisy latencies."""
     for row in rows:
-        if row.get("error"):
+        if errors and row.get("error"):
             yield f"{row.get('name', '')}: error: {row['error']}"
         for warning in row.get("warnings") or ():
             yield f"{row.get('name', '')}: {warning}"
+    noisy = [row for row in rows if (row.get("latency_ms") or {}).get("noisy")]
+    if noisy:
+        worst = max(row["latency_ms"]["cv"] for row in noisy)
+        which = noisy[0]["name"] if len(noisy) == 1 else f"{len(noisy)} of {len(rows)} models"
+        yield (
+            f"latency varies a lot for {which} (cv up to {worst:.3f}, marked !): the machine was busy or the model "
+            "is so fast that scheduling jitter dominates; p50 is the robust figure; close other work or raise "
+            "--runs / --min-seconds"
+        )
 
 
 def flatten(row: Row, prefix: str = "") -> dict[str, Any]:
