@@ -13,7 +13,10 @@ For each .tflite, best of ``--repeats`` wall-clock times, each from the file pat
   (quantizing int8 inputs by hand), as tutorials and most model repositories do;
 * tflq: ``tflq.harness.evaluate([path], data=npz, settings=EvalSettings(runs=0))``: the ``tflq eval`` code path,
   with its child process, the data layer's checks, batching, and the default threads (the machine's cores);
-* tflq, 1 thread: the same with ``threads=1``, so the gain from batching alone shows.
+* tflq, 1 thread: the same with ``threads=1``, so the gain from batching alone shows;
+* engine: ``run_tflite`` in this process, 1 thread (no child process): the isolation's cost is the difference.
+
+The ways take turns within each repeat, so a busy spell on a shared machine hits all of them alike.
 
 Predictions are compared with the naive loop's (arg-max agreement, max |difference|), and both accuracies printed.
 Target (issue 3): tflq at least 1.5x faster on the digits CNN, never slower on any sample model.
@@ -169,13 +172,16 @@ def tflq_accuracy(tflite_path: Path, data_path: Path, threads: int) -> dict[str,
     return {result.output: result.top1 for result in measurement.accuracy if result.top1 is not None}
 
 
-def best_time(function: Callable[[], Any], repeats: int) -> tuple[float, Any]:
-    times, result = [], None
+def best_times(functions: list[Callable[[], Any]], repeats: int) -> list[tuple[float, Any]]:
+    """Best wall-clock time of each function, the functions taking turns so a busy spell hits all of them alike."""
+    times: list[list[float]] = [[] for _ in functions]
+    results: list[Any] = [None] * len(functions)
     for _ in range(repeats):
-        started = time.perf_counter()
-        result = function()
-        times.append(time.perf_counter() - started)
-    return min(times), result
+        for position, function in enumerate(functions):
+            started = time.perf_counter()
+            results[position] = function()
+            times[position].append(time.perf_counter() - started)
+    return [(min(spent), result) for spent, result in zip(times, results)]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -198,16 +204,26 @@ def main() -> None:
             f"eval_throughput: {arguments.samples} samples, best of {arguments.repeats}; {platform.processor() or platform.machine()}, "
             f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}; tflq threads {threads} (naive: interpreter default)"
         )
-        header = f"{'model':<16} {'mode':<8} {'naive s':>8} {'tflq s':>8} {'ratio':>6} {'1-thr s':>8} {'ratio':>6}  {'same argmax':>11} {'max |diff|':>10}  accuracy naive / tflq"
+        header = (
+            f"{'model':<16} {'mode':<8} {'naive s':>8} {'tflq s':>8} {'ratio':>6} {'1-thr s':>8} {'ratio':>6} "
+            f"{'engine s':>8}  {'same argmax':>11} {'max |diff|':>10}  accuracy naive / tflq"
+        )
         print(header)
         print("-" * len(header))
         ratios: dict[tuple[str, str], float] = {}
         for name, model, calibration, data in sets:
             for mode, tflite_path in convert(model, calibration, arguments.modes, workdir / name):
-                naive_seconds, (naive_predictions, naive_top1) = best_time(lambda: naive_accuracy(tflite_path, data), arguments.repeats)
-                tflq_seconds, tflq_top1 = best_time(lambda: tflq_accuracy(tflite_path, data, threads), arguments.repeats)
-                single_seconds, _ = best_time(lambda: tflq_accuracy(tflite_path, data, 1), arguments.repeats)
-                engine = run_tflite(str(tflite_path), EvalSettings(runs=0, threads=threads), str(data))
+                (naive_seconds, (naive_predictions, naive_top1)), (tflq_seconds, tflq_top1), (single_seconds, _), (
+                    engine_seconds, engine
+                ) = best_times(
+                    [
+                        lambda: naive_accuracy(tflite_path, data),
+                        lambda: tflq_accuracy(tflite_path, data, threads),
+                        lambda: tflq_accuracy(tflite_path, data, 1),
+                        lambda: run_tflite(str(tflite_path), EvalSettings(runs=0, threads=1), str(data)),
+                    ],
+                    arguments.repeats,
+                )
                 agreement, difference = [], 0.0
                 for output, expected in naive_predictions.items():
                     got = engine.predictions[output]
@@ -221,9 +237,10 @@ def main() -> None:
                 )
                 print(
                     f"{name:<16} {mode:<8} {naive_seconds:8.3f} {tflq_seconds:8.3f} {ratio:5.2f}x "
-                    f"{single_seconds:8.3f} {naive_seconds / single_seconds:5.2f}x  "
+                    f"{single_seconds:8.3f} {naive_seconds / single_seconds:5.2f}x {engine_seconds:8.3f}  "
                     f"{min(agreement) if agreement else float('nan'):10.2f}% {difference:10.2e}  {accuracy}"
                 )
+        print(f"load average after: {os.getloadavg()[0]:.2f}")
         print()
         cnn = [ratio for (name, mode), ratio in ratios.items() if name in ("digits_cnn", "small_cnn") and mode == "float32"]
         slowest = min(ratios.values()) if ratios else float("nan")

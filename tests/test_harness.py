@@ -19,6 +19,7 @@ from tflq.tflite_info import (
     TensorInfo,
     allocate,
     delegation_of,
+    flatbuffer_tensor_specs,
     inspect_tflite,
     open_interpreter,
     read_flatbuffer,
@@ -74,6 +75,26 @@ def test_signature_has_names_dynamic_batch_and_quantization(classifier: Classifi
     assert [output.name for output in signature.outputs] == ["output_0"]
     (spec,) = tensor_specs(signature.inputs)
     assert (spec.name, spec.shape, spec.dtype) == ("image", (None, 8, 8, 1), "float32")
+
+
+@pytest.mark.parametrize("variant", ["float32", "int8_io", "uint8_io", "int16x8", "static_batch", "two_outputs"])
+def test_specs_read_from_the_flatbuffer_equal_the_interpreters(classifier: ClassifierFiles, variant: str) -> None:
+    path = str(getattr(classifier, variant))
+    interpreter = open_interpreter(path, threads=1)
+    signature = read_signature(interpreter)
+    assert flatbuffer_tensor_specs(path) == (tensor_specs(signature.inputs), tensor_specs(signature.outputs))
+
+
+def test_data_opened_by_the_parent_gives_the_same_run(classifier: ClassifierFiles, broken_files) -> None:
+    from tflq.data import open_data
+
+    inputs, outputs = flatbuffer_tensor_specs(str(classifier.int8_io))
+    opened = open_data(str(classifier.data), inputs, outputs=outputs, role="evaluation")
+    shared = run_tflite(str(classifier.int8_io), NO_LATENCY, str(classifier.data), opened=opened)
+    own = run_tflite(str(classifier.int8_io), NO_LATENCY, str(classifier.data))
+    np.testing.assert_array_equal(shared.predictions["output_0"], own.predictions["output_0"])
+    np.testing.assert_array_equal(shared.labels["output_0"], own.labels["output_0"])
+    assert flatbuffer_tensor_specs(str(broken_files["truncated"])) is None
 
 
 def test_quantize_and_dequantize_use_the_tensor_scale_and_zero_point() -> None:

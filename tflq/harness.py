@@ -32,6 +32,7 @@ from tflq.tflite_info import (
     Signature,
     allocate,
     delegation_of,
+    flatbuffer_tensor_specs,
     is_float_model,
     open_interpreter,
     read_flatbuffer,
@@ -178,13 +179,15 @@ def run_tflite(
     settings: EvalSettings,
     data: str | None = None,
     *,
+    opened: Dataset | None = None,
     measure_latency: bool = True,
     report: Callable[..., None] | None = None,
 ) -> TfliteRun:
     """Load, time and evaluate one ``.tflite`` in this process.
 
-    Returns the TfliteRun. Raises ModelLoadError (missing file), InterpreterError (file the interpreter refuses or
-    fails to run), DataError (data that does not fit the model).
+    ``opened`` is ``data`` already opened (by the parent, for a model with the same specs): it is used when its specs
+    are this model's, else ``data`` is opened here. Returns the TfliteRun. Raises ModelLoadError (missing file),
+    InterpreterError (file the interpreter refuses or fails to run), DataError (data that does not fit the model).
     """
     threads = settings.resolved_threads
     started = time.perf_counter()
@@ -194,7 +197,12 @@ def run_tflite(
     signature = read_signature(interpreter, tflite_path)
     delegation = delegation_of(interpreter, enabled=settings.use_xnnpack)
     runner = TfliteRunner(interpreter, signature, tflite_path)
-    dataset = open_dataset(data, signature, limit=settings.limit) if data else None
+    dataset = None
+    if data:
+        fits = opened is not None and (opened.inputs, opened.outputs) == (
+            tensor_specs(signature.inputs), tensor_specs(signature.outputs)
+        )
+        dataset = opened if fits else open_dataset(data, signature, limit=settings.limit)
 
     latency = None
     if measure_latency and settings.runs > 0:
@@ -337,7 +345,7 @@ def evaluate(
     Raises ModelLoadError for a missing file, DataError for data that does not fit, UsageError for a reference whose
     outputs differ from the models', InterpreterError when the reference itself fails.
     """
-    from tflq.isolation import call_isolated
+    from tflq.isolation import call_isolated, choose_start_method
 
     settings = settings or EvalSettings()
     if not tflite_paths:
@@ -374,15 +382,18 @@ def evaluate(
         except DataError as error:
             raise DataError(f"reference {reference}: {error}") from None
 
+    start_method = start_method or choose_start_method()
     order = sorted(range(len(tflite_paths)), key=lambda position: tflite_paths[position] != baseline)
     measurements: dict[int, Measurement] = {}
+    opened_by_specs: dict[Any, Dataset | None] = {}
     for position in order:
         path = tflite_paths[position]
         size = os.path.getsize(path)
         ratio = size / baseline_size if baseline_size else None
+        opened = _opened_in_parent(path, data, settings, opened_by_specs) if data and start_method == "fork" else None
         try:
             run: TfliteRun = call_isolated(
-                run_tflite, path, settings, data,
+                run_tflite, path, settings, data, keywords={"opened": opened},
                 description=path, on_message=progress_for(path), start_method=start_method,
             )
         except InterpreterError as error:
@@ -394,6 +405,20 @@ def evaluate(
             continue
         measurements[position] = score(run, size, ratio, reference=reference_run, data=data)
     return [measurements[position] for position in range(len(tflite_paths))]
+
+
+def _opened_in_parent(
+    tflite_path: str, data: str, settings: EvalSettings, opened_by_specs: dict[Any, Dataset | None]
+) -> Dataset | None:
+    """With ``fork``, the data is opened (and an .npz loaded) once here, for every model with the same specs; the
+    children read it from the memory they share with this process. The specs come from the flatbuffer, so nothing
+    here can crash; a file whose specs cannot be read opens the data in its child."""
+    specs = flatbuffer_tensor_specs(tflite_path)
+    if specs is None:
+        return None
+    if specs not in opened_by_specs:
+        opened_by_specs[specs] = open_data(data, specs[0], outputs=specs[1], limit=settings.limit, role="evaluation")
+    return opened_by_specs[specs]
 
 
 def _float_baseline(tflite_paths: Sequence[str]) -> str | None:

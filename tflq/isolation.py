@@ -36,10 +36,11 @@ def call_isolated(
     target: Callable[..., Any],
     *args: Any,
     description: str,
+    keywords: dict[str, Any] | None = None,
     on_message: Callable[..., None] | None = None,
     start_method: str | None = None,
 ) -> Any:
-    """Call ``target(*args, report=...)`` in a child process and return its result.
+    """Call ``target(*args, **keywords, report=...)`` in a child process and return its result.
 
     ``description`` (usually the file being measured) starts every error message. Raises the child's TflqError, or
     ChildProcessFailed when the child dies or fails unexpectedly.
@@ -55,7 +56,7 @@ def call_isolated(
     hook = os.environ.get(ABORT_HOOK_VARIABLE)  # read here: a forkserver child has the server's environment
     abort = bool(hook) and hook in description
     process = context.Process(
-        target=_child_main, args=(sender, target, args, log_path, abort), daemon=True
+        target=_child_main, args=(sender, target, args, keywords or {}, log_path, abort), daemon=True
     )
     process.start()
     sender.close()
@@ -107,7 +108,9 @@ def choose_start_method() -> str:
     return "spawn"
 
 
-def _child_main(sender: Any, target: Callable[..., Any], args: tuple[Any, ...], log_path: str, abort: bool) -> None:
+def _child_main(
+    sender: Any, target: Callable[..., Any], args: tuple[Any, ...], keywords: dict[str, Any], log_path: str, abort: bool
+) -> None:
     # A terminal Ctrl-C reaches the whole process group; the parent decides what to do with it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     log_descriptor = os.open(log_path, os.O_WRONLY | os.O_APPEND)
@@ -120,7 +123,7 @@ def _child_main(sender: Any, target: Callable[..., Any], args: tuple[Any, ...], 
         sender.send(("message", message))
 
     try:
-        result = target(*args, report=report)
+        result = target(*args, **keywords, report=report)
     except TflqError as error:
         sender.send(("error", error))
     except BaseException as error:  # noqa: BLE001 - crossing a process boundary: becomes the row's error

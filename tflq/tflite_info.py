@@ -483,6 +483,62 @@ def _decode_conversion_metadata(raw: bytes) -> dict[str, Any]:
     return result
 
 
+def flatbuffer_tensor_specs(tflite_path: str) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]] | None:
+    """The data layer's specs (inputs, outputs) of the signature :func:`read_signature` picks, read from the file
+    without loading it in the interpreter (pure Python, so it cannot crash). None when the file cannot be read or
+    its signature is not on the primary subgraph; the interpreter's view is then the only one."""
+    try:
+        with open(tflite_path, "rb") as stream:
+            content = stream.read()
+        from ai_edge_litert import schema_py_generated as schema
+
+        if len(content) < 8 or not schema.Model.ModelBufferHasIdentifier(content, 0):
+            return None
+        model = schema.Model.GetRootAs(content, 0)
+        type_names = {value: name.lower() for name, value in vars(schema.TensorType).items() if not name.startswith("_")}
+        subgraph = model.Subgraphs(0)
+
+        def spec(name: str, index: int) -> TensorSpec:
+            tensor = subgraph.Tensors(index)
+            if tensor.ShapeSignatureLength():
+                dims = tensor.ShapeSignatureAsNumpy()
+            else:
+                dims = tensor.ShapeAsNumpy() if tensor.ShapeLength() else []
+            shape = tuple(None if int(dim) < 0 else int(dim) for dim in dims)
+            dtype = type_names.get(tensor.Type(), "unknown")
+            quantization = tensor.Quantization()
+            quantized = (
+                dtype in QUANTIZED_DTYPES and quantization is not None and quantization.ScaleLength() > 0
+                and quantization.Scale(0) != 0.0
+            )
+            return TensorSpec(name, shape, "float32" if quantized else dtype)
+
+        signatures = {
+            (model.SignatureDefs(position).SignatureKey() or b"").decode(): model.SignatureDefs(position)
+            for position in range(model.SignatureDefsLength())
+        }
+        if not signatures:
+            inputs = [(subgraph.Tensors(int(i)).Name().decode(), int(i)) for i in subgraph.InputsAsNumpy()]
+            outputs = [(subgraph.Tensors(int(i)).Name().decode(), int(i)) for i in subgraph.OutputsAsNumpy()]
+            return tuple(spec(*pair) for pair in inputs), tuple(spec(*pair) for pair in outputs)
+        key = "serving_default" if "serving_default" in signatures else sorted(signatures)[0]
+        signature = signatures[key]
+        if signature.SubgraphIndex() != 0:
+            return None
+        inputs_by_name = {
+            signature.Inputs(j).Name().decode(): signature.Inputs(j).TensorIndex() for j in range(signature.InputsLength())
+        }
+        outputs_by_name = {
+            signature.Outputs(j).Name().decode(): signature.Outputs(j).TensorIndex() for j in range(signature.OutputsLength())
+        }
+        return (
+            tuple(spec(name, inputs_by_name[name]) for name in _ordered(inputs_by_name)),
+            tuple(spec(name, outputs_by_name[name]) for name in _ordered(outputs_by_name)),
+        )
+    except (OSError, struct.error, IndexError, ValueError, UnicodeDecodeError, AttributeError):
+        return None
+
+
 def is_float_model(summary: FlatbufferSummary) -> bool:
     """True for a plain float32 model: every constant tensor is float32 (or int32/int64 shape data), no quantized
     or float16 weights. Such a model is the natural baseline of the others."""
