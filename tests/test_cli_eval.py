@@ -306,3 +306,14 @@ def test_progress_bar_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> Non
 @pytest.fixture(scope="session")
 def samples_dir() -> Path:
     return REPOSITORY / "sample_models"
+
+
+def test_unlabelled_npy_gives_agreement_without_accuracy(classifier: ClassifierFiles, tmp_path: Path) -> None:
+    samples = tmp_path / "samples.npy"
+    np.save(samples, classifier.x)
+    result = invoke("eval", classifier.float32, classifier.dynamic, "--data", samples, "--json", "--runs", "0")
+    assert result.exit_code == 0, result.output
+    float32, dynamic = json.loads(result.stdout)
+    assert float32["accuracy"] is None and dynamic["accuracy"] is None
+    assert dynamic["agreement"]["top1"] > 90 and dynamic["samples"] == len(classifier.x)
+    assert float32["latency_ms"] is None

@@ -241,13 +241,9 @@ def test_sample_limit(classifier: ClassifierFiles) -> None:
 
 
 def test_auto_batch_size_shrinks_for_large_inputs() -> None:
-    from tflq.tflite_info import Signature
-
-    def signature(shape):
-        return Signature("s", (TensorInfo("x", "x", 0, shape, "float32"),), ())
-
-    assert auto_batch_size(signature((None, 8, 8, 1))) == 256
-    assert auto_batch_size(signature((None, 224, 224, 3))) == 8
+    assert auto_batch_size([(None, 8, 8, 1)]) == 256
+    assert auto_batch_size([(None, 224, 224, 3)]) == 8
+    assert auto_batch_size([(None, 224, 224, 3), (None, 224, 224, 3)]) == 4
 
 
 def test_data_that_does_not_fit_names_input_expected_and_found(classifier: ClassifierFiles, tmp_path) -> None:

@@ -41,7 +41,6 @@ from tflq.tflite_info import (
 )
 
 PROGRESS_INTERVAL_SECONDS = 0.2
-REFERENCE_BATCH = 256  # batch for a Keras / SavedModel reference
 
 ProgressCallback = Callable[[str, int, "int | None"], None]
 
@@ -214,7 +213,7 @@ def run_tflite(
     samples = 0
     batch_size = None
     if dataset is not None:
-        batch_size = (settings.batch_size or auto_batch_size(signature)) if runner.batched else 1
+        batch_size = (settings.batch_size or auto_batch_size(tensor.shape for tensor in signature.inputs)) if runner.batched else 1
         predictions, labels, samples = predict_dataset(
             lambda inputs: runner.predict(inputs), dataset, batch_size, report=report
         )
@@ -317,7 +316,8 @@ def run_reference(
     with tempfile.TemporaryDirectory(prefix="tflq-reference-") as export_dir:
         model = Reference(export_model(Path(reference), Path(export_dir) / "saved_model", model_options or ModelOptions()))
         dataset = open_data(data, model.inputs, outputs=model.outputs, limit=settings.limit, role="evaluation")
-        predictions, _, _ = predict_dataset(model.predict, dataset, settings.batch_size or REFERENCE_BATCH, report=report)
+        batch_size = settings.batch_size or auto_batch_size(spec.shape for spec in model.inputs)
+        predictions, _, _ = predict_dataset(model.predict, dataset, batch_size, report=report)
     return ReferenceRun(reference, tuple(spec.name for spec in model.outputs), predictions)
 
 

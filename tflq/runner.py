@@ -2,7 +2,7 @@
 dimension is dynamic, one sample at a time otherwise."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
@@ -106,11 +106,12 @@ def _padded(array: np.ndarray, size: int) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate([array, padding]))
 
 
-def auto_batch_size(signature: Signature) -> int:
-    """A batch that keeps the inputs near AUTO_BATCH_BYTES, a power of two in [1, MAX_AUTO_BATCH]."""
+def auto_batch_size(input_shapes: Iterable[tuple[int | None, ...]]) -> int:
+    """A batch that keeps the inputs (shapes with the batch axis) near AUTO_BATCH_BYTES of float32, a power of two
+    in [1, MAX_AUTO_BATCH]."""
     sample_bytes = 0
-    for tensor in signature.inputs:
-        elements = int(np.prod([dim or 1 for dim in tensor.shape[1:]])) if len(tensor.shape) > 1 else 1
+    for shape in input_shapes:
+        elements = int(np.prod([dim or 1 for dim in shape[1:]])) if len(shape) > 1 else 1
         sample_bytes += elements * 4
     batch = 1
     while batch * 2 <= MAX_AUTO_BATCH and batch * 2 * max(sample_bytes, 1) <= AUTO_BATCH_BYTES:
