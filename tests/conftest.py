@@ -68,6 +68,12 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     keras.Model(inputs, keras.layers.Dense(2, name="out")(doubled)).save(folder / "lambda.keras")
     paths["lambda"] = folder / "lambda.keras"
 
+    sequential = keras.Sequential(
+        [keras.layers.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, activation="relu"), keras.layers.Flatten(), keras.layers.Dense(10)]
+    )
+    sequential.save(folder / "sequential.keras")
+    paths["sequential"] = folder / "sequential.keras"
+
     image = keras.Input((8, 8, 1), name="image")
     rows = keras.layers.Reshape((8, 8), name="rows")(image)
     logits = keras.layers.Dense(10, name="logits")(keras.layers.GRU(8, name="gru")(rows))

@@ -226,3 +226,22 @@ def test_modes_command_lists_the_registry():
     assert result.exit_code == 0
     listed = [line.split()[0] for line in result.output.splitlines()]
     assert listed == list(MODES)
+
+
+def test_sequential_model_round_trips(tiny_models, tmp_path, digits_test):
+    import keras
+
+    result = convert_model(
+        tiny_models["sequential"], tmp_path,
+        ConvertOptions(modes=("float32", "int8"), io_types=("int8",), calibration=str(SAMPLES / "digits_train.npz"), calibration_samples=50),
+    )
+    assert result.ok, [a.error for a in result.artifacts]
+    reference = np.asarray(keras.models.load_model(tiny_models["sequential"], compile=False)(digits_test["x"][:50]))
+    (float_out,) = run_tflite(result.artifacts[0].path, {n: digits_test["x"][:50] for n in _input_names(result.artifacts[0].path)}).values()
+    np.testing.assert_allclose(float_out, reference, atol=1e-4)
+
+
+def _input_names(path: Path) -> list[str]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    return list(Interpreter(model_path=str(path)).get_signature_runner().get_input_details())

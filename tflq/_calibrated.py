@@ -10,7 +10,12 @@ type, per-channel or per-tensor, layers left in float) is quantized from that ca
 and re-quantizing a calibrated model through that wrapper produced invalid flatbuffers for an unrolled GRU
 (measured with TF 2.21), so 16x8 goes through the public path with its own calibration.
 
-``tests/test_calibrated.py`` checks the output against the public path numerically. Nothing else in tflq touches
+It also holds :func:`saved_model_converter`: ``TFLiteConverter.from_saved_model`` loads the whole SavedModel in
+Python only to list its signatures (about half of a float conversion on MobileNetV2) and then hands the directory
+to the MLIR converter, which reads it again. tflq has read the signatures already, so it builds the same converter
+object directly.
+
+``tests/test_calibrated.py`` checks both shortcuts against the public path. Nothing else in tflq touches
 these private names, so a TensorFlow upgrade that moves them breaks one module and its test.
 """
 from __future__ import annotations
@@ -21,6 +26,21 @@ from typing import Any
 import numpy as np
 
 from tflq import _tf
+
+
+def saved_model_converter(saved_model_dir: str, signature_key: str) -> Any:
+    """The converter ``from_saved_model(dir, signature_keys=[key])`` returns, without its Python SavedModel load."""
+    _tf.tf()
+    from tensorflow.lite.python import conversion_metadata_schema_py_generated as metadata_schema
+    from tensorflow.lite.python import lite as tf_lite
+
+    tf_lite.TFLiteConverterBase._set_original_model_type(metadata_schema.ModelType.TF_SAVED_MODEL)
+    converter = tf_lite.TFLiteSavedModelConverterV2(saved_model_dir, {"serve"}, [signature_key])
+    if not converter.saved_model_dir:  # the MLIR path could not take the directory: use the public constructor
+        import tensorflow as tf
+
+        return tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=[signature_key])
+    return converter
 
 
 def calibrate(converter: Any, samples: Sequence[dict[str, np.ndarray]]) -> bytes:

@@ -195,11 +195,18 @@ def setup_logging(verbose: bool) -> None:
 
     _tf.set_verbose(verbose)
     logger = logging.getLogger("tflq")
-    if not any(getattr(h, "_tflq", False) for h in logger.handlers):
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
-        handler._tflq = True  # type: ignore[attr-defined]
-        logger.addHandler(handler)
+    class ClickHandler(logging.Handler):
+        """Writes through click at emit time, so it follows whatever stderr is current."""
+
+        def emit(self, record: logging.LogRecord) -> None:
+            click.echo(self.format(record), err=True)
+
+    for handler in [h for h in logger.handlers if getattr(h, "_tflq", False)]:
+        logger.removeHandler(handler)
+    handler = ClickHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    handler._tflq = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
     logger.propagate = False
 

@@ -172,10 +172,7 @@ class ModelSession:
 
     def new_converter(self) -> Any:
         """A fresh TFLiteConverter on the export (never shared between variants)."""
-        tf = _tf.tf()
-        return tf.lite.TFLiteConverter.from_saved_model(
-            str(self.exported.saved_model_dir), signature_keys=[self.exported.signature_key]
-        )
+        return _calibrated.saved_model_converter(str(self.exported.saved_model_dir), self.exported.signature_key)
 
     def calibrated_model(self) -> bytes:
         """The model with calibration statistics (computed once)."""

@@ -99,6 +99,11 @@ class Dataset:
     def _checked(self) -> Iterator[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
         count = 0
         for sample_inputs, sample_labels in itertools.islice(self._reader(), self.limit):
+            if count == 0:
+                for spec in self.inputs:
+                    found = np.asarray(sample_inputs[spec.name]).dtype
+                    if found == np.float64 and spec.dtype == "float32":
+                        log.info("%s: input %r is float64; cast to float32", self.source, spec.name)
             checked = {spec.name: _check_sample(self.source, spec, sample_inputs[spec.name], count) for spec in self.inputs}
             yield checked, sample_labels
             count += 1

@@ -50,3 +50,11 @@ class GateError(TflqError):
     """A quality gate failed or nothing fits the accuracy budget."""
 
     exit_code = EXIT_GATE
+
+
+class QatError(UsageError):
+    """Quantization-aware training cannot take this model (subclassed, custom, Lambda or unquantizable layers)."""
+
+
+class QatTrainingError(TflqError):
+    """Quantization-aware training failed while running (the loss became NaN or infinite)."""

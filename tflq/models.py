@@ -312,16 +312,28 @@ def export_keras_model(model: Any, source: Path, export_dir: Path) -> ExportedMo
                 archive.write_out(str(export_dir), verbose=False)
     except Exception as error:
         raise ModelLoadError(f"{source}: cannot export the model to a SavedModel: {_first_sentence(str(error))}") from None
-    exported = read_saved_model(export_dir, SERVING_KEY, source=source)
     layer_names = tuple(layer.name for layer in _all_layers(model))
+    # The interface is known from the specs the export was made with: no need to load the SavedModel back.
+    outputs = tuple(
+        TensorSpec(name=name, shape=(None, *(None if d is None else int(d) for d in tensor.shape[1:])), dtype=_dtype_name(tensor.dtype))
+        for name, tensor in zip(output_names, model.outputs)
+    )
+    inputs = tuple(_spec_from_tf(spec.name, spec) for spec in input_specs)
     return ExportedModel(
         source=source,
         saved_model_dir=export_dir,
         signature_key=SERVING_KEY,
-        inputs=exported.inputs,
-        outputs=exported.outputs,
+        inputs=tuple(sorted(inputs, key=lambda spec: spec.name)),
+        outputs=outputs,
         keras_layer_names=layer_names,
     )
+
+
+def _dtype_name(dtype: Any) -> str:
+    import numpy as np
+
+    name = getattr(dtype, "name", None) or str(dtype)
+    return np.dtype(name.replace("tf.", "")).name
 
 
 def _all_layers(model: Any) -> list[Any]:
