@@ -213,10 +213,10 @@ def run_tflite(
     samples = 0
     batch_size = None
     if dataset is not None:
-        batch_size = (settings.batch_size or auto_batch_size(tensor.shape for tensor in signature.inputs)) if runner.batched else 1
-        predictions, labels, samples = predict_dataset(
-            lambda inputs: runner.predict(inputs), dataset, batch_size, report=report
-        )
+        batch_size = 1
+        if runner.batched:
+            batch_size = settings.batch_size or auto_batch_size(tensor.shape for tensor in signature.inputs)
+        predictions, labels, samples = predict_dataset(runner.predict, dataset, batch_size, report=report)
     return TfliteRun(
         tflite_path=tflite_path,
         signature=signature,
@@ -372,6 +372,7 @@ def evaluate(
         baseline = _float_baseline(tflite_paths) if len(tflite_paths) > 1 or reference else None
     baseline_size = os.path.getsize(baseline) if baseline else None
 
+    start_method = start_method or choose_start_method()
     reference_run: ReferenceRun | None = None
     if reference and data:
         try:
@@ -382,7 +383,6 @@ def evaluate(
         except DataError as error:
             raise DataError(f"reference {reference}: {error}") from None
 
-    start_method = start_method or choose_start_method()
     order = sorted(range(len(tflite_paths)), key=lambda position: tflite_paths[position] != baseline)
     measurements: dict[int, Measurement] = {}
     opened_by_specs: dict[Any, Dataset | None] = {}
