@@ -317,3 +317,21 @@ def test_unlabelled_npy_gives_agreement_without_accuracy(classifier: ClassifierF
     assert float32["accuracy"] is None and dynamic["accuracy"] is None
     assert dynamic["agreement"]["top1"] > 90 and dynamic["samples"] == len(classifier.x)
     assert float32["latency_ms"] is None
+
+
+def test_a_folder_means_every_tflite_in_it(classifier: ClassifierFiles, tmp_path: Path) -> None:
+    import shutil
+
+    folder = tmp_path / "variants"
+    folder.mkdir()
+    for path in (classifier.float32, classifier.int8):
+        shutil.copy(path, folder / path.name)
+    (folder / "notes.txt").write_text("not a model")
+    result = invoke("eval", folder, "--json", "--runs", "0")
+    assert result.exit_code == 0, result.output
+    assert [row["name"] for row in json.loads(result.stdout)] == ["classifier.float32.tflite", "classifier.int8.tflite"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = invoke("eval", empty)
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"Error: {empty}: no .tflite file in this folder"
