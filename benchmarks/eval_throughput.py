@@ -12,7 +12,8 @@ For each .tflite, best of ``--repeats`` wall-clock times, each from the file pat
 * naive: ``Interpreter(model_path)``, ``allocate_tensors``, then one ``set_tensor/invoke/get_tensor`` per sample
   (quantizing int8 inputs by hand), as tutorials and most model repositories do;
 * tflq: ``tflq.harness.evaluate([path], data=npz, settings=EvalSettings(runs=0))``: the ``tflq eval`` code path,
-  with its child process, the data layer's checks, batching, and the default threads (the machine's cores);
+  with its child process, the data layer's checks, batching, and the default threads (for the evaluation pass: the
+  cores other processes leave idle);
 * tflq, 1 thread: the same with ``threads=1``, so the gain from batching alone shows;
 * engine: ``run_tflite`` in this process, 1 thread (no child process): the isolation's cost is the difference.
 
@@ -40,7 +41,7 @@ REPOSITORY = Path(__file__).resolve().parent.parent
 SAMPLE_MODELS = REPOSITORY / "sample_models"
 sys.path.insert(0, str(REPOSITORY))
 
-from tflq.harness import EvalSettings, evaluate, machine_threads, run_tflite  # noqa: E402
+from tflq.harness import EvalSettings, evaluate, idle_threads, machine_threads, run_tflite  # noqa: E402
 
 
 def tflq_command(*arguments: str) -> subprocess.CompletedProcess[str]:
@@ -165,7 +166,7 @@ def naive_accuracy(tflite_path: Path, data_path: Path) -> tuple[dict[str, np.nda
     return predictions, accuracy
 
 
-def tflq_accuracy(tflite_path: Path, data_path: Path, threads: int) -> dict[str, float]:
+def tflq_accuracy(tflite_path: Path, data_path: Path, threads: int | None) -> dict[str, float]:
     (measurement,) = evaluate([str(tflite_path)], data=str(data_path), settings=EvalSettings(runs=0, threads=threads))
     if measurement.error:
         raise RuntimeError(measurement.error)
@@ -199,10 +200,10 @@ def main() -> None:
         workdir = arguments.workdir or Path(temporary)
         workdir.mkdir(parents=True, exist_ok=True)
         sets = sample_model_sets(workdir, arguments.samples) or fallback_set(workdir, arguments.samples)
-        threads = machine_threads()
         print(
             f"eval_throughput: {arguments.samples} samples, best of {arguments.repeats}; {platform.processor() or platform.machine()}, "
-            f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}; tflq threads {threads} (naive: interpreter default)"
+            f"{machine_threads()} cores, load {os.getloadavg()[0]:.2f}; tflq: default threads (the idle cores, now "
+            f"{idle_threads()}), naive: the interpreter's default (1)"
         )
         header = (
             f"{'model':<16} {'mode':<8} {'naive s':>8} {'tflq s':>8} {'ratio':>6} {'1-thr s':>8} {'ratio':>6} "
@@ -218,7 +219,7 @@ def main() -> None:
                 ) = best_times(
                     [
                         lambda: naive_accuracy(tflite_path, data),
-                        lambda: tflq_accuracy(tflite_path, data, threads),
+                        lambda: tflq_accuracy(tflite_path, data, None),
                         lambda: tflq_accuracy(tflite_path, data, 1),
                         lambda: run_tflite(str(tflite_path), EvalSettings(runs=0, threads=1), str(data)),
                     ],

@@ -235,6 +235,24 @@ def test_int8_batched_evaluation_is_exact(classifier: ClassifierFiles) -> None:
     np.testing.assert_array_equal(batched.predictions["output_0"], one_by_one.predictions["output_0"])
 
 
+def test_predictions_do_not_depend_on_threads(classifier: ClassifierFiles) -> None:
+    one = run_tflite(str(classifier.float32), EvalSettings(threads=1, runs=0), str(classifier.data))
+    two = run_tflite(str(classifier.float32), EvalSettings(threads=2, runs=0), str(classifier.data))
+    assert (one.evaluation_threads, two.evaluation_threads) == (1, 2)
+    np.testing.assert_array_equal(one.predictions["output_0"], two.predictions["output_0"])
+
+
+def test_evaluation_threads_default_to_the_idle_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tflq.harness as harness
+
+    monkeypatch.setattr(harness, "machine_threads", lambda: 8)
+    monkeypatch.setattr(harness.os, "getloadavg", lambda: (2.6, 2.0, 2.0))
+    assert EvalSettings().evaluation_threads() == 5 and EvalSettings().resolved_threads == 8
+    monkeypatch.setattr(harness.os, "getloadavg", lambda: (11.0, 2.0, 2.0))
+    assert EvalSettings().evaluation_threads() == 1
+    assert EvalSettings(threads=3).evaluation_threads() == 3
+
+
 def test_sample_limit(classifier: ClassifierFiles) -> None:
     run = run_tflite(str(classifier.float32), EvalSettings(threads=1, runs=0, limit=10), str(classifier.data))
     assert run.samples == 10 and len(run.labels["output_0"]) == 10

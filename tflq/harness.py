@@ -52,10 +52,19 @@ def machine_threads() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+def idle_threads() -> int:
+    """The cores not busy with other work: cores minus the 1-minute load average, rounded, at least 1."""
+    cores = machine_threads()
+    busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return max(1, min(cores, int(cores - busy + 0.5)))
+
+
 @dataclass(frozen=True)
 class EvalSettings:
-    """How to measure. ``threads`` None means :func:`machine_threads`; ``runs`` 0 skips latency; ``batch_size``
-    None picks one from the input size (dynamic-batch models only); ``limit`` caps the evaluation samples."""
+    """How to measure. ``threads`` None means :func:`machine_threads` for latency and :func:`idle_threads` for the
+    evaluation pass (a thread pool on cores that other processes keep busy is slower than one thread); ``runs`` 0
+    skips latency; ``batch_size`` None picks one from the input size (dynamic-batch models only); ``limit`` caps the
+    evaluation samples."""
 
     threads: int | None = None
     runs: int = 50
@@ -83,7 +92,12 @@ class EvalSettings:
 
     @property
     def resolved_threads(self) -> int:
+        """Threads for latency."""
         return self.threads if self.threads is not None else machine_threads()
+
+    def evaluation_threads(self) -> int:
+        """Threads for the evaluation pass (reads the load average when ``threads`` is not set)."""
+        return self.threads if self.threads is not None else idle_threads()
 
 
 @dataclass(frozen=True)
@@ -101,6 +115,7 @@ class TfliteRun:
     samples: int
     batch_size: int | None
     batched: bool
+    evaluation_threads: int | None = None
 
 
 @dataclass(frozen=True)
@@ -128,6 +143,7 @@ class Measurement:
     agreement: tuple[OutputAgreement, ...] = ()
     samples: int = 0
     batch_size: int | None = None
+    evaluation_threads: int | None = None
     reference: str | None = None
     warnings: tuple[str, ...] = ()
     error: str | None = None
@@ -151,6 +167,7 @@ class Measurement:
             "reference": self.reference,
             "samples": self.samples,
             "batch_size": self.batch_size,
+            "evaluation_threads": self.evaluation_threads,
             "inputs": [tensor.to_dict() for tensor in self.signature.inputs] if self.signature else None,
             "outputs": [tensor.to_dict() for tensor in self.signature.outputs] if self.signature else None,
             "status": self.status,
@@ -188,7 +205,9 @@ def run_tflite(
     are this model's, else ``data`` is opened here. Returns the TfliteRun. Raises ModelLoadError (missing file),
     InterpreterError (file the interpreter refuses or fails to run), DataError (data that does not fit the model).
     """
-    threads = settings.resolved_threads
+    timing = measure_latency and settings.runs > 0
+    evaluation_threads = settings.evaluation_threads() if data else None
+    threads = settings.resolved_threads if timing else (evaluation_threads or settings.resolved_threads)
     started = time.perf_counter()
     interpreter = open_interpreter(tflite_path, threads=threads, use_xnnpack=settings.use_xnnpack)
     allocate(interpreter, tflite_path)
@@ -204,9 +223,13 @@ def run_tflite(
         dataset = opened if fits else open_dataset(data, signature, limit=settings.limit)
 
     latency = None
-    if measure_latency and settings.runs > 0:
+    if timing:
         sample = _first_sample(dataset) if dataset is not None else _synthetic_sample(signature)
         latency = time_invocations(runner, sample, settings, init_ms=init_ms)
+    if dataset is not None and evaluation_threads != threads:
+        interpreter = open_interpreter(tflite_path, threads=evaluation_threads or 1, use_xnnpack=settings.use_xnnpack)
+        allocate(interpreter, tflite_path)
+        runner = TfliteRunner(interpreter, signature, tflite_path)
 
     predictions = None
     labels: dict[str, np.ndarray] = {}
@@ -222,6 +245,7 @@ def run_tflite(
         signature=signature,
         delegation=delegation,
         threads=threads,
+        evaluation_threads=evaluation_threads,
         latency=latency,
         predictions=predictions,
         labels=labels,
@@ -476,6 +500,7 @@ def score(
         agreement=tuple(agreement),
         samples=run.samples,
         batch_size=run.batch_size,
+        evaluation_threads=run.evaluation_threads,
         reference=reference.source if reference is not None else None,
         warnings=tuple(warnings),
     )
