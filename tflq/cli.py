@@ -110,7 +110,10 @@ def _emit(text: str, output: str | None, quiet: bool) -> None:
 @click.argument("models", nargs=-1, required=True, type=click.Path())
 @click.option("--data", metavar="DATA", help="Evaluation data (.npz, .npy, image folder, module:function); labels give accuracy.")
 @click.option("--reference", metavar="MODEL", help="Model to compare outputs with: .keras, .h5, SavedModel dir or float32 .tflite. Default: the float32 .tflite among MODELS.")
-@click.option("--threads", type=click.IntRange(min=1), help="Interpreter threads. Default: the machine's cores.")
+@click.option("--signature", help="Signature of a SavedModel --reference (default: serving_default or the only one).")
+@click.option("--custom-objects", multiple=True, metavar="MODULE:ATTR", help="Custom Keras object to load a Keras --reference with (repeatable).")
+@click.option("--unsafe-deserialization", is_flag=True, help="Allow Lambda layers in a Keras --reference (runs Python code stored in the model file).")
+@click.option("--threads", type=click.IntRange(min=1), help="Interpreter threads. Default: every core for latency, the idle cores for evaluation.")
 @click.option("--runs", type=click.IntRange(min=0), default=50, show_default=True, help="Timed runs at least (0: no latency).")
 @click.option("--min-seconds", type=click.FloatRange(min=0), default=1.0, show_default=True, help="Timed runs last at least this long.")
 @click.option("--warmup-runs", type=click.IntRange(min=0), default=1, show_default=True, help="Warm-up runs at least.")
@@ -124,12 +127,14 @@ def _emit(text: str, output: str | None, quiet: bool) -> None:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar, no notes.")
 @handle_errors
 def eval_command(
-    models: tuple[str, ...], data: str | None, reference: str | None, threads: int | None, runs: int,
+    models: tuple[str, ...], data: str | None, reference: str | None, signature: str | None,
+    custom_objects: tuple[str, ...], unsafe_deserialization: bool, threads: int | None, runs: int,
     min_seconds: float, warmup_runs: int, warmup_seconds: float, batch_size: int | None, limit: int | None,
     no_xnnpack: bool, output_format: str | None, output: str | None, as_json: bool, quiet: bool,
 ) -> None:
     """Measure .tflite models: size, latency, XNNPACK delegation, accuracy and agreement, one row per model."""
     from tflq.harness import EvalSettings, evaluate, paths_in
+    from tflq.models import ModelOptions
     from tflq.report import notes_of, render_text
 
     chosen_format = _output_format(output_format, as_json, output)
@@ -141,7 +146,12 @@ def eval_command(
     if progress is not None:
         progress.start()
     try:
-        measurements = evaluate(paths_in(models), data=data, reference=reference, settings=settings, on_progress=on_progress)
+        measurements = evaluate(
+            paths_in(models), data=data, reference=reference, settings=settings, on_progress=on_progress,
+            reference_options=ModelOptions(
+                signature=signature, custom_objects=custom_objects, unsafe_deserialization=unsafe_deserialization
+            ),
+        )
     finally:
         if progress is not None:
             progress.stop()
