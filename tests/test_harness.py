@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from harness_fixtures import *  # noqa: F401,F403 - session fixtures
-from harness_fixtures import CLASSES, SAMPLES, ClassifierFiles, MultiFiles
+from harness_fixtures import SAMPLES, ClassifierFiles, MultiFiles
 from tflq.errors import DataError, InterpreterError, UsageError
 from tflq.harness import EvalSettings, Measurement, TfliteRun, evaluate, match_outputs, run_tflite
 from tflq.latency import LatencyStats
