@@ -170,7 +170,7 @@ def tflq_accuracy(tflite_path: Path, data_path: Path, threads: int | None) -> di
     (measurement,) = evaluate([str(tflite_path)], data=str(data_path), settings=EvalSettings(runs=0, threads=threads))
     if measurement.error:
         raise RuntimeError(measurement.error)
-    return {result.output: result.top1 for result in measurement.accuracy if result.top1 is not None}
+    return {result.output: result.top1 * 100 for result in measurement.accuracy if result.top1 is not None}
 
 
 def best_times(functions: list[Callable[[], Any]], repeats: int) -> list[tuple[float, Any]]:

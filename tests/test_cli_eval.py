@@ -34,8 +34,8 @@ def test_eval_json_carries_every_figure_under_stable_keys(classifier: Classifier
     assert int8["latency_ms"]["runs"] == 3 and int8["latency_ms"]["p50"] > 0
     assert int8["threads"] == 1
     assert int8["xnnpack"]["enabled"] and int8["xnnpack"]["delegated_ops"] > 0
-    assert 0 <= int8["accuracy"]["top1"] <= 100 and int8["accuracy"]["output_0"]["top5"] is not None
-    assert int8["agreement"]["top1"] > 80 and int8["agreement"]["sqnr_db"] > 10
+    assert 0 <= int8["accuracy"]["top1"] <= 1 and int8["accuracy"]["output_0"]["top5"] is not None
+    assert 0.8 < int8["agreement"]["top1"] <= 1 and int8["agreement"]["sqnr_db"] > 10
     assert int8["reference"] == str(classifier.float32)
     assert int8["inputs"][0]["dtype"] == "int8" and int8["inputs"][0]["scale"] > 0
     assert int8["status"] == "ok" and int8["error"] is None
@@ -186,7 +186,7 @@ def test_keras_reference_agrees_with_its_float32_conversion(classifier: Classifi
     assert result.exit_code == 0, result.output
     float32, int8 = json.loads(result.stdout)
     assert float32["reference"] == str(classifier.keras)
-    assert float32["agreement"]["top1"] == 100.0 and float32["agreement"]["sqnr_db"] > 80
+    assert float32["agreement"]["top1"] == 1.0 and float32["agreement"]["sqnr_db"] > 80
     assert float32["agreement"]["max_abs_error"] < 1e-4
     assert int8["agreement"]["sqnr_db"] < float32["agreement"]["sqnr_db"]
 
@@ -198,7 +198,7 @@ def test_float32_tflite_reference(classifier: ClassifierFiles) -> None:
     assert result.exit_code == 0, result.output
     (row,) = json.loads(result.stdout)
     assert row["size_ratio"] == pytest.approx(os.path.getsize(classifier.int8) / os.path.getsize(classifier.float32))
-    assert row["agreement"]["top1"] > 80
+    assert row["agreement"]["top1"] > 0.8
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -279,9 +279,9 @@ def test_convert_eval_measures_what_it_produced(samples_dir: Path, tmp_path: Pat
     assert result.exit_code == 0, result.output
     float32, int8 = json.loads(result.stdout)
     assert float32["eval"]["path"] == float32["path"] and float32["eval"]["size_bytes"] == float32["size_bytes"]
-    assert float32["eval"]["accuracy"]["top1"] > 90 and float32["eval"]["size_ratio"] == 1.0
+    assert float32["eval"]["accuracy"]["top1"] > 0.9 and float32["eval"]["size_ratio"] == 1.0
     assert int8["eval"]["reference"] == float32["path"]
-    assert int8["eval"]["agreement"]["top1"] > 95 and int8["eval"]["latency_ms"]["p50"] > 0
+    assert int8["eval"]["agreement"]["top1"] > 0.95 and int8["eval"]["latency_ms"]["p50"] > 0
 
 
 def test_progress_bar_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -315,7 +315,7 @@ def test_unlabelled_npy_gives_agreement_without_accuracy(classifier: ClassifierF
     assert result.exit_code == 0, result.output
     float32, dynamic = json.loads(result.stdout)
     assert float32["accuracy"] is None and dynamic["accuracy"] is None
-    assert dynamic["agreement"]["top1"] > 90 and dynamic["samples"] == len(classifier.x)
+    assert dynamic["agreement"]["top1"] > 0.9 and dynamic["samples"] == len(classifier.x)
     assert float32["latency_ms"] is None
 
 

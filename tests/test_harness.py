@@ -130,13 +130,13 @@ def test_accuracy_matches_a_plain_per_sample_loop(classifier: ClassifierFiles, v
     path = getattr(classifier, variant)
     (measurement,) = evaluate([str(path)], data=str(classifier.data), settings=NO_LATENCY)
     expected = plain_loop_predictions(path, classifier.x)
-    expected_top1 = float(np.mean(expected.argmax(axis=1) == classifier.y) * 100)
+    expected_top1 = float(np.mean(expected.argmax(axis=1) == classifier.y))
     (accuracy,) = measurement.accuracy
     assert measurement.status == "ok", measurement.error
     assert measurement.samples == SAMPLES
     assert accuracy.top1 == pytest.approx(expected_top1)
     top5 = np.argsort(-expected, axis=1)[:, :5]
-    assert accuracy.top5 == pytest.approx(float(np.mean((top5 == classifier.y[:, None]).any(axis=1)) * 100))
+    assert accuracy.top5 == pytest.approx(float(np.mean((top5 == classifier.y[:, None]).any(axis=1))))
 
 
 def test_agreement_with_the_float32_variant_matches_numpy(classifier: ClassifierFiles) -> None:
@@ -150,7 +150,7 @@ def test_agreement_with_the_float32_variant_matches_numpy(classifier: Classifier
     noise = np.sum((reference - quantized) ** 2)
     assert agreement.sqnr_db == pytest.approx(10 * math.log10(np.sum(reference**2) / noise), rel=1e-4)
     assert agreement.max_abs_error == pytest.approx(np.abs(reference - quantized).max(), rel=1e-4)
-    assert agreement.top1 == pytest.approx(np.mean(reference.argmax(1) == quantized.argmax(1)) * 100)
+    assert agreement.top1 == pytest.approx(np.mean(reference.argmax(1) == quantized.argmax(1)))
     cosines = [np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b) for a, b in zip(reference, quantized)]
     assert agreement.cosine == pytest.approx(np.mean(cosines), rel=1e-5)
 
@@ -167,9 +167,9 @@ def test_metrics_classification_regression_and_bad_labels() -> None:
     logits = np.array([[0.1, 0.9, 0.0], [0.8, 0.1, 0.1], [0.2, 0.3, 0.5], [0.0, 0.0, 1.0]])
     labels = np.array([1, 0, 0, 2])
     result = output_accuracy("out", logits, labels)
-    assert (result.kind, result.top1, result.top5) == ("classification", 75.0, None)
+    assert (result.kind, result.top1, result.top5) == ("classification", 0.75, None)
     one_hot = np.eye(3)[labels]
-    assert output_accuracy("out", logits, one_hot).top1 == 75.0
+    assert output_accuracy("out", logits, one_hot).top1 == 0.75
     regression = output_accuracy("value", np.array([[1.0], [2.0]]), np.array([1.5, 2.0]))
     assert regression.kind == "regression"
     assert regression.mae == pytest.approx(0.25) and regression.rmse == pytest.approx(math.sqrt(0.125))
@@ -178,14 +178,14 @@ def test_metrics_classification_regression_and_bad_labels() -> None:
     with pytest.raises(DataError, match="range 0..7"):
         output_accuracy("out", logits, np.array([1, 0, 7, 2]))
     same = output_agreement("out", logits, logits)
-    assert same.sqnr_db is None and same.cosine == pytest.approx(1.0) and same.top1 == 100.0
+    assert same.sqnr_db is None and same.cosine == pytest.approx(1.0) and same.top1 == 1.0
 
 
 def test_multi_output_accuracy_is_per_output(multi: MultiFiles) -> None:
     (measurement,) = evaluate([str(multi.float32)], data=str(multi.data), settings=NO_LATENCY)
     assert measurement.status == "ok", measurement.error
     by_output = {result.output: result for result in measurement.accuracy}
-    assert by_output["output_0"].kind == "classification" and by_output["output_0"].top1 == pytest.approx(100.0)
+    assert by_output["output_0"].kind == "classification" and by_output["output_0"].top1 == pytest.approx(1.0)
     assert by_output["output_1"].kind == "regression" and by_output["output_1"].mae == pytest.approx(0.5, abs=1e-4)
     accuracy = measurement.to_dict()["accuracy"]
     assert set(accuracy) == {"output_0", "output_1"}  # no unnested shortcut for several outputs

@@ -1,6 +1,7 @@
 """Accuracy against labels and agreement with a reference, per model output. Plain numpy, no interpreter.
 
-Predictions and labels carry the batch axis first. Percentages are 0-100.
+Predictions and labels carry the batch axis first. Accuracies and agreement rates are fractions in [0, 1]
+(as Keras and scikit-learn report them); reports show them as percentages.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from tflq.errors import DataError
 
 @dataclass(frozen=True)
 class OutputAccuracy:
-    """Accuracy of one output on labelled data: ``top1``/``top5`` (%) for a classifier, ``mae``/``rmse`` for a
+    """Accuracy of one output on labelled data: ``top1``/``top5`` (fractions) for a classifier, ``mae``/``rmse`` for a
     regression output. ``top5`` is None when the output has 5 classes or fewer."""
 
     output: str
@@ -35,7 +36,7 @@ class OutputAccuracy:
 class OutputAgreement:
     """How closely one output follows the reference's.
 
-    ``top1``: % of samples with the same arg-max class (None for outputs that are not class scores); ``sqnr_db``:
+    ``top1``: fraction of samples with the same arg-max class (None for outputs that are not class scores); ``sqnr_db``:
     10·log10(Σref² / Σ(ref−out)²), None when not finite (identical outputs, or an all-zero reference);
     ``max_abs_error``; ``cosine``:
     mean over samples of the cosine similarity of the flattened outputs.
@@ -78,11 +79,11 @@ def output_accuracy(output: str, predictions: np.ndarray, labels: np.ndarray, *,
                     f"{source}: labels for output '{output}' range {label_classes.min()}..{label_classes.max()}; "
                     f"the output has {classes} classes"
                 )
-        top1 = float(np.mean(predictions.argmax(axis=1) == label_classes) * 100.0)
+        top1 = float(np.mean(predictions.argmax(axis=1) == label_classes))
         top5 = None
         if classes > 5:
             top5_classes = np.argpartition(-predictions, 5, axis=1)[:, :5]
-            top5 = float(np.mean(np.any(top5_classes == label_classes[:, None], axis=1)) * 100.0)
+            top5 = float(np.mean(np.any(top5_classes == label_classes[:, None], axis=1)))
         return OutputAccuracy(output, "classification", top1=top1, top5=top5)
     target = labels.astype(np.float64)
     values = predictions.astype(np.float64)
@@ -129,7 +130,7 @@ def output_agreement(output: str, predictions: np.ndarray, reference: np.ndarray
     cosines = np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), np.where(both_zero, 1.0, 0.0))
     top1 = None
     if is_class_scores(predictions):
-        top1 = float(np.mean(predictions.argmax(axis=1) == reference.argmax(axis=1)) * 100.0)
+        top1 = float(np.mean(predictions.argmax(axis=1) == reference.argmax(axis=1)))
     return OutputAgreement(
         output,
         top1=top1,

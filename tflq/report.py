@@ -85,7 +85,7 @@ def _per_output_text(section: dict[str, Any] | None, describe: Callable[[dict[st
 
 def _accuracy_text(figures: dict[str, Any]) -> str:
     if figures.get("top1") is not None:
-        return f"{figures['top1']:.2f}%"
+        return f"{figures['top1'] * 100:.2f}%"
     if figures.get("mae") is not None:
         return f"MAE {figures['mae']:.4g}"
     return ""
@@ -93,7 +93,7 @@ def _accuracy_text(figures: dict[str, Any]) -> str:
 
 def _agreement_text(figures: dict[str, Any]) -> str:
     if figures.get("top1") is not None:
-        return f"{figures['top1']:.2f}%"
+        return f"{figures['top1'] * 100:.2f}%"
     return f"cos {figures['cosine']:.4f}"
 
 
