@@ -301,3 +301,70 @@ def render_inspection(info: Row) -> list[Any]:
         summary.add_row(name, str(value))
     parts.append(summary)
     return parts
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Batch reports (``tflq run``): the eval columns plus the batch's own
+
+
+def _drop(row: Row) -> str:
+    drop = row.get("accuracy_drop")
+    return "" if drop is None else f"{drop:+.2f} pts"
+
+
+def _gate(row: Row) -> str:
+    if row.get("status") != "ok":
+        return ""
+    failures = row.get("gate_failures") or []
+    return "FAIL: " + "; ".join(failures) if failures else "pass"
+
+
+def _batch_status(row: Row) -> str:
+    status = row.get("status", "")
+    if status == "ok" and row.get("up_to_date"):
+        return "ok (up to date)"
+    if status == "ok" and row.get("float_ops"):
+        return f"ok ({len(row['float_ops'])} float ops)"
+    return status
+
+
+BATCH_COLUMNS: tuple[Column, ...] = (
+    Column("Model", lambda row: row.get("model", ""), justify="left"),
+    Column("Variant", lambda row: row.get("variant", ""), justify="left"),
+    Column("Size", lambda row: format_bytes(row.get("size_bytes"))),
+    Column("Ratio", _ratio),
+    Column("p50 ms", lambda row: _latency(row, "p50")),
+    Column("p90 ms", lambda row: _latency(row, "p90")),
+    Column("Accuracy", lambda row: _per_output_text(row.get("accuracy"), _accuracy_text)),
+    Column("Drop", _drop),
+    Column("Agree top-1", lambda row: _per_output_text(row.get("agreement"), _agreement_text)),
+    Column("XNNPACK ops", _xnnpack),
+    Column("Status", _batch_status, justify="left"),
+    Column("Gate", _gate, justify="left"),
+)
+
+
+def batch_notes(rows: Sequence[Row]) -> list[str]:
+    """Errors and warnings of a batch, each naming model and variant."""
+    named = [dict(row, name=f"{row.get('model', '')} {row.get('variant', '')}") for row in rows]
+    return list(notes_of(named))
+
+
+def write_batch_reports(output_dir: Any, rows: Sequence[Row]) -> list[Any]:
+    """Write report.md, report.json, report.csv and pareto.png into ``output_dir``; returns the paths written."""
+    from pathlib import Path
+
+    from tflq.convert import write_atomically
+    from tflq.plot import write_pareto_plot
+
+    folder = Path(output_dir)
+    named = [dict(row, name=f"{row.get('model', '')} {row.get('variant', '')}") for row in rows]
+    markdown = "# tflq report\n\n" + to_markdown(named, columns=BATCH_COLUMNS)
+    written = []
+    for name, text in (("report.md", markdown), ("report.json", to_json(list(rows))), ("report.csv", to_csv(list(rows)))):
+        write_atomically(folder / name, text.encode())
+        written.append(folder / name)
+    plot = write_pareto_plot(rows, folder / "pareto.png")
+    if plot is not None:
+        written.append(plot)
+    return written
