@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         if not same:
             mismatches.append(label)
-        show = lambda value: "-" if value is None else f"{value:.2f}"  # noqa: E731
+        show = lambda value: "-" if value is None else f"{value:.2%}"  # noqa: E731
         print(f"{label:<40} {trial.status:<10} {show(trial.score):>10} {show(naive_score):>11} "
               f"{trial.seconds:>8.2f} {naive['timings'][label]:>8.2f}")
     tflq_seconds, naive_seconds = statistics.median(tflq_times), statistics.median(naive_times)

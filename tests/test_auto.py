@@ -13,6 +13,7 @@ from tflq.auto import AutoOptions, NoCandidateFits, auto_search
 from tflq.cli import main
 from tflq.convert import ConvertOptions
 from tflq.errors import EXIT_GATE, EXIT_USAGE, UsageError
+from tflq.scoring import points
 
 TRAIN = str(SAMPLES / "digits_train.npz")
 TEST = str(SAMPLES / "digits_test.npz")
@@ -49,9 +50,9 @@ def test_auto_keeps_the_fragile_layer_in_float_and_writes_the_first_fit(fragile_
     assert result.path == tmp_path / "fragile.auto.tflite" and result.path.exists()
     assert chosen.size_bytes == result.path.stat().st_size
     # the written model, measured independently, is within budget; plain int8 was not
-    float_top1 = result.float32_score
-    assert float_top1 - top1(result.path, digits_test) <= 2.0
-    assert result.float32_score == pytest.approx(chosen.score + chosen.drop)
+    assert result.float32_score * 100.0 - top1(result.path, digits_test) <= 2.0
+    assert points(result.float32_score, chosen.score) == pytest.approx(chosen.drop)
+    assert 0.0 <= chosen.score <= 1.0
     assert json.loads(json.dumps(result.to_dict()))["chosen"] == "int8+float(logits)"
 
 

@@ -14,6 +14,7 @@ from tests.conftest import SAMPLES, run_tflite
 from tflq.cli import main
 from tflq.convert import ConvertOptions, ModelSession
 from tflq.debug import DebugOptions, debug_quantization
+from tflq.scoring import points
 
 TRAIN = str(SAMPLES / "digits_train.npz")
 TEST = str(SAMPLES / "digits_test.npz")
@@ -60,11 +61,11 @@ def test_debug_ranks_the_fragile_layer_first_and_leaving_it_in_float_recovers(fr
     assert check.drop > BUDGET  # plain int8 misses the budget...
     logits_in_float = check.recoveries[0]
     assert logits_in_float.group.label == "logits"
-    assert check.float32 - logits_in_float.score <= BUDGET  # ...and the first-ranked layer in float fits it
+    assert points(check.float32, logits_in_float.score) <= BUDGET  # ...and the first-ranked layer in float fits it
     assert check.recovered_fraction(logits_in_float) > 0.9
     assert all(check.recovered_points(recovery) < 1.0 for recovery in check.recoveries[1:])
     # figures against an independent loop over the same data
-    assert check.float32 == pytest.approx(top1(_convert(report.model, "float32"), digits_test), abs=1e-9)
+    assert check.float32 * 100.0 == pytest.approx(top1(_convert(report.model, "float32"), digits_test), abs=1e-9)
 
 
 def _convert(model: str, mode: str, **options) -> bytes:

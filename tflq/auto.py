@@ -32,6 +32,7 @@ from tflq import _calibrated, _tf
 from tflq.convert import ConvertOptions, ModelSession, default_name, float_ops, verify_runs, write_atomically
 from tflq.errors import ConversionError, GateError, InterpreterError, UsageError
 from tflq.modes import Variant
+from tflq.scoring import points
 
 OBJECTIVES = ("size", "latency")
 DEFAULT_MAX_FLOAT_LAYERS = 3
@@ -91,7 +92,8 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Trial:
-    """What became of one candidate. ``drop`` is in points against float32 (negative: better than float32)."""
+    """What became of one candidate. ``score`` is its top-1 (a fraction in [0, 1]); ``drop`` is float32's top-1 minus
+    its own in percentage points (negative: better than float32)."""
 
     candidate: Candidate
     status: str  # fits, rejected, error, not tried
@@ -110,7 +112,7 @@ class Trial:
             "float_layers": list(self.candidate.float_layers),
             "status": self.status,
             "reason": self.reason,
-            "score": _rounded(self.score),
+            "top1": _rounded(self.score, 4),
             "drop_points": _rounded(self.drop),
             "size_bytes": self.size_bytes,
             "latency_ms": _rounded(self.latency_ms, 4),
@@ -146,7 +148,7 @@ class AutoResult:
             "max_drop_points": self.max_drop,
             "metric": self.metric,
             "samples": self.samples,
-            "float32": {"score": _rounded(self.float32_score), "size_bytes": self.float32_size},
+            "float32": {"top1": _rounded(self.float32_score, 4), "size_bytes": self.float32_size},
             "trials": [trial.to_dict() for trial in self.trials],
             "chosen": self.chosen.candidate.label if self.chosen else None,
             "best": self.best.candidate.label if self.best else None,
@@ -168,7 +170,7 @@ class NoCandidateFits(GateError):
             detail = "no candidate could be measured"
         super().__init__(
             f"no candidate stays within --max-drop {result.max_drop:g} points of float32 ({result.metric} "
-            f"{result.float32_score:.2f}); {detail}. Nothing written. Raise --max-drop, try more layers in float "
+            f"{result.float32_score:.2%}); {detail}. Nothing written. Raise --max-drop, try more layers in float "
             "(--max-float-layers), or use quantization-aware training"
         )
         self.result = result
@@ -278,7 +280,7 @@ class _Search:
             score = self.evaluator.score(path)
         except (ConversionError, InterpreterError) as error:
             return Trial(candidate, FAILED, str(error), seconds=time.perf_counter() - started), None
-        drop = baseline - score.value
+        drop = points(baseline, score.value)
         floats = len(float_ops(content)) if candidate.mode == "int8" else 0
         common = dict(score=score.value, drop=drop, size_bytes=len(content), float_ops=floats)
         if drop <= self.options.max_drop:
@@ -297,8 +299,6 @@ def auto_search(model_path: Path, options: AutoOptions, *, workdir: Path | None 
     carrying the result and the best candidate found. Raises UsageError/ModelLoadError/DataError for bad input
     before converting anything.
     """
-    from tflq import scoring
-
     started = time.perf_counter()
     name = options.name or default_name(model_path)
     if any(sep in name for sep in ("/", "\\")) or name.startswith("."):
@@ -328,10 +328,8 @@ def auto_search(model_path: Path, options: AutoOptions, *, workdir: Path | None 
         if options.objective == "size" and fitting:
             chosen_index = fitting[0]
         elif options.objective == "latency" and fitting:
-            sample = next(search.evaluator.batches()).inputs
-            first = {name_: value[:1] for name_, value in sample.items()}
             for index in fitting:
-                trials[index] = replace(trials[index], latency_ms=scoring.latency_ms(paths[index], first))
+                trials[index] = replace(trials[index], latency_ms=search.evaluator.latency_ms(paths[index]))
             chosen_index = min(fitting, key=lambda index: trials[index].latency_ms or math.inf)
             fastest = trials[chosen_index]
             for index in fitting:

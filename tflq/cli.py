@@ -550,9 +550,9 @@ def print_auto(result: Any) -> None:
     if not console.is_terminal:
         console = Console(soft_wrap=False, width=160)
     console.print(
-        f"{result.model}: float32 {result.metric} {result.float32_score:.2f} on {result.samples} sample(s), "
+        f"{result.model}: float32 {result.metric} {result.float32_score:.2%} on {result.samples} sample(s), "
         f"{result.float32_size:,d} B; budget: drop <= {result.max_drop:g} points; objective: {result.objective}",
-        highlight=False, markup=False,
+        highlight=False, markup=False, soft_wrap=True,
     )
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     for header in ("candidate", "status", "top-1", "drop", "size B", "vs float32", "latency ms", "reason"):
@@ -563,7 +563,7 @@ def print_auto(result: Any) -> None:
         table.add_row(
             trial.candidate.label,
             "chosen" if chosen else trial.status,
-            "" if trial.score is None else f"{trial.score:.2f}",
+            "" if trial.score is None else f"{trial.score:.2%}",
             "" if trial.drop is None else f"{trial.drop:+.2f}",
             "" if trial.size_bytes is None else f"{trial.size_bytes:,d}",
             "" if trial.size_bytes is None else f"{trial.size_bytes / result.float32_size:.2f}x",
@@ -577,10 +577,10 @@ def print_auto(result: Any) -> None:
     )
     console.print(
         f"{calibrated}; layer ranking {result.ranking_seconds:.2f} s; search {result.seconds:.2f} s",
-        highlight=False, markup=False,
+        highlight=False, markup=False, soft_wrap=True,
     )
     if result.chosen is not None:
-        console.print(f"chosen: {result.chosen.candidate.label} -> {result.path}", highlight=False, markup=False)
+        console.print(f"chosen: {result.chosen.candidate.label} -> {result.path}", highlight=False, markup=False, soft_wrap=True)
 
 
 def print_rich_report(report: Any) -> None:
@@ -592,9 +592,9 @@ def print_rich_report(report: Any) -> None:
     if not console.is_terminal:
         console = Console(soft_wrap=False, width=160)
     for line in summary_lines(report):
-        console.print(line, highlight=False, markup=False)
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
     console.print(rich_table(report))
-    console.print(LEGEND, style="dim", highlight=False, markup=False)
+    console.print(LEGEND, style="dim", highlight=False, markup=False, soft_wrap=True)
 
 
 def render_text(report: Any) -> str:
@@ -605,9 +605,9 @@ def render_text(report: Any) -> str:
 
     console = Console(record=True, width=200, file=__import__("io").StringIO(), color_system=None)
     for line in summary_lines(report):
-        console.print(line, highlight=False, markup=False)
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
     console.print(rich_table(report))
-    console.print(LEGEND, highlight=False, markup=False)
+    console.print(LEGEND, highlight=False, markup=False, soft_wrap=True)
     return console.export_text()
 
 

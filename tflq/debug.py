@@ -37,6 +37,7 @@ from tflq.convert import ConvertOptions, ModelSession
 from tflq.errors import ConversionError, TflqError, UsageError
 from tflq.layer_map import ModelOp, read_ops
 from tflq.modes import Variant
+from tflq.scoring import points
 
 DEFAULT_TOP = 3
 DEFAULT_LAYER_SAMPLES = 100
@@ -157,7 +158,8 @@ class Recovery:
 
 @dataclass(frozen=True)
 class AccuracyCheck:
-    """Top-1 (%) of float32, int8, and int8 with each of the most sensitive layers in float."""
+    """Top-1 (fractions in [0, 1]) of float32, int8, and int8 with each of the most sensitive layers in float.
+    Drops and recoveries are in percentage points."""
 
     metric: str
     samples: int
@@ -167,10 +169,11 @@ class AccuracyCheck:
 
     @property
     def drop(self) -> float:
-        return self.float32 - self.int8
+        """float32's top-1 minus int8's, in percentage points."""
+        return points(self.float32, self.int8)
 
     def recovered_points(self, recovery: Recovery) -> float | None:
-        return None if recovery.score is None else recovery.score - self.int8
+        return None if recovery.score is None else points(recovery.score, self.int8)
 
     def recovered_fraction(self, recovery: Recovery) -> float | None:
         points = self.recovered_points(recovery)
@@ -180,15 +183,15 @@ class AccuracyCheck:
         return {
             "metric": self.metric,
             "samples": self.samples,
-            "float32": _rounded(self.float32),
-            "int8": _rounded(self.int8),
+            "float32": _rounded(self.float32, 4),
+            "int8": _rounded(self.int8, 4),
             "drop_points": _rounded(self.drop),
             "in_float": [
                 {
                     "layers": list(recovery.group.layers),
                     "label": recovery.group.label,
                     "ops": len(recovery.group.tensors),
-                    "accuracy": _rounded(recovery.score),
+                    "accuracy": _rounded(recovery.score, 4),
                     "recovered_points": _rounded(self.recovered_points(recovery)),
                     "recovered_fraction": _rounded(self.recovered_fraction(recovery), 3),
                     "error": recovery.error,

@@ -41,7 +41,7 @@ def summary_lines(report: DebugReport) -> list[str]:
     check = report.accuracy
     if check is not None:
         lines.append(
-            f"{check.metric} on {check.samples} sample(s): float32 {check.float32:.2f}, int8 {check.int8:.2f} "
+            f"{check.metric} on {check.samples} sample(s): float32 {check.float32:.2%}, int8 {check.int8:.2%} "
             f"(drop {check.drop:.2f} points)"
         )
     return lines
@@ -54,7 +54,7 @@ def _in_float(report: DebugReport, op: OpError) -> tuple[str, float | None, floa
     if recovery.score is None:
         return f"error: {recovery.error}", None, None
     points = report.accuracy.recovered_points(recovery)
-    return f"{recovery.score:.2f} ({points:+.2f})", recovery.score, points
+    return f"{recovery.score:.2%} ({points:+.2f})", recovery.score, points
 
 
 def _table_rows(report: DebugReport) -> list[list[str]]:
@@ -84,7 +84,7 @@ SHORT_HEADERS = ("#", "layer", "op", "SQNR", "chan. SQNR", "accum. SQNR", "RMSE/
 LEGEND = (
     "SQNR: the op's own error (float twin on the same inputs); channel SQNR: median over output channels, low when "
     "a few large channels or values crush the rest; accum. SQNR: error from the model input to this op; ranked by "
-    "the lower of SQNR and channel SQNR; in float: top-1 with that layer left in float (points recovered)."
+    "the lower of SQNR and channel SQNR; in float: top-1 with that layer left in float (percentage points recovered)."
 )
 
 
@@ -128,7 +128,7 @@ def _csv(report: DebugReport) -> str:
             "rank": rank,
             "weight_sqnr_db": weights.get("sqnr_db"),
             "weight_min_channel_sqnr_db": weights.get("min_channel_sqnr_db"),
-            "in_float_accuracy": None if accuracy is None else round(accuracy, 2),
+            "in_float_accuracy": None if accuracy is None else round(accuracy, 4),
             "recovered_points": None if points is None else round(points, 2),
         }
         writer.writerow(["" if values[column] is None else values[column] for column in CSV_COLUMNS])
@@ -211,7 +211,7 @@ def plot_sqnr(report: DebugReport, path: Path) -> None:
     subtitle = ""
     if report.accuracy is not None:
         check = report.accuracy
-        subtitle = f"\n{check.metric}: float32 {check.float32:.2f}, int8 {check.int8:.2f}"
+        subtitle = f"\n{check.metric}: float32 {check.float32:.2%}, int8 {check.int8:.2%}"
     axes.set_title(f"int8 quantization error per op, in model order: {Path(report.model).name}{subtitle}", fontsize=10)
     axes.grid(axis="y", alpha=0.3)
     figure.legend(loc="upper center", ncol=2, fontsize=8, frameon=False, bbox_to_anchor=(0.5, 0.995))
