@@ -379,10 +379,6 @@ def print_artifacts(result: Any) -> None:
     )
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
-
-
 @main.command("run")
 @click.argument("config_path", metavar="CONFIG.yaml", type=click.Path(path_type=Path))
 @click.option("--only", multiple=True, metavar="NAME", help="Run only this model of the file (repeatable).")
@@ -440,3 +436,7 @@ def run_command(
             else f"{len(gated)} variant(s) failed a gate: {', '.join(gated)}"
         )
         raise TflqClickException(message, result.exit_code if result.exit_code != EXIT_GATE or not failed else EXIT_FAILED)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
