@@ -98,8 +98,9 @@ def _progress_reporter(quiet: bool) -> tuple[Any, Callable[[str, int, int | None
 
 def _emit(text: str, output: str | None, quiet: bool) -> None:
     if output:
-        with open(output, "w", encoding="utf-8") as stream:
-            stream.write(text)
+        from tflq.convert import write_atomically
+
+        write_atomically(Path(output), text.encode("utf-8"))  # complete or absent, like every tflq output
         if not quiet:
             echo_err(f"wrote {output}")
     else:
