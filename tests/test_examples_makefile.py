@@ -212,5 +212,6 @@ def test_batch_target_runs_tflq_run_and_skips_when_unchanged(tmp_path):
     assert (repo / "build" / "batch" / "digits_cnn.int8.tflite").is_file()
     second = make(repo, "batch", flags)
     assert second.returncode == 0, second.stderr
-    assert second.stderr.count("(up to date)") == 2
+    assert second.stderr.count("(up to date)") == 3  # float32, int8, int8.int8 (tflq.yaml's io_types)
+    assert "converting" not in second.stderr and "measuring" not in second.stderr
     assert calls(repo) == ["run tflq.yaml -o build/batch --only digits_cnn --modes float32,int8"] * 2
