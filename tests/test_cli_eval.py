@@ -104,7 +104,7 @@ def test_interpreter_crash_is_that_rows_error(classifier: ClassifierFiles) -> No
     env = {ABORT_HOOK_VARIABLE: "classifier.dynamic.tflite"}
     result = invoke("eval", classifier.float32, classifier.dynamic, *QUICK, env=env)
     assert result.exit_code == 1
-    assert f"Error: {classifier.dynamic}: crashed the process measuring it (SIGABRT)\n" in result.stderr
+    assert f"Error: {classifier.dynamic}: the child process running it died (SIGABRT)\n" in result.stderr
     assert "classifier.float32.tflite" in result.stdout and "error" in result.stdout
 
 

@@ -152,5 +152,5 @@ def _death_reason(exit_code: int | None) -> str:
             name = signal.Signals(-exit_code).name
         except ValueError:
             name = f"signal {-exit_code}"
-        return f"crashed the process measuring it ({name})"
-    return f"the process measuring it exited unexpectedly (exit code {exit_code})"
+        return f"the child process running it died ({name})"
+    return f"the child process running it exited unexpectedly (exit code {exit_code})"

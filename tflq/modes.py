@@ -32,6 +32,8 @@ class Mode:
     ``activations``: for calibrated modes, the activation type ("int8" or "int16"); None otherwise.
     ``configure``: sets up a fresh ``TFLiteConverter`` (and its ``tensorflow`` module) for one variant.
     ``needs_training``: the mode trains (QAT) and needs training data.
+    ``settings``: the :class:`ModeSettings` fields (besides ``io_type``) this mode reads; the batch runner's cache
+    keys include only these, so changing ``per_tensor`` does not rebuild a float32 model.
     """
 
     name: str
@@ -40,6 +42,7 @@ class Mode:
     activations: str | None
     configure: Callable[[Any, Any, ModeSettings], None]
     needs_training: bool = False
+    settings: tuple[str, ...] = ()
 
     @property
     def calibrated(self) -> bool:
@@ -62,26 +65,24 @@ def _float16(converter: Any, tf: Any, settings: ModeSettings) -> None:
     converter.target_spec.supported_types = [tf.float16]
 
 
-def _int8(converter: Any, tf: Any, settings: ModeSettings) -> None:
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    if settings.allow_float_fallback:
-        ops.append(tf.lite.OpsSet.TFLITE_BUILTINS)
-    converter.target_spec.supported_ops = ops
-    converter.inference_input_type = getattr(tf, settings.io_type)
-    converter.inference_output_type = getattr(tf, settings.io_type)
-    converter._experimental_disable_per_channel = settings.per_tensor
+def _full_integer(ops_set: str) -> Callable[[Any, Any, ModeSettings], None]:
+    """A configure function for a calibrated integer mode whose builtin op set is ``tf.lite.OpsSet.<ops_set>``."""
+
+    def configure(converter: Any, tf: Any, settings: ModeSettings) -> None:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        ops = [getattr(tf.lite.OpsSet, ops_set)]
+        if settings.allow_float_fallback:
+            ops.append(tf.lite.OpsSet.TFLITE_BUILTINS)
+        converter.target_spec.supported_ops = ops
+        converter.inference_input_type = getattr(tf, settings.io_type)
+        converter.inference_output_type = getattr(tf, settings.io_type)
+        converter._experimental_disable_per_channel = settings.per_tensor
+
+    return configure
 
 
-def _int16x8(converter: Any, tf: Any, settings: ModeSettings) -> None:
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
-    if settings.allow_float_fallback:
-        ops.append(tf.lite.OpsSet.TFLITE_BUILTINS)
-    converter.target_spec.supported_ops = ops
-    converter.inference_input_type = getattr(tf, settings.io_type)
-    converter.inference_output_type = getattr(tf, settings.io_type)
-    converter._experimental_disable_per_channel = settings.per_tensor
+_int8 = _full_integer("TFLITE_BUILTINS_INT8")
+_int16x8 = _full_integer("EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8")
 
 
 MODES: dict[str, Mode] = {
@@ -89,13 +90,15 @@ MODES: dict[str, Mode] = {
     for mode in (
         Mode("float32", "float32 baseline: no quantization", (FLOAT_IO,), None, _float32),
         Mode("float16", "float16 weights, float32 compute (half the size, GPU-friendly)", (FLOAT_IO,), None, _float16),
-        Mode("dynamic", "dynamic range: int8 weights, activations quantized on the fly", (FLOAT_IO,), None, _dynamic),
+        Mode("dynamic", "dynamic range: int8 weights, activations quantized on the fly", (FLOAT_IO,), None, _dynamic,
+             settings=("per_tensor",)),
         Mode(
             "int8",
             "full integer: int8 weights and activations, calibrated (I/O float32, int8 or uint8)",
             (FLOAT_IO, "int8", "uint8"),
             "int8",
             _int8,
+            settings=("per_tensor", "allow_float_fallback"),
         ),
         Mode(
             "16x8",
@@ -103,6 +106,7 @@ MODES: dict[str, Mode] = {
             (FLOAT_IO, "int16"),
             "int16",
             _int16x8,
+            settings=("per_tensor", "allow_float_fallback"),
         ),
     )
 }
