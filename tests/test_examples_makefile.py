@@ -148,6 +148,9 @@ def test_no_models_warns(tmp_path):
     result = make(repo, "-n", "MODELS_DIR=nowhere")
     assert result.returncode == 0
     assert "no models: nowhere/*.keras matches nothing" in result.stderr
+    batch_only = make(repo, "-n", "batch", "MODELS_DIR=nowhere")
+    assert batch_only.returncode == 0 and "no models" not in batch_only.stderr
+    assert "run tflq.yaml -o build/batch" in batch_only.stdout
 
 
 # ---------------------------------------------------------------------------------------------------------------
