@@ -19,6 +19,9 @@ Outputs (all small, see README.md):
   outputs ``digit`` (10 logits) and ``ink`` (mean pixel value, shape (1,)).
 - ``digits_gru.keras``: GRU (unrolled, 8 steps) reading the pixel rows as a sequence, input ``image``, output
   ``logits``.
+- ``digits_images/<class>/<nn>.png``: the first ``IMAGES_PER_CLASS`` training images of each class as 8x8
+  grayscale PNGs (an image-folder calibration set, labelled by folder). ``--images-only`` rewrites just these,
+  without retraining anything; they depend only on the split, so they are byte-identical between rebuilds.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ CNN_EPOCHS = 30
 MULTI_IO_EPOCHS = 30
 GRU_EPOCHS = 40
 H5_TOLERANCE = 1e-5
+IMAGES_PER_CLASS = 10
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -54,6 +58,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="output folder (default: the folder holding this script)",
     )
     parser.add_argument("--seed", type=int, default=SEED, help=f"random seed (default: {SEED})")
+    parser.add_argument(
+        "--images-only", action="store_true", help="only rewrite digits_images/ (no training, nothing else touched)"
+    )
     return parser.parse_args(argv)
 
 
@@ -87,6 +94,29 @@ def multi_io_arrays(images: np.ndarray, labels: np.ndarray) -> dict[str, np.ndar
     row_sums = images[..., 0].mean(axis=2).astype(np.float32)  # (N, 8): mean of each pixel row
     ink = images.reshape(len(images), -1).mean(axis=1, keepdims=True).astype(np.float32)  # (N, 1)
     return {"image": images, "row_sums": row_sums, "y_digit": labels, "y_ink": ink}
+
+
+def write_digit_images(images: np.ndarray, labels: np.ndarray, folder: Path, per_class: int = IMAGES_PER_CLASS) -> int:
+    """Write the first ``per_class`` images of each label as ``folder/<label>/<nn>.png``. Returns the file count.
+
+    Pixels in [0, 1] become 8-bit grayscale (``round(x * 255)``), which an image folder read with the default
+    ``unit`` scale turns back into [0, 1] (within 1/510). The folder is replaced as a whole, and the PNGs carry no
+    timestamp, so the same arrays always give the same bytes.
+    """
+    from PIL import Image
+
+    if folder.exists():
+        shutil.rmtree(folder)
+    written = 0
+    for label in sorted(int(value) for value in np.unique(labels)):
+        class_dir = folder / str(label)
+        class_dir.mkdir(parents=True)
+        chosen = np.flatnonzero(labels == label)[:per_class]
+        for number, index in enumerate(chosen):
+            pixels = np.clip(np.round(images[index, ..., 0] * 255.0), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels, mode="L").save(class_dir / f"{number:02d}.png", optimize=True)
+            written += 1
+    return written
 
 
 # ------------------------------------------------------------------------------------------- models
@@ -238,6 +268,8 @@ def build(out_dir: Path, seed: int) -> dict[str, str]:
     np.savez_compressed(out_dir / "digits_train.npz", x=x_train, y=y_train)
     np.savez_compressed(out_dir / "digits_test.npz", x=x_test, y=y_test)
     figures["split"] = f"{len(x_train)} train / {len(x_test)} test"
+    count = write_digit_images(x_train, y_train, out_dir / "digits_images")
+    figures["digits_images"] = f"{count} PNGs"
 
     # CNN: .keras, .h5 (tf_keras) and SavedModel, all the same weights.
     cnn = build_cnn_keras3()
@@ -284,6 +316,11 @@ def build(out_dir: Path, seed: int) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
+    if args.images_only:
+        x_train, y_train, _, _ = load_digit_splits(args.seed)
+        count = write_digit_images(x_train, y_train, args.out / "digits_images")
+        print(f"{count} PNGs -> {args.out / 'digits_images'}")
+        return 0
     figures = build(args.out, args.seed)
     width = max(len(name) for name in figures)
     for name, value in figures.items():

@@ -108,3 +108,22 @@ def test_shipped_configs_are_valid():
     assert configs
     for path in configs:
         assert load_config(path).models
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name", [path.stem for path in sorted((SAMPLES.parent / "configs").glob("*.yaml")) if path.stem != "demo"]
+)
+def test_shipped_example_configs_run_green(tmp_path, name):
+    """Every example in configs/ converts, measures and passes its gates (demo.yaml is `make demo`'s)."""
+    import json
+
+    from click.testing import CliRunner
+
+    from tflq.cli import main
+
+    result = CliRunner().invoke(main, ["run", str(SAMPLES.parent / "configs" / f"{name}.yaml"), "-o", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert rows and all(row["status"] == "ok" and row["gate"] == "pass" for row in rows)
+    assert (tmp_path / "report.md").is_file() and (tmp_path / "pareto.png").is_file()

@@ -98,8 +98,9 @@ def _progress_reporter(quiet: bool) -> tuple[Any, Callable[[str, int, int | None
 
 def _emit(text: str, output: str | None, quiet: bool) -> None:
     if output:
-        with open(output, "w", encoding="utf-8") as stream:
-            stream.write(text)
+        from tflq.convert import write_atomically
+
+        write_atomically(Path(output), text.encode("utf-8"))  # complete or absent, like every tflq output
         if not quiet:
             echo_err(f"wrote {output}")
     else:
@@ -611,10 +612,6 @@ def render_text(report: Any) -> str:
     return console.export_text()
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
-
-
 @main.command("run")
 @click.argument("config_path", metavar="CONFIG.yaml", type=click.Path(path_type=Path))
 @click.option("--only", multiple=True, metavar="NAME", help="Run only this model of the file (repeatable).")
@@ -684,3 +681,7 @@ def run_command(
             else f"{len(gated)} variant(s) failed a gate: {', '.join(gated)}"
         )
         raise TflqClickException(message, result.exit_code if result.exit_code != EXIT_GATE or not failed else EXIT_FAILED)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

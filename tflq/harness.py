@@ -153,7 +153,7 @@ class Measurement:
         return "ok" if self.error is None else "error"
 
     def to_dict(self) -> dict[str, Any]:
-        """Every figure under stable JSON keys (documented in docs/eval.md)."""
+        """Every figure under stable JSON keys (documented in README.md, "The columns and JSON keys")."""
         return {
             "path": self.tflite_path,
             "name": os.path.basename(self.tflite_path),
