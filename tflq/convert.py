@@ -7,7 +7,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 
 from tflq import _calibrated, _tf
-from tflq.data import ImageOptions, open_data
-from tflq.errors import ConversionError, TflqError, UsageError
-from tflq.models import ExportedModel, ModelOptions, export_model, model_kind
+from tflq.data import Batch, ImageOptions, open_data
+from tflq.errors import ConversionError, DataError, QatTrainingError, TflqError, UsageError
+from tflq.models import ExportedModel, ModelOptions, custom_objects_dict, export_model, model_kind
 from tflq.modes import MODES, ModeSettings, Variant, plan_variants
 
 log = logging.getLogger("tflq")
@@ -28,8 +28,40 @@ _FLOAT_DTYPES = {"float32", "float16", "float64"}
 
 
 @dataclass(frozen=True)
+class QatOptions:
+    """How the ``qat`` mode fine-tunes a model before converting it (see :mod:`tflq.qat`).
+
+    ``train_data``/``val_data`` are data-layer specs (.npz with labels, image folder with class subfolders,
+    ``module:function`` yielding dicts with ``y``). ``loss`` None and ``from_logits`` None mean "as the model's
+    saved compile configuration says". ``progress`` shows tf_keras's per-epoch bar on stderr.
+    """
+
+    train_data: str | None = None
+    val_data: str | None = None
+    epochs: int = 2
+    batch_size: int = 32
+    learning_rate: float = 1e-4
+    loss: str | None = None
+    from_logits: bool | None = None
+    seed: int = 0
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        for label, value in (("epochs", self.epochs), ("batch size", self.batch_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UsageError(f"QAT {label} must be a positive integer, got {value!r}")
+        rate = self.learning_rate
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate < 1:
+            raise UsageError(f"QAT learning rate must be in (0, 1), got {rate!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise UsageError(f"QAT seed must be a non-negative integer, got {self.seed!r}")
+        if self.loss is not None and (not isinstance(self.loss, str) or not self.loss):
+            raise UsageError(f"QAT loss must be a loss name, got {self.loss!r}")
+
+
+@dataclass(frozen=True)
 class ConvertOptions:
-    """What to produce from one model."""
+    """What to produce from one model. ``qat`` applies to the training modes only."""
 
     modes: tuple[str, ...] = ("float32",)
     io_types: tuple[str, ...] = ()
@@ -39,10 +71,22 @@ class ConvertOptions:
     allow_float_fallback: bool = False
     images: ImageOptions = field(default_factory=ImageOptions)
     model: ModelOptions = field(default_factory=ModelOptions)
+    qat: QatOptions = field(default_factory=QatOptions)
 
     def variants(self) -> list[Variant]:
-        """The variants these options ask for. Raises UsageError."""
-        return plan_variants(list(self.modes), list(self.io_types))
+        """The variants these options ask for. Raises UsageError (also for training modes without training data)."""
+        variants = plan_variants(list(self.modes), list(self.io_types))
+        training = [name for name in self.modes if MODES[name].needs_training]
+        if training and not self.qat.train_data:
+            raise UsageError(
+                f"mode {', '.join(training)} needs labelled training data: pass --train-data DATA "
+                "(.npz with x and y, an image folder with class subfolders, or module:function)"
+            )
+        if not training and (self.qat.train_data or self.qat.val_data):
+            raise UsageError("--train-data/--val-data apply to mode qat only; add --mode qat or drop them")
+        if self.per_tensor and training and len(training) == len(self.modes):
+            raise UsageError("--per-tensor does not apply to mode qat (tfmot decides the weight granularity)")
+        return variants
 
     def settings(self, variant: Variant) -> ModeSettings:
         return ModeSettings(
@@ -63,6 +107,7 @@ class Artifact:
     seconds: float = 0.0
     error: str | None = None
     float_ops: tuple[str, ...] = ()
+    training: Mapping[str, Any] | None = None  # training modes: see TrainingSummary.to_dict
 
     @property
     def ok(self) -> bool:
@@ -84,6 +129,7 @@ class Artifact:
             "status": self.status,
             "error": self.error,
             "float_ops": list(self.float_ops),
+            "training": dict(self.training) if self.training is not None else None,
         }
 
 
@@ -96,6 +142,7 @@ class ConvertResult:
     artifacts: tuple[Artifact, ...]
     export_seconds: float
     calibration_seconds: float
+    training_seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -128,8 +175,66 @@ def write_atomically(path: Path, content: bytes) -> None:
         raise
 
 
+@dataclass(frozen=True)
+class TrainingSummary:
+    """What the fine-tuning of a training mode (``qat``) did; in ``Artifact.training``, ``--json`` and reports.
+
+    ``seconds`` is the time in ``fit``; ``prepare_seconds`` the rest of what QAT costs before conversion (load and
+    bridge the model, read the data, export the trained model). ``final`` holds the last epoch's figures
+    (``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``...).
+    """
+
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    seed: int
+    loss: str
+    loss_source: str
+    train_samples: int
+    val_samples: int | None
+    seconds: float
+    prepare_seconds: float
+    final: Mapping[str, float]
+
+    @property
+    def val_metric(self) -> tuple[str, float] | None:
+        """The final validation figure to show: an accuracy if there is one, else the validation loss."""
+        names = sorted(name for name in self.final if name.startswith("val_"))
+        chosen = [name for name in names if name.endswith("accuracy")] or [name for name in names if name == "val_loss"]
+        return (chosen[0], self.final[chosen[0]]) if chosen else None
+
+    def to_dict(self) -> dict[str, Any]:
+        metric = self.val_metric
+        return {
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "learning_rate": self.learning_rate,
+            "seed": self.seed,
+            "loss": self.loss,
+            "loss_source": self.loss_source,
+            "train_samples": self.train_samples,
+            "val_samples": self.val_samples,
+            "seconds": round(self.seconds, 3),
+            "prepare_seconds": round(self.prepare_seconds, 3),
+            "final": {name: round(value, 6) for name, value in self.final.items()},
+            "val_metric": metric[0] if metric else None,
+            "val_value": round(metric[1], 6) if metric else None,
+        }
+
+
+@dataclass(frozen=True)
+class _Trained:
+    """A training mode's product: the trained export every I/O type converts from, and its representative samples."""
+
+    saved_model_dir: Path
+    signature_key: str
+    samples: list[dict[str, np.ndarray]]
+    summary: TrainingSummary
+
+
 class ModelSession:
-    """One model prepared for conversion: exported once, calibrated once, shared by all its variants."""
+    """One model prepared for conversion: exported once, calibrated once, trained once (training modes), shared by
+    all its variants."""
 
     def __init__(self, model_path: Path, options: ConvertOptions, workdir: Path) -> None:
         self.model_path = model_path
@@ -139,8 +244,11 @@ class ModelSession:
         self._samples: list[dict[str, np.ndarray]] | None = None
         self._calibrated: bytes | None = None
         self._calibration_error: ConversionError | None = None
+        self._trained: _Trained | None = None
+        self._training_error: TflqError | None = None
         self.export_seconds = 0.0
         self.calibration_seconds = 0.0
+        self.training_seconds = 0.0
 
     @property
     def exported(self) -> ExportedModel:
@@ -191,10 +299,98 @@ class ModelSession:
                 self.calibration_seconds = time.perf_counter() - start
         return self._calibrated
 
+    def trained(self) -> _Trained:
+        """The ``qat`` fine-tune (done once, on first use; every I/O type converts from its one export).
+
+        Raises QatError/UsageError/DataError when the model, loss or data cannot be used (before training), and
+        QatTrainingError/ConversionError when training or its export fails (cached: each variant reports it).
+        """
+        if self._training_error is not None:
+            raise self._training_error
+        if self._trained is None:
+            start = time.perf_counter()
+            try:
+                self._trained = self._train()
+            except (QatTrainingError, ConversionError) as error:
+                self._training_error = error
+                raise
+            finally:
+                self.training_seconds = time.perf_counter() - start
+        return self._trained
+
+    def _train(self) -> _Trained:
+        from tflq import qat
+
+        settings = self.options.qat
+        if not settings.train_data:
+            raise UsageError("mode qat needs labelled training data: pass --train-data DATA")
+        start = time.perf_counter()
+        custom = custom_objects_dict(self.options.model.custom_objects) or None
+        with _tf.quiet():
+            model = qat.load_for_qat(self.model_path, custom_objects=custom, unsafe=self.options.model.unsafe_deserialization)
+            qat.check_qat_support(model)  # a layer tfmot cannot take fails here, before any data is read
+            losses = qat.resolve_loss(model, loss=settings.loss, from_logits=settings.from_logits)
+        train = self._labelled(settings.train_data, "training", model)
+        val = self._labelled(settings.val_data, "validation", model) if settings.val_data else None
+        prepare = time.perf_counter() - start
+        with _tf.quiet(keep_stderr=settings.progress):
+            result = qat.train_qat(
+                model, train, epochs=settings.epochs, batch_size=settings.batch_size,
+                learning_rate=settings.learning_rate, loss=losses, val=val, seed=settings.seed,
+                progress=settings.progress,
+            )
+        start = time.perf_counter()
+        with _tf.quiet():
+            export = qat.export_qat_saved_model(result, self.workdir / "qat_saved_model")
+        prepare += time.perf_counter() - start
+        inputs = train[0]
+        count = min(self.options.calibration_samples, len(next(iter(inputs.values()))))
+        names = list(zip(export.input_names, model.input_names))  # the export keeps the model's input order
+        samples = [{exported: inputs[trained][index:index + 1] for exported, trained in names} for index in range(count)]
+        summary = TrainingSummary(
+            epochs=settings.epochs,
+            batch_size=settings.batch_size,
+            learning_rate=settings.learning_rate,
+            seed=settings.seed,
+            loss=", ".join(dict.fromkeys(spec.describe() for spec in result.losses)),
+            loss_source=result.losses[0].source,
+            train_samples=len(next(iter(inputs.values()))),
+            val_samples=len(next(iter(val[0].values()))) if val is not None else None,
+            seconds=result.seconds,
+            prepare_seconds=prepare,
+            final={name: values[-1] for name, values in result.history.items() if values},
+        )
+        return _Trained(export.path, "serving_default", samples, summary)
+
+    def _labelled(self, spec: str, role: str, model: Any) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Read training/validation data through the data layer; returns (x, y) keyed by the tf_keras model's
+        input and output names. Raises DataError when the data has no labels."""
+        outputs = self.exported.outputs
+        batch: Batch = open_data(spec, self.exported.inputs, outputs=outputs, role=role, images=self.options.images).load()
+        missing = [output.name for output in outputs if output.name not in batch.labels]
+        if missing:
+            which = "" if not batch.labels else f" for output(s) {', '.join(missing)}"
+            raise DataError(
+                f"{spec}: the {role} data has no labels{which}; QAT trains on labelled data: a .npz with key 'y' "
+                "(y_<output> per output), an image folder with class subfolders, or module:function yielding dicts with 'y'"
+            )
+        return (
+            _by_names(batch.inputs, list(model.input_names), spec, "input"),
+            _by_names(batch.labels, list(model.output_names), spec, "output"),
+        )
+
     def convert_variant(self, variant: Variant) -> bytes:
-        """Convert one variant to TFLite bytes. Raises ConversionError."""
+        """Convert one variant to TFLite bytes. Raises ConversionError (QatTrainingError for a failed fine-tune)."""
         mode = MODES[variant.mode]
         settings = self.options.settings(variant)
+        tf = _tf.tf()
+        if mode.needs_training:
+            trained = self.trained()
+            converter = _calibrated.saved_model_converter(str(trained.saved_model_dir), trained.signature_key)
+            mode.configure(converter, tf, settings)
+            converter.representative_dataset = lambda: iter(trained.samples)
+            with _converter_errors(variant.label):
+                return bytes(converter.convert())
         if mode.activations == "int8":
             calibrated = self.calibrated_model()
             with _converter_errors(variant.label):
@@ -203,7 +399,6 @@ class ModelSession:
                     io_type=variant.io_type,
                     per_tensor=settings.per_tensor,
                 )
-        tf = _tf.tf()
         converter = self.new_converter()
         mode.configure(converter, tf, settings)
         if mode.calibrated:
@@ -212,14 +407,27 @@ class ModelSession:
         with _converter_errors(variant.label):
             return bytes(converter.convert())
 
-    def verification_inputs(self) -> dict[str, np.ndarray]:
-        """One sample to run each converted model on: calibration data when given, else zeros."""
+    def verification_inputs(self, variant: Variant | None = None) -> dict[str, np.ndarray]:
+        """One sample to run each converted model on: training data for a training mode, calibration data when
+        given, else zeros."""
+        if variant is not None and MODES[variant.mode].needs_training:
+            return self.trained().samples[0]
         if self.options.calibration:
             return self.calibration_samples()[0]
         return {
             spec.name: np.zeros([1 if dim is None else dim for dim in spec.shape], dtype=spec.dtype)
             for spec in self.exported.inputs
         }
+
+
+def _by_names(arrays: dict[str, np.ndarray], names: list[str], spec: str, kind: str) -> dict[str, np.ndarray]:
+    """Key data arrays by the training model's names (one array for one tensor goes whatever its key)."""
+    if len(arrays) == 1 and len(names) == 1:
+        return {names[0]: next(iter(arrays.values()))}
+    missing = [name for name in names if name not in arrays]
+    if missing:
+        raise DataError(f"{spec}: the model being trained has {kind}s {names}; the data has {sorted(arrays)}")
+    return {name: arrays[name] for name in names}
 
 
 @contextlib.contextmanager
@@ -312,6 +520,9 @@ def convert_model(
             session.calibration_samples()
             with contextlib.suppress(ConversionError):  # reported by each calibrated variant
                 session.calibrated_model()
+        if any(MODES[v.mode].needs_training for v in variants):
+            with contextlib.suppress(QatTrainingError, ConversionError):  # reported by each training variant
+                session.trained()
         probe = session.verification_inputs()
         artifacts = [_produce(session, variant, output_path(output_dir, name, variant), probe) for variant in variants]
         return ConvertResult(
@@ -320,17 +531,22 @@ def convert_model(
             artifacts=tuple(artifacts),
             export_seconds=session.export_seconds,
             calibration_seconds=session.calibration_seconds,
+            training_seconds=session.training_seconds,
         )
 
 
 def _produce(session: ModelSession, variant: Variant, path: Path, probe: dict[str, np.ndarray]) -> Artifact:
     start = time.perf_counter()
+    mode = MODES[variant.mode]
+    training: Mapping[str, Any] | None = None
     try:
         content = session.convert_variant(variant)
-        mode = MODES[variant.mode]
+        if mode.needs_training:
+            training = session.trained().summary.to_dict()
+            probe = session.verification_inputs(variant)
         verify_runs(content, probe)
         remaining_float: tuple[str, ...] = ()
-        if mode.calibrated:
+        if mode.integer:
             remaining_float = float_ops(content)
             if remaining_float and not session.options.allow_float_fallback:
                 shown = ", ".join(remaining_float[:8]) + (" ..." if len(remaining_float) > 8 else "")
@@ -339,12 +555,13 @@ def _produce(session: ModelSession, variant: Variant, path: Path, probe: dict[st
                     "pass --allow-float-fallback to keep them in float"
                 )
         write_atomically(path, content)
-    except ConversionError as error:
+    except (ConversionError, QatTrainingError) as error:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()  # a stale file from an earlier run must not pass for this run's output
         log.debug("%s failed", variant.label, exc_info=error)
         return Artifact(
-            variant.mode, variant.io_type, path, "error", seconds=time.perf_counter() - start, error=str(error)
+            variant.mode, variant.io_type, path, "error", seconds=time.perf_counter() - start, error=str(error),
+            training=training,
         )
     return Artifact(
         mode=variant.mode,
@@ -355,5 +572,5 @@ def _produce(session: ModelSession, variant: Variant, path: Path, probe: dict[st
         sha256=hashlib.sha256(content).hexdigest(),
         seconds=time.perf_counter() - start,
         float_ops=remaining_float,
+        training=training,
     )
-
