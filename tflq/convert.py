@@ -84,8 +84,6 @@ class ConvertOptions:
             )
         if not training and (self.qat.train_data or self.qat.val_data):
             raise UsageError("--train-data/--val-data apply to mode qat only; add --mode qat or drop them")
-        if self.per_tensor and training and len(training) == len(self.modes):
-            raise UsageError("--per-tensor does not apply to mode qat (tfmot decides the weight granularity)")
         return variants
 
     def settings(self, variant: Variant) -> ModeSettings:
