@@ -402,3 +402,47 @@ def test_readme_yaml_example_is_valid(tmp_path):
     example = example.replace("../sample_models/", f"{SAMPLES}/")
     config = load_config(write(tmp_path, example + f"models:\n  - name: cnn\n    path: {CNN}\n"))
     assert config.models[0].qat["learning_rate"] == 0.001 and config.models[0].modes == ("float32", "int8", "qat")
+
+
+@pytest.mark.slow
+def test_multi_io_model_trains_on_named_data_and_keeps_names(tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    result = convert_model(
+        SAMPLES / "digits_multi_io.keras", tmp_path,
+        ConvertOptions(modes=("qat",), io_types=("int8",), calibration_samples=20,
+                       qat=QatOptions(train_data=str(SAMPLES / "digits_multi_io_train.npz"), epochs=1, batch_size=64)),
+    )
+    (artifact,) = result.artifacts
+    assert artifact.ok, artifact.error
+    assert artifact.training["loss"] == "sparse_categorical_crossentropy(from_logits=True), mean_squared_error()"
+    assert {"digit_loss", "ink_loss", "digit_accuracy"} <= set(artifact.training["final"])
+    runner = Interpreter(model_path=str(artifact.path)).get_signature_runner()
+    assert sorted(runner.get_input_details()) == ["image", "row_sums"]
+    assert sorted(runner.get_output_details()) == ["digit", "ink"]
+
+
+@pytest.fixture(scope="module")
+def diverging(tmp_path_factory) -> tuple[Path, Path]:
+    """A regression model compiled with MSE and labels so large that the squared error overflows float32."""
+    import keras
+
+    folder = tmp_path_factory.mktemp("diverging")
+    inputs = keras.Input((3,), name="features")
+    model = keras.Model(inputs, keras.layers.Dense(1, name="value")(inputs))
+    model.compile(optimizer="adam", loss="mse")
+    model.save(folder / "regression.keras")
+    np.savez(folder / "huge.npz", x=np.ones((16, 3), np.float32), y=np.full((16, 1), 1e30, np.float32))
+    return folder / "regression.keras", folder / "huge.npz"
+
+
+@pytest.mark.slow
+def test_diverging_training_fails_the_qat_variants_only(diverging, tmp_path):
+    model, data = diverging
+    result = convert(str(model), "--mode", "float32", "--mode", "qat", "--io-type", "float32", "--io-type", "int8",
+                     "--train-data", str(data), out=tmp_path)
+    assert result.exit_code == 1, result.output
+    assert "ok     float32" in result.stdout
+    assert result.stdout.count("QAT training diverged in epoch 1 of 2") == 2  # both qat variants, one training run
+    assert result.output.strip().splitlines()[-1] == "Error: 2 of 3 variant(s) failed: qat, qat.int8"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["regression.float32.tflite"]
