@@ -15,48 +15,17 @@ from typing import Any
 import numpy as np
 
 from tflq import _calibrated, _tf
-from tflq.data import Batch, ImageOptions, open_data
-from tflq.errors import ConversionError, DataError, QatTrainingError, TflqError, UsageError
-from tflq.models import ExportedModel, ModelOptions, custom_objects_dict, export_model, model_kind
+from tflq.data import ImageOptions, open_data
+from tflq.errors import ConversionError, QatTrainingError, TflqError, UsageError
+from tflq.models import ExportedModel, ModelOptions, export_model, model_kind
 from tflq.modes import MODES, ModeSettings, Variant, plan_variants
+from tflq.training import QatOptions, TrainedModel, TrainingSummary, train_for_conversion  # noqa: F401 (re-exported)
 
 log = logging.getLogger("tflq")
 
 DEFAULT_CALIB_SAMPLES = 200
 _BOUNDARY_OPS = {"QUANTIZE", "DEQUANTIZE"}
 _FLOAT_DTYPES = {"float32", "float16", "float64"}
-
-
-@dataclass(frozen=True)
-class QatOptions:
-    """How the ``qat`` mode fine-tunes a model before converting it (see :mod:`tflq.qat`).
-
-    ``train_data``/``val_data`` are data-layer specs (.npz with labels, image folder with class subfolders,
-    ``module:function`` yielding dicts with ``y``). ``loss`` None and ``from_logits`` None mean "as the model's
-    saved compile configuration says". ``progress`` shows tf_keras's per-epoch bar on stderr.
-    """
-
-    train_data: str | None = None
-    val_data: str | None = None
-    epochs: int = 2
-    batch_size: int = 32
-    learning_rate: float = 1e-4
-    loss: str | None = None
-    from_logits: bool | None = None
-    seed: int = 0
-    progress: bool = False
-
-    def __post_init__(self) -> None:
-        for label, value in (("epochs", self.epochs), ("batch size", self.batch_size)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise UsageError(f"QAT {label} must be a positive integer, got {value!r}")
-        rate = self.learning_rate
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate < 1:
-            raise UsageError(f"QAT learning rate must be in (0, 1), got {rate!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise UsageError(f"QAT seed must be a non-negative integer, got {self.seed!r}")
-        if self.loss is not None and (not isinstance(self.loss, str) or not self.loss):
-            raise UsageError(f"QAT loss must be a loss name, got {self.loss!r}")
 
 
 @dataclass(frozen=True)
@@ -173,63 +142,6 @@ def write_atomically(path: Path, content: bytes) -> None:
         raise
 
 
-@dataclass(frozen=True)
-class TrainingSummary:
-    """What the fine-tuning of a training mode (``qat``) did; in ``Artifact.training``, ``--json`` and reports.
-
-    ``seconds`` is the time in ``fit``; ``prepare_seconds`` the rest of what QAT costs before conversion (load and
-    bridge the model, read the data, export the trained model). ``final`` holds the last epoch's figures
-    (``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``...).
-    """
-
-    epochs: int
-    batch_size: int
-    learning_rate: float
-    seed: int
-    loss: str
-    loss_source: str
-    train_samples: int
-    val_samples: int | None
-    seconds: float
-    prepare_seconds: float
-    final: Mapping[str, float]
-
-    @property
-    def val_metric(self) -> tuple[str, float] | None:
-        """The final validation figure to show: an accuracy if there is one, else the validation loss."""
-        names = sorted(name for name in self.final if name.startswith("val_"))
-        chosen = [name for name in names if name.endswith("accuracy")] or [name for name in names if name == "val_loss"]
-        return (chosen[0], self.final[chosen[0]]) if chosen else None
-
-    def to_dict(self) -> dict[str, Any]:
-        metric = self.val_metric
-        return {
-            "epochs": self.epochs,
-            "batch_size": self.batch_size,
-            "learning_rate": self.learning_rate,
-            "seed": self.seed,
-            "loss": self.loss,
-            "loss_source": self.loss_source,
-            "train_samples": self.train_samples,
-            "val_samples": self.val_samples,
-            "seconds": round(self.seconds, 3),
-            "prepare_seconds": round(self.prepare_seconds, 3),
-            "final": {name: round(value, 6) for name, value in self.final.items()},
-            "val_metric": metric[0] if metric else None,
-            "val_value": round(metric[1], 6) if metric else None,
-        }
-
-
-@dataclass(frozen=True)
-class _Trained:
-    """A training mode's product: the trained export every I/O type converts from, and its representative samples."""
-
-    saved_model_dir: Path
-    signature_key: str
-    samples: list[dict[str, np.ndarray]]
-    summary: TrainingSummary
-
-
 class ModelSession:
     """One model prepared for conversion: exported once, calibrated once, trained once (training modes), shared by
     all its variants."""
@@ -242,7 +154,7 @@ class ModelSession:
         self._samples: list[dict[str, np.ndarray]] | None = None
         self._calibrated: bytes | None = None
         self._calibration_error: ConversionError | None = None
-        self._trained: _Trained | None = None
+        self._trained: TrainedModel | None = None
         self._training_error: TflqError | None = None
         self._trained_calibrated: bytes | None = None
         self._trained_calibration_error: ConversionError | None = None
@@ -299,7 +211,7 @@ class ModelSession:
                 self.calibration_seconds = time.perf_counter() - start
         return self._calibrated
 
-    def trained(self) -> _Trained:
+    def trained(self) -> TrainedModel:
         """The ``qat`` fine-tune (done once, on first use; every I/O type converts from its one export).
 
         Raises QatError/UsageError/DataError when the model, loss or data cannot be used (before training), and
@@ -310,7 +222,11 @@ class ModelSession:
         if self._trained is None:
             start = time.perf_counter()
             try:
-                self._trained = self._train()
+                self._trained = train_for_conversion(
+                    self.model_path, self.exported, self.options.qat, model_options=self.options.model,
+                    images=self.options.images, representative_samples=self.options.calibration_samples,
+                    workdir=self.workdir,
+                )
             except (QatTrainingError, ConversionError) as error:
                 self._training_error = error
                 raise
@@ -340,66 +256,6 @@ class ModelSession:
                 self.calibration_seconds += time.perf_counter() - start
         return self._trained_calibrated
 
-    def _train(self) -> _Trained:
-        from tflq import qat
-
-        settings = self.options.qat
-        if not settings.train_data:
-            raise UsageError("mode qat needs labelled training data: pass --train-data DATA")
-        start = time.perf_counter()
-        custom = custom_objects_dict(self.options.model.custom_objects) or None
-        with _tf.quiet():
-            model = qat.load_for_qat(self.model_path, custom_objects=custom, unsafe=self.options.model.unsafe_deserialization)
-            qat.check_qat_support(model)  # a layer tfmot cannot take fails here, before any data is read
-            losses = qat.resolve_loss(model, loss=settings.loss, from_logits=settings.from_logits)
-        train = self._labelled(settings.train_data, "training", model)
-        val = self._labelled(settings.val_data, "validation", model) if settings.val_data else None
-        prepare = time.perf_counter() - start
-        with _tf.quiet(keep_stderr=settings.progress):
-            result = qat.train_qat(
-                model, train, epochs=settings.epochs, batch_size=settings.batch_size,
-                learning_rate=settings.learning_rate, loss=losses, val=val, seed=settings.seed,
-                progress=settings.progress,
-            )
-        start = time.perf_counter()
-        with _tf.quiet():
-            export = qat.export_qat_saved_model(result, self.workdir / "qat_saved_model")
-        prepare += time.perf_counter() - start
-        inputs = train[0]
-        count = min(self.options.calibration_samples, len(next(iter(inputs.values()))))
-        names = list(zip(export.input_names, model.input_names))  # the export keeps the model's input order
-        samples = [{exported: inputs[trained][index:index + 1] for exported, trained in names} for index in range(count)]
-        summary = TrainingSummary(
-            epochs=settings.epochs,
-            batch_size=settings.batch_size,
-            learning_rate=settings.learning_rate,
-            seed=settings.seed,
-            loss=", ".join(dict.fromkeys(spec.describe() for spec in result.losses)),
-            loss_source=result.losses[0].source,
-            train_samples=len(next(iter(inputs.values()))),
-            val_samples=len(next(iter(val[0].values()))) if val is not None else None,
-            seconds=result.seconds,
-            prepare_seconds=prepare,
-            final={name: values[-1] for name, values in result.history.items() if values},
-        )
-        return _Trained(export.path, "serving_default", samples, summary)
-
-    def _labelled(self, spec: str, role: str, model: Any) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        """Read training/validation data through the data layer; returns (x, y) keyed by the tf_keras model's
-        input and output names. Raises DataError when the data has no labels."""
-        outputs = self.exported.outputs
-        batch: Batch = open_data(spec, self.exported.inputs, outputs=outputs, role=role, images=self.options.images).load()
-        missing = [output.name for output in outputs if output.name not in batch.labels]
-        if missing:
-            which = "" if not batch.labels else f" for output(s) {', '.join(missing)}"
-            raise DataError(
-                f"{spec}: the {role} data has no labels{which}; QAT trains on labelled data: a .npz with key 'y' "
-                "(y_<output> per output), an image folder with class subfolders, or module:function yielding dicts with 'y'"
-            )
-        return (
-            _by_names(batch.inputs, list(model.input_names), spec, "input"),
-            _by_names(batch.labels, list(model.output_names), spec, "output"),
-        )
 
     def convert_variant(self, variant: Variant) -> bytes:
         """Convert one variant to TFLite bytes. Raises ConversionError (QatTrainingError for a failed fine-tune)."""
@@ -437,16 +293,6 @@ class ModelSession:
             spec.name: np.zeros([1 if dim is None else dim for dim in spec.shape], dtype=spec.dtype)
             for spec in self.exported.inputs
         }
-
-
-def _by_names(arrays: dict[str, np.ndarray], names: list[str], spec: str, kind: str) -> dict[str, np.ndarray]:
-    """Key data arrays by the training model's names (one array for one tensor goes whatever its key)."""
-    if len(arrays) == 1 and len(names) == 1:
-        return {names[0]: next(iter(arrays.values()))}
-    missing = [name for name in names if name not in arrays]
-    if missing:
-        raise DataError(f"{spec}: the model being trained has {kind}s {names}; the data has {sorted(arrays)}")
-    return {name: arrays[name] for name in names}
 
 
 @contextlib.contextmanager
