@@ -16,8 +16,9 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/tflq convert sample_models/digits_cnn.keras --all-modes --io-type float32 --io-type int8 \
-		--calib sample_models/digits_train.npz -o build/demo
+	$(BIN)/tflq run configs/demo.yaml
+	@echo
+	@cat build/demo/report.md
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -78,6 +78,7 @@ def test_relative_paths_resolve_against_the_config_folder(tmp_path):
         ("models:\n  - name: a\n    path: {cnn}\n    modes: float32: x\n", ["YAML syntax error"]),
         ("models:\n  - name: a\n    path: {cnn}\n    modes: [float32]\n  - name: a\n    path: {cnn}\n", [":5:", "'a' already used at line 2"]),
         ("models:\n  - path: {cnn}\n", [":2:", "without 'name'"]),
+        ("models:\n  - name: a\n    path: {cnn}\n    modes: [float16]\n    io_types: [int8]\n", [":5:", "'int8' does not apply"]),
         ("models: []\n", ["non-empty list"]),
         ("defaults:\n  modes: [float32]\n", ["missing 'models:'"]),
         ("", ["empty"]),

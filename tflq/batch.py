@@ -153,8 +153,7 @@ def conversion_key(job: ModelJob, variant: Variant, model_hash: str) -> str:
         "model": model_hash,
         "mode": variant.mode,
         "io_type": variant.io_type,
-        "per_tensor": job.per_tensor,
-        "allow_float_fallback": job.allow_float_fallback,
+        "settings": {name: getattr(job, name) for name in mode.settings},
         "signature": job.signature,
         "custom_objects": list(job.custom_objects),
         "unsafe": job.unsafe_deserialization,
@@ -336,7 +335,7 @@ def run_model(
                     path.unlink()
                 artifacts[variant.label] = {
                     "mode": variant.mode, "io_type": variant.io_type, "path": str(path), "status": "error",
-                    "error": str(error), "label": variant.label,
+                    "error": f"conversion failed: {error}", "label": variant.label,
                 }
     measurements: dict[str, dict[str, Any]] = {}
     to_measure = [v for v in plan.measure if artifacts[v.label].get("status") == "ok"]

@@ -50,6 +50,153 @@ def echo_err(message: str) -> None:
     click.echo(message, err=True)
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# tflq eval / tflq inspect
+
+_FORMAT_BY_SUFFIX = {".json": "json", ".csv": "csv", ".md": "md"}
+
+
+def _output_format(output_format: str | None, as_json: bool, output: str | None) -> str:
+    from tflq.errors import UsageError
+
+    if as_json:
+        if output_format not in (None, "json"):
+            raise UsageError(f"--json conflicts with --format {output_format}")
+        return "json"
+    if output_format:
+        return output_format
+    if output:
+        import os
+
+        return _FORMAT_BY_SUFFIX.get(os.path.splitext(output)[1].lower(), "table")
+    return "table"
+
+
+def _progress_reporter(quiet: bool) -> tuple[Any, Callable[[str, int, int | None], None] | None]:
+    """A rich progress display on a terminal (refreshed by hand: no thread, so children can be forked), else None."""
+    if quiet or not sys.stderr.isatty():
+        return None, None
+    import os
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        console=Console(stderr=True), auto_refresh=False, transient=True,
+    )
+    tasks: dict[str, Any] = {}
+
+    def on_progress(label: str, done: int, total: int | None) -> None:
+        if label not in tasks:
+            tasks[label] = progress.add_task(os.path.basename(label), total=total)
+        progress.update(tasks[label], completed=done, total=total)
+        progress.refresh()
+
+    return progress, on_progress
+
+
+def _emit(text: str, output: str | None, quiet: bool) -> None:
+    if output:
+        with open(output, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        if not quiet:
+            echo_err(f"wrote {output}")
+    else:
+        click.echo(text, nl=False)
+
+
+@main.command("eval")
+@click.argument("models", nargs=-1, required=True, type=click.Path())
+@click.option("--data", metavar="DATA", help="Evaluation data (.npz, .npy, image folder, module:function); labels give accuracy.")
+@click.option("--reference", metavar="MODEL", help="Model to compare outputs with: .keras, .h5, SavedModel dir or float32 .tflite. Default: the float32 .tflite among MODELS.")
+@click.option("--signature", help="Signature of a SavedModel --reference (default: serving_default or the only one).")
+@click.option("--custom-objects", multiple=True, metavar="MODULE:ATTR", help="Custom Keras object to load a Keras --reference with (repeatable).")
+@click.option("--unsafe-deserialization", is_flag=True, help="Allow Lambda layers in a Keras --reference (runs Python code stored in the model file).")
+@click.option("--threads", type=click.IntRange(min=1), help="Interpreter threads. Default: every core for latency, the idle cores for evaluation.")
+@click.option("--runs", type=click.IntRange(min=0), default=50, show_default=True, help="Timed runs at least (0: no latency).")
+@click.option("--min-seconds", type=click.FloatRange(min=0), default=1.0, show_default=True, help="Timed runs last at least this long.")
+@click.option("--warmup-runs", type=click.IntRange(min=0), default=1, show_default=True, help="Warm-up runs at least.")
+@click.option("--warmup-seconds", type=click.FloatRange(min=0), default=0.5, show_default=True, help="Warm-up lasts at least this long.")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Evaluation batch for dynamic-batch models. Default: from the input size.")
+@click.option("--samples", "limit", type=click.IntRange(min=1), help="Evaluate only the first N samples.")
+@click.option("--no-xnnpack", is_flag=True, help="Measure without the default XNNPACK delegate.")
+@click.option("--format", "output_format", type=click.Choice(["table", "json", "csv", "md"]), help="Output format. Default: table (or from -o's extension).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the results to this file.")
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar, no notes.")
+@handle_errors
+def eval_command(
+    models: tuple[str, ...], data: str | None, reference: str | None, signature: str | None,
+    custom_objects: tuple[str, ...], unsafe_deserialization: bool, threads: int | None, runs: int,
+    min_seconds: float, warmup_runs: int, warmup_seconds: float, batch_size: int | None, limit: int | None,
+    no_xnnpack: bool, output_format: str | None, output: str | None, as_json: bool, quiet: bool,
+) -> None:
+    """Measure .tflite models: size, latency, XNNPACK delegation, accuracy and agreement, one row per model."""
+    from tflq.harness import EvalSettings, evaluate, paths_in
+    from tflq.models import ModelOptions
+    from tflq.report import notes_of, render_text
+
+    chosen_format = _output_format(output_format, as_json, output)
+    settings = EvalSettings(
+        threads=threads, runs=runs, min_seconds=min_seconds, warmup_runs=warmup_runs, warmup_seconds=warmup_seconds,
+        use_xnnpack=not no_xnnpack, batch_size=batch_size, limit=limit,
+    )
+    progress, on_progress = _progress_reporter(quiet)
+    if progress is not None:
+        progress.start()
+    try:
+        measurements = evaluate(
+            paths_in(models), data=data, reference=reference, settings=settings, on_progress=on_progress,
+            reference_options=ModelOptions(
+                signature=signature, custom_objects=custom_objects, unsafe_deserialization=unsafe_deserialization
+            ),
+        )
+    finally:
+        if progress is not None:
+            progress.stop()
+    rows = [measurement.to_dict() for measurement in measurements]
+    if chosen_format == "table" and not output:
+        _print_rows(rows)
+    else:
+        _emit(render_text(rows, chosen_format), output, quiet)
+    if not quiet:
+        for note in notes_of(rows, errors=False):
+            echo_err(f"Note: {note}")
+    failed = [measurement for measurement in measurements if measurement.error]
+    for measurement in failed:
+        echo_err(f"Error: {measurement.error}")
+    if failed:
+        raise click.exceptions.Exit(EXIT_FAILED)
+
+
+@main.command("inspect")
+@click.argument("model", type=click.Path())
+@click.option("--threads", type=click.IntRange(min=1), help="Interpreter threads for the delegation check.")
+@click.option("--no-xnnpack", is_flag=True, help="Load without the default XNNPACK delegate.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@handle_errors
+def inspect_command(model: str, threads: int | None, no_xnnpack: bool, as_json: bool) -> None:
+    """Show a .tflite's inputs/outputs with quantization, op histogram, float/integer ops, weights, delegation, metadata."""
+    from tflq.harness import machine_threads
+    from tflq.report import render_inspection, to_json
+    from tflq.tflite_info import inspect_tflite
+
+    inspection = inspect_tflite(model, threads=threads or machine_threads(), use_xnnpack=not no_xnnpack)
+    info = inspection.to_dict()
+    if as_json:
+        click.echo(to_json(info), nl=False)
+    else:
+        from rich.console import Console
+
+        console = Console(width=None if sys.stdout.isatty() else 160)
+        for part in render_inspection(info):
+            console.print(part)
+    if inspection.interpreter_error:
+        echo_err(f"Error: {inspection.interpreter_error}")
+        raise click.exceptions.Exit(EXIT_FAILED)
+
+
 def setup_logging(verbose: bool) -> None:
     """Route tflq's notices to stderr; ``-v`` also shows TensorFlow's own output."""
     import logging
@@ -128,6 +275,7 @@ def modes_command() -> None:
               help="Mode qat: whether the model outputs logits (default: as the saved loss says).")
 @click.option("--seed", type=click.IntRange(min=0), help="Mode qat: random seed.  [default: 0]")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of the outputs.")
+@click.option("--eval", "eval_data", metavar="DATA", help="Then measure every output on DATA (size, latency, accuracy, agreement) and print the comparison table.")
 @click.option("-v", "--verbose", is_flag=True, help="Show TensorFlow's own logging.")
 @handle_errors
 def convert_command(
@@ -136,7 +284,7 @@ def convert_command(
     name: str | None, signature: str | None, custom_objects: tuple[str, ...], unsafe_deserialization: bool,
     train_data: str | None, val_data: str | None, epochs: int | None, batch_size: int | None,
     learning_rate: float | None, loss: str | None, from_logits: bool | None, seed: int | None,
-    as_json: bool, verbose: bool,
+    as_json: bool, eval_data: str | None, verbose: bool,
 ) -> None:
     """Convert MODEL (.keras, .h5 or SavedModel directory) into one .tflite per mode and I/O type.
 
@@ -195,13 +343,67 @@ def convert_command(
         qat=qat_options,
     )
     result = convert_model(model, output_dir, options, name=name)
+    measurements = _evaluate_conversion(result, model, eval_data, options.model, quiet=as_json) if eval_data else {}
     if as_json:
-        click.echo(json.dumps([artifact.to_dict() for artifact in result.artifacts], indent=2))
+        rows = []
+        for artifact in result.artifacts:
+            row = artifact.to_dict()
+            if eval_data:
+                measured = measurements.get(str(artifact.path))
+                row["eval"] = measured.to_dict() if measured is not None else None
+            rows.append(row)
+        from tflq.report import to_json
+
+        click.echo(to_json(rows), nl=False)
     else:
         print_artifacts(result)
+        if measurements:
+            _print_rows([measurement.to_dict() for measurement in measurements.values()])
+    failed_measurements = [measurement for measurement in measurements.values() if measurement.error]
+    for measurement in failed_measurements:
+        echo_err(f"Error: {measurement.error}")
     if not result.ok:
         failed = [a.label for a in result.artifacts if not a.ok]
         raise TflqClickException(f"{len(failed)} of {len(result.artifacts)} variant(s) failed: {', '.join(failed)}", EXIT_FAILED)
+    if failed_measurements:
+        raise click.exceptions.Exit(EXIT_FAILED)
+
+
+def _evaluate_conversion(result: Any, model: Path, eval_data: str, model_options: Any, *, quiet: bool) -> dict[str, Any]:
+    """``convert --eval``: measure the variants that were written. Returns path -> Measurement."""
+    from tflq.harness import evaluate_artifacts
+
+    paths = [str(artifact.path) for artifact in result.artifacts if artifact.ok]
+    if not paths:
+        return {}
+    progress, on_progress = _progress_reporter(quiet)
+    if progress is not None:
+        progress.start()
+    try:
+        measurements = evaluate_artifacts(
+            paths, str(model), data=eval_data, reference_options=model_options, on_progress=on_progress
+        )
+    finally:
+        if progress is not None:
+            progress.stop()
+    if not quiet:
+        from tflq.report import notes_of
+
+        for note in notes_of([measurement.to_dict() for measurement in measurements], errors=False):
+            echo_err(f"Note: {note}")
+    return {measurement.tflite_path: measurement for measurement in measurements}
+
+
+def _print_rows(rows: list[dict[str, Any]]) -> None:
+    """The comparison table on stdout (rich on a terminal, plain text otherwise)."""
+    from tflq.report import render_table, render_text
+
+    if sys.stdout.isatty():
+        from rich.console import Console
+
+        Console().print(render_table(rows))
+    else:
+        click.echo(render_text(rows, "table"), nl=False)
 
 
 def print_artifacts(result: Any) -> None:
@@ -230,3 +432,62 @@ def print_artifacts(result: Any) -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+@main.command("run")
+@click.argument("config_path", metavar="CONFIG.yaml", type=click.Path(path_type=Path))
+@click.option("--only", multiple=True, metavar="NAME", help="Run only this model of the file (repeatable).")
+@click.option("--modes", "modes", metavar="MODE[,MODE...]", help="Override every model's modes (comma-separated).")
+@click.option("--force", is_flag=True, help="Rebuild and re-measure even what is up to date.")
+@click.option("-o", "--output-dir", type=click.Path(path_type=Path), help="Override the file's output_dir.")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="Models processed in parallel.")
+@click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout instead of the table.")
+@click.option("-v", "--verbose", is_flag=True, help="Show TensorFlow's own logging.")
+@handle_errors
+def run_command(
+    config_path: Path, only: tuple[str, ...], modes: str | None, force: bool, output_dir: Path | None, jobs: int,
+    as_json: bool, verbose: bool,
+) -> None:
+    """Run a YAML batch file: convert, measure, gate and report every model it lists.
+
+    Exit codes: 0 all good, 1 a job failed, 2 usage or config error, 3 a gate failed.
+    """
+    import json
+    import time
+
+    from tflq.batch import run_batch
+    from tflq.config import Overrides, load_config
+
+    setup_logging(verbose)
+    override_modes = tuple(m.strip() for m in modes.split(",") if m.strip()) if modes else ()
+    config = load_config(config_path, Overrides(modes=override_modes, output_dir=output_dir, only=only))
+    started = time.perf_counter()
+    total = sum(1 for _ in config.models)
+    click.echo(f"tflq run {config_path}: {total} model(s) -> {config.output_dir}", err=True)
+
+    def on_event(kind: str, model: str, label: str, text: str) -> None:
+        marker = {"start": "...", "done": "ok ", "skip": "ok ", "fail": "ERR", "info": "   "}[kind]
+        click.echo(f"[{time.perf_counter() - started:7.1f}s] {marker} {model} {label}: {text}", err=True)
+
+    result = run_batch(config, force=force, jobs=jobs, on_event=on_event)
+    rows = [r.to_row() for r in result.results]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+    else:
+        from tflq.report import BATCH_COLUMNS, batch_notes, render_text
+
+        named = [dict(row, name=f"{row['model']} {row['variant']}") for row in rows]
+        click.echo(render_text(named, "table", columns=BATCH_COLUMNS).rstrip())
+        for note in batch_notes(rows):
+            click.echo(f"- {note}")
+        click.echo("reports: " + ", ".join(str(p) for p in result.report_paths))
+    if result.exit_code:
+        from tflq.errors import EXIT_GATE
+
+        failed = [f"{r.model} {r.label}" for r in result.results if r.status != "ok"]
+        gated = [f"{r.model} {r.label}" for r in result.results if r.gate_failures]
+        message = (
+            f"{len(failed)} job(s) failed: {', '.join(failed)}" if failed
+            else f"{len(gated)} variant(s) failed a gate: {', '.join(gated)}"
+        )
+        raise TflqClickException(message, result.exit_code if result.exit_code != EXIT_GATE or not failed else EXIT_FAILED)

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from tflq.errors import ConfigError
-from tflq.modes import MODES
+from tflq.errors import ConfigError, UsageError
+from tflq.modes import MODES, plan_variants
 
 
 @dataclass(frozen=True)
@@ -379,6 +379,14 @@ def load_config(path: Path, overrides: Overrides = Overrides()) -> BatchConfig:
             raise ConfigError(f"{path}:{_line_of(entry.value, defaults, 'evaluation', tree)}: evaluation.reference: {reference} does not exist")
         if overrides.modes:
             job = replace(job, modes=_modes(list(overrides.modes), "--modes"))
+        if "io_types" not in given:  # inherited I/O types apply to the modes that take them
+            applicable = {io for m in job.modes for io in MODES[m].io_types}
+            job = replace(job, io_types=tuple(io for io in job.io_types if io in applicable))
+        try:
+            plan_variants(list(job.modes), list(job.io_types))
+        except UsageError as error:
+            line = entry.value["io_types"].line if "io_types" in entry.value else entry.line
+            raise ConfigError(f"{path}:{line}: model {name!r}: {error}") from None
         if any(MODES[m].calibrated for m in job.modes) and not job.calibration.get("data"):
             calibrated = [m for m in job.modes if MODES[m].calibrated]
             raise ConfigError(

@@ -75,6 +75,7 @@ class Dataset:
         reader: Callable[[], Iterator[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]],
         limit: int | None,
         has_labels: bool,
+        arrays: tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None = None,
     ) -> None:
         self.source = source
         self.inputs = tuple(inputs)
@@ -82,6 +83,18 @@ class Dataset:
         self.limit = limit
         self.has_labels = has_labels
         self._reader = reader
+        # Array-backed sources (.npz, .npy) also give their whole arrays (input name -> array, output name ->
+        # labels): batches are then sliced and checked a batch at a time, with the same checks and messages.
+        self._arrays = arrays
+
+    @property
+    def count(self) -> int | None:
+        """The number of samples (after the limit) when known without reading the data, else None."""
+        if self._arrays is None:
+            return None
+        first = next(iter(self._arrays[0].values()))
+        total = first.shape[0] if first.ndim else 0
+        return total if self.limit is None else min(total, self.limit)
 
     def _checked(self) -> Iterator[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
         count = 0
@@ -106,6 +119,9 @@ class Dataset:
         """Yield batches of up to ``batch_size`` samples, with labels when the data has them."""
         if batch_size < 1:
             raise UsageError(f"batch size must be at least 1, got {batch_size}")
+        if self._arrays is not None:
+            yield from self._array_batches(batch_size)
+            return
         chunk: list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]] = []
         for item in self._checked():
             chunk.append(item)
@@ -114,6 +130,21 @@ class Dataset:
                 chunk = []
         if chunk:
             yield _stack(chunk)
+
+    def _array_batches(self, batch_size: int) -> Iterator[Batch]:
+        input_arrays, label_arrays = self._arrays  # type: ignore[misc]
+        count = self.count or 0
+        if count == 0:
+            raise DataError(f"{self.source}: no samples (the data is empty)")
+        for start in range(0, count, batch_size):
+            stop = min(start + batch_size, count)
+            yield Batch(
+                inputs={
+                    spec.name: _check_batch(self.source, spec, input_arrays[spec.name][start:stop], start)
+                    for spec in self.inputs
+                },
+                labels={name: np.asarray(value[start:stop]) for name, value in label_arrays.items()},
+            )
 
     def load(self) -> Batch:
         """All samples (up to the limit) as one batch."""
@@ -124,6 +155,20 @@ def _stack(chunk: list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]) -> 
     inputs = {name: np.stack([sample[name] for sample, _ in chunk]) for name in chunk[0][0]}
     labels = {name: np.stack([label[name] for _, label in chunk]) for name in chunk[0][1]}
     return Batch(inputs=inputs, labels=labels)
+
+
+def _check_batch(source: str, spec: TensorSpec, values: np.ndarray, first_index: int) -> np.ndarray:
+    """:func:`_check_sample` for a stack of samples: the first sample decides shape and dtype (all share them);
+    NaN/inf is searched in the whole batch and reported for the first sample that has it, with the same message."""
+    first = _check_sample(source, spec, values[0], first_index)
+    batch = np.asarray(values)
+    if batch.ndim == first.ndim + 2 and batch.shape[1] == 1:
+        batch = batch[:, 0]
+    batch = np.ascontiguousarray(batch, dtype=first.dtype)
+    if batch.dtype.kind == "f" and not np.isfinite(batch).all():
+        bad = int(np.argmin(np.isfinite(batch.reshape(len(batch), -1)).all(axis=1)))
+        _check_sample(source, spec, values[bad], first_index + bad)
+    return batch
 
 
 def _check_sample(source: str, spec: TensorSpec, value: Any, index: int) -> np.ndarray:
@@ -244,7 +289,9 @@ def _npz(path: Path, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]
                 {name: value[index] for name, value in label_arrays.items()},
             )
 
-    return Dataset(str(path), inputs, outputs, reader, limit, has_labels=bool(label_arrays))
+    return Dataset(
+        str(path), inputs, outputs, reader, limit, has_labels=bool(label_arrays), arrays=(input_arrays, label_arrays)
+    )
 
 
 def _npy(path: Path, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], limit: int | None) -> Dataset:
@@ -262,7 +309,9 @@ def _npy(path: Path, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]
         for index in range(len(array)):
             yield {name: np.array(array[index])}, {}
 
-    return Dataset(str(path), inputs, outputs, reader, limit, has_labels=False)
+    if array.ndim == 0:
+        raise DataError(f"{path}: holds a single value, expected an array of samples")
+    return Dataset(str(path), inputs, outputs, reader, limit, has_labels=False, arrays=({name: array}, {}))
 
 
 def _image_files(folder: Path) -> tuple[list[tuple[Path, int | None]], list[str]]:

@@ -33,6 +33,8 @@ class Mode:
     ``configure``: sets up a fresh ``TFLiteConverter`` (and its ``tensorflow`` module) for one variant.
     ``needs_training``: the mode trains (QAT) and needs training data; its quantization ranges come from training,
     so it needs no calibration data (its representative samples come from the training data).
+    ``settings``: the :class:`ModeSettings` fields (besides ``io_type``) this mode reads; the batch runner's cache
+    keys include only these, so changing ``per_tensor`` does not rebuild a float32 model.
     """
 
     name: str
@@ -41,6 +43,7 @@ class Mode:
     activations: str | None
     configure: Callable[[Any, Any, ModeSettings], None]
     needs_training: bool = False
+    settings: tuple[str, ...] = ()
 
     @property
     def calibrated(self) -> bool:
@@ -109,13 +112,15 @@ MODES: dict[str, Mode] = {
     for mode in (
         Mode("float32", "float32 baseline: no quantization", (FLOAT_IO,), None, _float32),
         Mode("float16", "float16 weights, float32 compute (half the size, GPU-friendly)", (FLOAT_IO,), None, _float16),
-        Mode("dynamic", "dynamic range: int8 weights, activations quantized on the fly", (FLOAT_IO,), None, _dynamic),
+        Mode("dynamic", "dynamic range: int8 weights, activations quantized on the fly", (FLOAT_IO,), None, _dynamic,
+             settings=("per_tensor",)),
         Mode(
             "int8",
             "full integer: int8 weights and activations, calibrated (I/O float32, int8 or uint8)",
             (FLOAT_IO, "int8", "uint8"),
             "int8",
             _int8,
+            settings=("per_tensor", "allow_float_fallback"),
         ),
         Mode(
             "qat",
@@ -125,6 +130,7 @@ MODES: dict[str, Mode] = {
             "int8",
             _qat,
             needs_training=True,
+            settings=("allow_float_fallback",),
         ),
         Mode(
             "16x8",
@@ -132,6 +138,7 @@ MODES: dict[str, Mode] = {
             (FLOAT_IO, "int16"),
             "int16",
             _int16x8,
+            settings=("per_tensor", "allow_float_fallback"),
         ),
     )
 }
