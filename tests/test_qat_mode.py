@@ -446,3 +446,19 @@ def test_diverging_training_fails_the_qat_variants_only(diverging, tmp_path):
     assert result.stdout.count("QAT training diverged in epoch 1 of 2") == 2  # both qat variants, one training run
     assert result.output.strip().splitlines()[-1] == "Error: 2 of 3 variant(s) failed: qat, qat.int8"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["regression.float32.tflite"]
+
+
+def test_batch_report_shows_training_beside_the_int8_rows():
+    from tflq.report import BATCH_COLUMNS, batch_columns, to_csv, to_markdown
+
+    training = {"epochs": 2, "seconds": 1.43, "val_metric": "val_accuracy", "val_value": 0.988889, "final": {"loss": 0.01}}
+    rows = [
+        {"model": "cnn", "variant": "int8.int8", "name": "cnn int8.int8", "status": "ok", "training": None},
+        {"model": "cnn", "variant": "qat.int8", "name": "cnn qat.int8", "status": "ok", "training": training},
+    ]
+    assert batch_columns(rows[:1]) == BATCH_COLUMNS  # no empty column in reports without training modes
+    markdown = to_markdown(rows, columns=batch_columns(rows))
+    assert markdown.splitlines()[0].endswith("| Training |")
+    assert "| 2 ep, fit 1.4 s, val_accuracy 98.89% |" in markdown.splitlines()[-1]
+    header = to_csv(rows).splitlines()[0].split(",")
+    assert {"training.epochs", "training.val_value", "training.final.loss"} <= set(header) and "training" not in header

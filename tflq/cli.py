@@ -474,10 +474,10 @@ def run_command(
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
     else:
-        from tflq.report import BATCH_COLUMNS, batch_notes, render_text
+        from tflq.report import batch_columns, batch_notes, render_text
 
         named = [dict(row, name=f"{row['model']} {row['variant']}") for row in rows]
-        click.echo(render_text(named, "table", columns=BATCH_COLUMNS).rstrip())
+        click.echo(render_text(named, "table", columns=batch_columns(rows)).rstrip())
         for note in batch_notes(rows):
             click.echo(f"- {note}")
         click.echo("reports: " + ", ".join(str(p) for p in result.report_paths))
