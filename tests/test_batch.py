@@ -105,7 +105,7 @@ def test_first_run_builds_second_run_skips_and_changes_rerun_only_what_they_affe
 
 def test_a_crashing_model_fails_its_jobs_and_the_batch_goes_on(tmp_path, calib):
     config = write_config(tmp_path, calib=calib, models=CNN + GRU)
-    result = run(config, env={"TFLQ_TEST_ABORT_CHILD": "gru"})
+    result = run(config, "--jobs", "2", env={"TFLQ_TEST_ABORT_CHILD": "gru"})
     assert result.exit_code == 1, result.output
     rows = rows_of(result)
     assert all(rows[key]["status"] == "ok" for key in rows if key.startswith("cnn/"))

@@ -465,9 +465,21 @@ def run_command(
     total = sum(1 for _ in config.models)
     click.echo(f"tflq run {config_path}: {total} model(s) -> {config.output_dir}", err=True)
 
+    on_terminal = sys.stderr.isatty()
+    console = None
+    if on_terminal:
+        from rich.console import Console
+
+        console = Console(stderr=True, highlight=False)
+    styles = {"start": "dim", "done": "green", "skip": "cyan", "fail": "bold red", "info": "dim"}
+
     def on_event(kind: str, model: str, label: str, text: str) -> None:
         marker = {"start": "...", "done": "ok ", "skip": "ok ", "fail": "ERR", "info": "   "}[kind]
-        click.echo(f"[{time.perf_counter() - started:7.1f}s] {marker} {model} {label}: {text}", err=True)
+        line = f"[{time.perf_counter() - started:7.1f}s] {marker} {model} {label}: {text}"
+        if console is not None:
+            console.print(line, style=styles[kind], markup=False)
+        else:
+            click.echo(line, err=True)
 
     result = run_batch(config, force=force, jobs=jobs, on_event=on_event)
     rows = [r.to_row() for r in result.results]

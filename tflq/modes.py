@@ -71,26 +71,24 @@ def _float16(converter: Any, tf: Any, settings: ModeSettings) -> None:
     converter.target_spec.supported_types = [tf.float16]
 
 
-def _int8(converter: Any, tf: Any, settings: ModeSettings) -> None:
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    if settings.allow_float_fallback:
-        ops.append(tf.lite.OpsSet.TFLITE_BUILTINS)
-    converter.target_spec.supported_ops = ops
-    converter.inference_input_type = getattr(tf, settings.io_type)
-    converter.inference_output_type = getattr(tf, settings.io_type)
-    converter._experimental_disable_per_channel = settings.per_tensor
+def _full_integer(ops_set: str) -> Callable[[Any, Any, ModeSettings], None]:
+    """A configure function for a calibrated integer mode whose builtin op set is ``tf.lite.OpsSet.<ops_set>``."""
+
+    def configure(converter: Any, tf: Any, settings: ModeSettings) -> None:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        ops = [getattr(tf.lite.OpsSet, ops_set)]
+        if settings.allow_float_fallback:
+            ops.append(tf.lite.OpsSet.TFLITE_BUILTINS)
+        converter.target_spec.supported_ops = ops
+        converter.inference_input_type = getattr(tf, settings.io_type)
+        converter.inference_output_type = getattr(tf, settings.io_type)
+        converter._experimental_disable_per_channel = settings.per_tensor
+
+    return configure
 
 
-def _int16x8(converter: Any, tf: Any, settings: ModeSettings) -> None:
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
-    if settings.allow_float_fallback:
-        ops.append(tf.lite.OpsSet.TFLITE_BUILTINS)
-    converter.target_spec.supported_ops = ops
-    converter.inference_input_type = getattr(tf, settings.io_type)
-    converter.inference_output_type = getattr(tf, settings.io_type)
-    converter._experimental_disable_per_channel = settings.per_tensor
+_int8 = _full_integer("TFLITE_BUILTINS_INT8")
+_int16x8 = _full_integer("EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8")
 
 
 def _qat(converter: Any, tf: Any, settings: ModeSettings) -> None:
