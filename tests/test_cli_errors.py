@@ -121,6 +121,8 @@ def test_lambda_layer_refused_unless_opted_in(tiny_models, tmp_path):
     result = convert(str(tiny_models["lambda"]), "--unsafe-deserialization", out=out)
     assert result.exit_code == 0, result.output
     assert (out / "lambda.float32.tflite").exists()
+    # the opt-in applied to that load only: the next one in the same process refuses again
+    assert_usage_error(convert(str(tiny_models["lambda"]), out=tmp_path / "again"), "lambda.keras", "Lambda layer")
 
 
 def test_custom_objects(tiny_models, tmp_path, monkeypatch):

@@ -54,10 +54,12 @@ def keras() -> Any:
 
 
 @contextlib.contextmanager
-def quiet() -> Iterator[io.StringIO]:
+def quiet(*, keep_stderr: bool = False) -> Iterator[io.StringIO]:
     """Capture native stdout/stderr (file descriptors 1 and 2) unless verbose.
 
-    Yields a buffer that holds the captured text once the block ends (empty when verbose).
+    ``keep_stderr``: Python-level writes to ``sys.stderr`` (a training progress bar) still reach the real stderr
+    while TensorFlow's native output is captured. Yields a buffer that holds the captured text once the block ends
+    (empty when verbose).
     """
     captured = io.StringIO()
     if _VERBOSE:
@@ -66,12 +68,19 @@ def quiet() -> Iterator[io.StringIO]:
     sys.stdout.flush()
     sys.stderr.flush()
     saved = [os.dup(1), os.dup(2)]
-    with tempfile.TemporaryFile(mode="w+b") as sink:
+    with tempfile.TemporaryFile(mode="w+b") as sink, contextlib.ExitStack() as streams:
         try:
             os.dup2(sink.fileno(), 1)
             os.dup2(sink.fileno(), 2)
+            py_err_target: Any = io.StringIO()
+            if keep_stderr:
+                py_err_target = sys.stderr
+                if _uses_fd(sys.stderr, 2):  # the real stderr now writes to the sink: write to the saved fd instead
+                    py_err_target = streams.enter_context(
+                        open(os.dup(saved[1]), "w", encoding="utf-8", errors="replace", buffering=1)
+                    )
             with contextlib.redirect_stdout(io.StringIO()) as py_out, contextlib.redirect_stderr(
-                io.StringIO()
+                py_err_target
             ) as py_err:
                 yield captured
         finally:
@@ -85,7 +94,15 @@ def quiet() -> Iterator[io.StringIO]:
             captured.write(sink.read().decode("utf-8", "replace"))
             with contextlib.suppress(NameError):
                 captured.write(py_out.getvalue())  # type: ignore[possibly-undefined]
-                captured.write(py_err.getvalue())  # type: ignore[possibly-undefined]
+                if isinstance(py_err, io.StringIO):  # type: ignore[possibly-undefined]
+                    captured.write(py_err.getvalue())
+
+
+def _uses_fd(stream: Any, fd: int) -> bool:
+    try:
+        return stream.fileno() == fd
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError and a ValueError
+        return False
 
 
 def last_error_line(text: str) -> str:

@@ -73,6 +73,7 @@ class JobResult:
             sha256=self.artifact.get("sha256"),
             convert_seconds=self.artifact.get("seconds"),
             float_ops=self.artifact.get("float_ops", []),
+            training=self.artifact.get("training"),
         )
         return row
 
@@ -161,6 +162,13 @@ def conversion_key(job: ModelJob, variant: Variant, model_hash: str) -> str:
     if mode.calibrated:
         settings["calibration"] = {
             "data": content_hash(job.calibration.get("data")),
+            "samples": job.calibration.get("samples"),
+            "image_scale": job.calibration.get("image_scale"),
+        }
+    if mode.needs_training:  # the fine-tune: its data, its settings; training samples double as representative data
+        settings["qat"] = dict(job.qat) | {
+            "train_data": content_hash(job.qat.get("train_data")),
+            "val_data": content_hash(job.qat.get("val_data")),
             "samples": job.calibration.get("samples"),
             "image_scale": job.calibration.get("image_scale"),
         }
@@ -256,7 +264,7 @@ def _plan(job: ModelJob, output_dir: Path, manifest: dict[str, Any], force: bool
 def _convert_in_child(job: ModelJob, variants: Sequence[Variant], output_dir: str, *, report: Callable[..., None]) -> list[dict[str, Any]]:
     """Child-process body: export once, calibrate once, convert ``variants``. Returns Artifact dicts."""
     from tflq import _tf
-    from tflq.convert import ConvertOptions, convert_model
+    from tflq.convert import ConvertOptions, QatOptions, convert_model
     from tflq.data import ImageOptions
     from tflq.models import ModelOptions
 
@@ -272,6 +280,7 @@ def _convert_in_child(job: ModelJob, variants: Sequence[Variant], output_dir: st
         allow_float_fallback=job.allow_float_fallback,
         images=ImageOptions(scale=job.calibration.get("image_scale") or "unit"),
         model=ModelOptions(signature=job.signature, custom_objects=job.custom_objects, unsafe_deserialization=job.unsafe_deserialization),
+        qat=QatOptions(**job.qat) if any(MODES[m].needs_training for m in modes) else QatOptions(),
     )
     report("info", f"converting {len(variants)} variant(s)")
     result = convert_model(job.path, Path(output_dir), options, name=job.name)

@@ -269,6 +269,16 @@ def modes_command() -> None:
 @click.option("--signature", help="SavedModel signature to convert (default: serving_default or the only one).")
 @click.option("--custom-objects", multiple=True, metavar="MODULE:ATTR", help="Custom Keras layer/object to load the model with (repeatable).")
 @click.option("--unsafe-deserialization", is_flag=True, help="Allow Lambda layers (runs Python code stored in the model file).")
+@click.option("--train-data", metavar="DATA", help="Mode qat: labelled training data (.npz with x and y, image folder with class subfolders, module:function).")
+@click.option("--val-data", metavar="DATA", help="Mode qat: labelled validation data, reported after each epoch.")
+@click.option("--epochs", type=click.IntRange(min=1), help="Mode qat: training epochs.  [default: 2]")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Mode qat: training batch size.  [default: 32]")
+@click.option("--learning-rate", type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
+              help="Mode qat: Adam learning rate.  [default: 0.0001]")
+@click.option("--loss", metavar="NAME", help="Mode qat: loss to train with (default: the model's saved compile config), e.g. sparse_categorical_crossentropy.")
+@click.option("--from-logits/--no-from-logits", default=None,
+              help="Mode qat: whether the model outputs logits (default: as the saved loss says).")
+@click.option("--seed", type=click.IntRange(min=0), help="Mode qat: random seed.  [default: 0]")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of the outputs.")
 @click.option("--eval", "eval_data", metavar="DATA", help="Then measure every output on DATA (size, latency, accuracy, agreement) and print the comparison table.")
 @click.option("-v", "--verbose", is_flag=True, help="Show TensorFlow's own logging.")
@@ -278,12 +288,18 @@ def convert_command(
     calib_samples: int, image_scale: str, per_tensor: bool, allow_float_fallback: bool,
     skip_layers: tuple[str, ...], skip_ops: tuple[str, ...], output_dir: Path,
     name: str | None, signature: str | None, custom_objects: tuple[str, ...], unsafe_deserialization: bool,
+    train_data: str | None, val_data: str | None, epochs: int | None, batch_size: int | None,
+    learning_rate: float | None, loss: str | None, from_logits: bool | None, seed: int | None,
     as_json: bool, eval_data: str | None, verbose: bool,
 ) -> None:
-    """Convert MODEL (.keras, .h5 or SavedModel directory) into one .tflite per mode and I/O type."""
+    """Convert MODEL (.keras, .h5 or SavedModel directory) into one .tflite per mode and I/O type.
+
+    Mode qat fine-tunes the model with quantization-aware training on --train-data first (never part of
+    --all-modes).
+    """
     import json
 
-    from tflq.convert import ConvertOptions, convert_model
+    from tflq.convert import ConvertOptions, QatOptions, convert_model
     from tflq.data import ImageOptions
     from tflq.errors import EXIT_FAILED, UsageError
     from tflq.models import ModelOptions
@@ -295,6 +311,32 @@ def convert_command(
     chosen = tuple(MODES) if all_modes else (modes or ("float32",))
     if all_modes:
         chosen = tuple(name_ for name_ in chosen if not MODES[name_].needs_training)
+    training_flags = {
+        "--train-data": train_data, "--val-data": val_data, "--epochs": epochs, "--batch-size": batch_size,
+        "--learning-rate": learning_rate, "--loss": loss, "--from-logits/--no-from-logits": from_logits,
+        "--seed": seed,
+    }
+    if not any(MODES[name_].needs_training for name_ in chosen):
+        given = [flag for flag, value in training_flags.items() if value is not None]
+        if given:
+            raise UsageError(f"{', '.join(given)} apply to mode qat only; add --mode qat or drop them")
+    elif not train_data:
+        raise UsageError("mode qat needs labelled training data: pass --train-data DATA (.npz with x and y, "
+                         "an image folder with class subfolders, or module:function)")
+    if per_tensor and all(MODES[name_].needs_training for name_ in chosen):
+        raise UsageError("--per-tensor does not apply to mode qat: the trained model decides the weight granularity")
+    defaults = QatOptions()
+    qat_options = QatOptions(
+        train_data=train_data,
+        val_data=val_data,
+        epochs=defaults.epochs if epochs is None else epochs,
+        batch_size=defaults.batch_size if batch_size is None else batch_size,
+        learning_rate=defaults.learning_rate if learning_rate is None else learning_rate,
+        loss=loss,
+        from_logits=from_logits,
+        seed=defaults.seed if seed is None else seed,
+        progress=verbose or sys.stderr.isatty(),
+    )
     options = ConvertOptions(
         modes=chosen,
         io_types=io_types,
@@ -306,6 +348,7 @@ def convert_command(
         skip_ops=split_names(skip_ops),
         images=ImageOptions(scale=image_scale),
         model=ModelOptions(signature=signature, custom_objects=custom_objects, unsafe_deserialization=unsafe_deserialization),
+        qat=qat_options,
     )
     result = convert_model(model, output_dir, options, name=name)
     measurements = _evaluate_conversion(result, model, eval_data, options.model, quiet=as_json) if eval_data else {}
@@ -390,9 +433,17 @@ def print_artifacts(result: Any) -> None:
             )
         else:
             click.echo(f"error  {artifact.label:<16} {artifact.error}")
+    trained = next((a.training for a in result.artifacts if a.training), None)
+    if trained:
+        metric = f", {trained['val_metric']} {trained['val_value']:.4f}" if trained.get("val_metric") else ""
+        click.echo(
+            f"qat: {trained['epochs']} epoch(s) of {trained['loss']} ({trained['loss_source']}), "
+            f"fit {trained['seconds']:.2f} s{metric}"
+        )
+    training = f"training {result.training_seconds:.2f} s, " if result.training_seconds else ""
     click.echo(
         f"{result.name}: export {result.export_seconds:.2f} s, calibration {result.calibration_seconds:.2f} s, "
-        f"{sum(a.ok for a in result.artifacts)}/{len(result.artifacts)} variant(s) written"
+        f"{training}{sum(a.ok for a in result.artifacts)}/{len(result.artifacts)} variant(s) written"
     )
 
 
@@ -664,10 +715,10 @@ def run_command(
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
     else:
-        from tflq.report import BATCH_COLUMNS, batch_notes, render_text
+        from tflq.report import batch_columns, batch_notes, render_text
 
         named = [dict(row, name=f"{row['model']} {row['variant']}") for row in rows]
-        click.echo(render_text(named, "table", columns=BATCH_COLUMNS).rstrip())
+        click.echo(render_text(named, "table", columns=batch_columns(rows)).rstrip())
         for note in batch_notes(rows):
             click.echo(f"- {note}")
         click.echo("reports: " + ", ".join(str(p) for p in result.report_paths))

@@ -67,6 +67,22 @@ def _opt_positive_int(value: Any, where: str) -> int | None:
     return None if value is None else _positive_int(value, where)
 
 
+def _opt_bool(value: Any, where: str) -> bool | None:
+    return None if value is None else _bool(value, where)
+
+
+def _non_negative_int(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{where}: expected a non-negative integer, found {value!r}")
+    return value
+
+
+def _learning_rate(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+        raise ConfigError(f"{where}: expected a number between 0 and 1 (exclusive), found {value!r}")
+    return float(value)
+
+
 def _opt_number(value: Any, where: str) -> float | None:
     if value is None:
         return None
@@ -128,6 +144,16 @@ SECTIONS: dict[str, dict[str, Field]] = {
         "max_size_bytes": Field(_opt_number, None),
         "max_latency_ms": Field(_opt_number, None),
     },
+    "qat": {  # mode qat: quantization-aware training (the loss name is checked when training starts)
+        "train_data": Field(_opt_str, None, path=True),
+        "val_data": Field(_opt_str, None, path=True),
+        "epochs": Field(_positive_int, 2),
+        "batch_size": Field(_positive_int, 32),
+        "learning_rate": Field(_learning_rate, 1e-4),
+        "loss": Field(_opt_str, None),
+        "from_logits": Field(_opt_bool, None),
+        "seed": Field(_non_negative_int, 0),
+    },
     "latency": {
         "threads": Field(_opt_positive_int, None),
         "runs": Field(_positive_int, 50),
@@ -174,6 +200,7 @@ class ModelJob:
     evaluation: Mapping[str, Any] = field(default_factory=dict)
     gates: Mapping[str, Any] = field(default_factory=dict)
     latency: Mapping[str, Any] = field(default_factory=dict)
+    qat: Mapping[str, Any] = field(default_factory=dict)
 
     def section(self, name: str) -> Mapping[str, Any]:
         return getattr(self, name)
@@ -342,11 +369,11 @@ def load_config(path: Path, overrides: Overrides = Overrides()) -> BatchConfig:
         if not model_path.exists():
             raise ConfigError(f"{path}:{entry.value['path'].line}: path: model {model_path} does not exist")
         job = _merge(name, model_path, defaults, given)
-        for section in ("calibration", "evaluation"):
-            data = job.section(section).get("data")
+        for section, key in (("calibration", "data"), ("evaluation", "data"), ("qat", "train_data"), ("qat", "val_data")):
+            data = job.section(section).get(key)
             line = _line_of(entry.value, defaults, section, tree)
             if data and data != "random" and ":" not in data and not Path(data).exists():
-                raise ConfigError(f"{path}:{line}: {section}.data: {data} does not exist (model {name!r})")
+                raise ConfigError(f"{path}:{line}: {section}.{key}: {data} does not exist (model {name!r})")
         reference = job.evaluation.get("reference")
         if reference and not Path(reference).exists():
             raise ConfigError(f"{path}:{_line_of(entry.value, defaults, 'evaluation', tree)}: evaluation.reference: {reference} does not exist")
@@ -364,6 +391,12 @@ def load_config(path: Path, overrides: Overrides = Overrides()) -> BatchConfig:
             calibrated = [m for m in job.modes if MODES[m].calibrated]
             raise ConfigError(
                 f"{path}:{entry.line}: model {name!r}: mode(s) {', '.join(calibrated)} need calibration.data"
+            )
+        training = [m for m in job.modes if MODES[m].needs_training]
+        if training and not job.qat.get("train_data"):
+            raise ConfigError(
+                f"{path}:{entry.line}: model {name!r}: mode(s) {', '.join(training)} need qat.train_data "
+                "(labelled training data)"
             )
         gates = job.gates
         if gates.get("max_accuracy_drop") is not None and not job.evaluation.get("data"):

@@ -7,7 +7,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,10 +16,11 @@ import numpy as np
 
 from tflq import _calibrated, _tf
 from tflq.data import ImageOptions, open_data
-from tflq.errors import ConversionError, TflqError, UsageError
+from tflq.errors import ConversionError, QatTrainingError, TflqError, UsageError
 from tflq.layer_map import ModelOp, nodes_for_layers, nodes_for_op_types, read_ops
 from tflq.models import ExportedModel, ModelOptions, export_model, model_kind
 from tflq.modes import MODES, ModeSettings, Variant, plan_variants
+from tflq.training import QatOptions, TrainedModel, TrainingSummary, train_for_conversion  # noqa: F401 (re-exported)
 
 log = logging.getLogger("tflq")
 
@@ -30,7 +31,7 @@ _FLOAT_DTYPES = {"float32", "float16", "float64"}
 
 @dataclass(frozen=True)
 class ConvertOptions:
-    """What to produce from one model."""
+    """What to produce from one model. ``qat`` applies to the training modes only."""
 
     modes: tuple[str, ...] = ("float32",)
     io_types: tuple[str, ...] = ()
@@ -40,6 +41,7 @@ class ConvertOptions:
     allow_float_fallback: bool = False
     images: ImageOptions = field(default_factory=ImageOptions)
     model: ModelOptions = field(default_factory=ModelOptions)
+    qat: QatOptions = field(default_factory=QatOptions)
     skip_layers: tuple[str, ...] = ()  # int8: Keras layers left in float (selective quantization)
     skip_ops: tuple[str, ...] = ()  # int8: TFLite op types left in float, e.g. FULLY_CONNECTED
 
@@ -49,8 +51,17 @@ class ConvertOptions:
             raise UsageError(f"{flag} applies to mode int8 (selective quantization); add --mode int8")
 
     def variants(self) -> list[Variant]:
-        """The variants these options ask for. Raises UsageError."""
-        return plan_variants(list(self.modes), list(self.io_types))
+        """The variants these options ask for. Raises UsageError (also for training modes without training data)."""
+        variants = plan_variants(list(self.modes), list(self.io_types))
+        training = [name for name in self.modes if MODES[name].needs_training]
+        if training and not self.qat.train_data:
+            raise UsageError(
+                f"mode {', '.join(training)} needs labelled training data: pass --train-data DATA "
+                "(.npz with x and y, an image folder with class subfolders, or module:function)"
+            )
+        if not training and (self.qat.train_data or self.qat.val_data):
+            raise UsageError("--train-data/--val-data apply to mode qat only; add --mode qat or drop them")
+        return variants
 
     def settings(self, variant: Variant) -> ModeSettings:
         return ModeSettings(
@@ -72,6 +83,7 @@ class Artifact:
     error: str | None = None
     float_ops: tuple[str, ...] = ()
     float_layers: tuple[str, ...] = ()  # the Keras layers of float_ops, same order
+    training: Mapping[str, Any] | None = None  # training modes: see TrainingSummary.to_dict
 
     @property
     def ok(self) -> bool:
@@ -94,6 +106,7 @@ class Artifact:
             "error": self.error,
             "float_ops": list(self.float_ops),
             "float_layers": list(self.float_layers),
+            "training": dict(self.training) if self.training is not None else None,
         }
 
 
@@ -106,6 +119,7 @@ class ConvertResult:
     artifacts: tuple[Artifact, ...]
     export_seconds: float
     calibration_seconds: float
+    training_seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -139,7 +153,8 @@ def write_atomically(path: Path, content: bytes) -> None:
 
 
 class ModelSession:
-    """One model prepared for conversion: exported once, calibrated once, shared by all its variants."""
+    """One model prepared for conversion: exported once, calibrated once, trained once (training modes), shared by
+    all its variants."""
 
     def __init__(self, model_path: Path, options: ConvertOptions, workdir: Path) -> None:
         self.model_path = model_path
@@ -151,8 +166,13 @@ class ModelSession:
         self._calibration_error: ConversionError | None = None
         self._model_ops: tuple[ModelOp, ...] | None = None
         self._float_nodes: tuple[str, ...] | None = None
+        self._trained: TrainedModel | None = None
+        self._training_error: TflqError | None = None
+        self._trained_calibrated: bytes | None = None
+        self._trained_calibration_error: ConversionError | None = None
         self.export_seconds = 0.0
         self.calibration_seconds = 0.0
+        self.training_seconds = 0.0
 
     @property
     def exported(self) -> ExportedModel:
@@ -222,11 +242,60 @@ class ModelSession:
                 nodes.update(dict.fromkeys(nodes_for_op_types(ops, self.options.skip_ops)))
             self._float_nodes = tuple(nodes)
         return self._float_nodes
+    def trained(self) -> TrainedModel:
+        """The ``qat`` fine-tune (done once, on first use; every I/O type converts from its one export).
+
+        Raises QatError/UsageError/DataError when the model, loss or data cannot be used (before training), and
+        QatTrainingError/ConversionError when training or its export fails (cached: each variant reports it).
+        """
+        if self._training_error is not None:
+            raise self._training_error
+        if self._trained is None:
+            start = time.perf_counter()
+            try:
+                self._trained = train_for_conversion(
+                    self.model_path, self.exported, self.options.qat, model_options=self.options.model,
+                    images=self.options.images, representative_samples=self.options.calibration_samples,
+                    workdir=self.workdir,
+                )
+            except (QatTrainingError, ConversionError) as error:
+                self._training_error = error
+                raise
+            finally:
+                self.training_seconds = time.perf_counter() - start
+        return self._trained
+
+    def trained_calibrated_model(self) -> bytes:
+        """The trained export with calibration statistics for the tensors training left without a range (once).
+
+        Quantizing it per I/O type gives the same models as the public converter configured by the ``qat`` mode
+        (``tests/test_qat_mode.py`` checks it), at a fraction of the cost.
+        """
+        if self._trained_calibration_error is not None:
+            raise self._trained_calibration_error
+        if self._trained_calibrated is None:
+            trained = self.trained()
+            start = time.perf_counter()
+            try:
+                with _converter_errors("qat calibration"):
+                    converter = _calibrated.saved_model_converter(str(trained.saved_model_dir), trained.signature_key)
+                    self._trained_calibrated = _calibrated.calibrate(converter, trained.samples)
+            except ConversionError as error:
+                self._trained_calibration_error = error
+                raise
+            finally:
+                self.calibration_seconds += time.perf_counter() - start
+        return self._trained_calibrated
+
 
     def convert_variant(self, variant: Variant) -> bytes:
-        """Convert one variant to TFLite bytes. Raises ConversionError."""
+        """Convert one variant to TFLite bytes. Raises ConversionError (QatTrainingError for a failed fine-tune)."""
         mode = MODES[variant.mode]
         settings = self.options.settings(variant)
+        if mode.needs_training:  # ranges from training; calibrated once, quantized per I/O type like int8
+            calibrated = self.trained_calibrated_model()
+            with _converter_errors(variant.label):
+                return _calibrated.quantize(calibrated, io_type=variant.io_type, per_tensor=False)
         if mode.activations == "int8":
             calibrated = self.calibrated_model()
             float_nodes = self.float_nodes()
@@ -246,8 +315,11 @@ class ModelSession:
         with _converter_errors(variant.label):
             return bytes(converter.convert())
 
-    def verification_inputs(self) -> dict[str, np.ndarray]:
-        """One sample to run each converted model on: calibration data when given, else zeros."""
+    def verification_inputs(self, variant: Variant | None = None) -> dict[str, np.ndarray]:
+        """One sample to run each converted model on: training data for a training mode, calibration data when
+        given, else zeros."""
+        if variant is not None and MODES[variant.mode].needs_training:
+            return self.trained().samples[0]
         if self.options.calibration:
             return self.calibration_samples()[0]
         return {
@@ -360,6 +432,9 @@ def convert_model(
             with contextlib.suppress(ConversionError):  # reported by each calibrated variant
                 session.calibrated_model()
                 session.float_nodes()  # unknown --skip-layers/--skip-ops names fail before any output
+        if any(MODES[v.mode].needs_training for v in variants):
+            with contextlib.suppress(QatTrainingError, ConversionError):  # reported by each training variant
+                session.trained_calibrated_model()
         probe = session.verification_inputs()
         artifacts = [_produce(session, variant, output_path(output_dir, name, variant), probe) for variant in variants]
         return ConvertResult(
@@ -368,20 +443,25 @@ def convert_model(
             artifacts=tuple(artifacts),
             export_seconds=session.export_seconds,
             calibration_seconds=session.calibration_seconds,
+            training_seconds=session.training_seconds,
         )
 
 
 def _produce(session: ModelSession, variant: Variant, path: Path, probe: dict[str, np.ndarray]) -> Artifact:
     start = time.perf_counter()
+    mode = MODES[variant.mode]
+    training: Mapping[str, Any] | None = None
     try:
         content = session.convert_variant(variant)
-        mode = MODES[variant.mode]
+        if mode.needs_training:
+            training = session.trained().summary.to_dict()
+            probe = session.verification_inputs(variant)
         verify_runs(content, probe)
         remaining_float: tuple[str, ...] = ()
         float_layers: tuple[str, ...] = ()
-        if mode.calibrated:
+        if mode.integer:
             details = float_op_details(content)
-            asked = set(session.float_nodes()) if mode.activations == "int8" else set()
+            asked = set(session.float_nodes()) if mode.activations == "int8" and not mode.needs_training else set()
             unexpected = [f"{op_type}({name})" for op_type, name in details if not _same_tensor(name, asked)]
             if unexpected and not session.options.allow_float_fallback:
                 shown = ", ".join(unexpected[:8]) + (" ..." if len(unexpected) > 8 else "")
@@ -395,12 +475,13 @@ def _produce(session: ModelSession, variant: Variant, path: Path, probe: dict[st
                 float_layers = _float_layers(content, session, {name for _, name in details})
             _note_quantized_anyway(session, variant, asked, details)
         write_atomically(path, content)
-    except ConversionError as error:
+    except (ConversionError, QatTrainingError) as error:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()  # a stale file from an earlier run must not pass for this run's output
         log.debug("%s failed", variant.label, exc_info=error)
         return Artifact(
-            variant.mode, variant.io_type, path, "error", seconds=time.perf_counter() - start, error=str(error)
+            variant.mode, variant.io_type, path, "error", seconds=time.perf_counter() - start, error=str(error),
+            training=training,
         )
     return Artifact(
         mode=variant.mode,
@@ -412,6 +493,7 @@ def _produce(session: ModelSession, variant: Variant, path: Path, probe: dict[st
         seconds=time.perf_counter() - start,
         float_ops=remaining_float,
         float_layers=float_layers,
+        training=training,
     )
 
 

@@ -136,9 +136,11 @@ def load_keras_model(path: Path, options: ModelOptions = ModelOptions()) -> Any:
     keras = _tf.keras()
     custom = custom_objects_dict(options.custom_objects)
     try:
-        with _tf.quiet() as chatter:
-            if options.unsafe_deserialization:
-                keras.config.enable_unsafe_deserialization()
+        # Scoped, never keras.config.enable_unsafe_deserialization(): that switch is process-wide, so after one
+        # opted-in load every later load in the process would run Lambda code without being asked.
+        from keras.src.saving.serialization_lib import SafeModeScope
+
+        with _tf.quiet() as chatter, SafeModeScope(not options.unsafe_deserialization):
             model = keras.models.load_model(
                 str(path), compile=False, safe_mode=not options.unsafe_deserialization, custom_objects=custom
             )

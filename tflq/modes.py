@@ -31,7 +31,8 @@ class Mode:
     ``io_types``: the model input/output types the mode supports, default first.
     ``activations``: for calibrated modes, the activation type ("int8" or "int16"); None otherwise.
     ``configure``: sets up a fresh ``TFLiteConverter`` (and its ``tensorflow`` module) for one variant.
-    ``needs_training``: the mode trains (QAT) and needs training data.
+    ``needs_training``: the mode trains (QAT) and needs training data; its quantization ranges come from training,
+    so it needs no calibration data (its representative samples come from the training data).
     ``settings``: the :class:`ModeSettings` fields (besides ``io_type``) this mode reads; the batch runner's cache
     keys include only these, so changing ``per_tensor`` does not rebuild a float32 model.
     """
@@ -47,6 +48,11 @@ class Mode:
     @property
     def calibrated(self) -> bool:
         """True when the mode needs a representative (calibration) dataset."""
+        return self.activations is not None and not self.needs_training
+
+    @property
+    def integer(self) -> bool:
+        """True when the mode quantizes activations, so every op should have an integer kernel."""
         return self.activations is not None
 
 
@@ -85,6 +91,20 @@ _int8 = _full_integer("TFLITE_BUILTINS_INT8")
 _int16x8 = _full_integer("EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8")
 
 
+def _qat(converter: Any, tf: Any, settings: ModeSettings) -> None:
+    """Full integer from a quantization-aware-trained export: the ranges come from training (fake quantization);
+    the representative samples only fill in tensors training left without a range. Weight granularity is what
+    tfmot trained (per-channel convolutions), so ``per_tensor`` does not apply."""
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    if settings.allow_float_fallback:
+        ops.append(tf.lite.OpsSet.TFLITE_BUILTINS)
+    converter.target_spec.supported_ops = ops
+    if settings.io_type != FLOAT_IO:
+        converter.inference_input_type = getattr(tf, settings.io_type)
+        converter.inference_output_type = getattr(tf, settings.io_type)
+
+
 MODES: dict[str, Mode] = {
     mode.name: mode
     for mode in (
@@ -99,6 +119,16 @@ MODES: dict[str, Mode] = {
             "int8",
             _int8,
             settings=("per_tensor", "allow_float_fallback"),
+        ),
+        Mode(
+            "qat",
+            "quantization-aware training: fine-tune with fake quantization, then full integer (needs training data; "
+            "I/O float32, int8 or uint8)",
+            (FLOAT_IO, "int8", "uint8"),
+            "int8",
+            _qat,
+            needs_training=True,
+            settings=("allow_float_fallback",),
         ),
         Mode(
             "16x8",

@@ -494,14 +494,16 @@ def convert_qat(export: QatExport, *, io_type: str = "int8", representative_inpu
         feeds = [{name: array[index:index + 1] for name, array in zip(export.input_names, arrays)}
                  for index in range(count)]
     converter = tf.lite.TFLiteConverter.from_saved_model(str(export.path))
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if feeds is not None:
+    if feeds is not None:  # strict on the int8 op set: the registry's qat mode, as `tflq convert --mode qat` does
+        from tflq.modes import MODES, ModeSettings
+
+        MODES["qat"].configure(converter, tf, ModeSettings(io_type=io_type, allow_float_fallback=allow_float_fallback))
         converter.representative_dataset = lambda: iter(feeds)
-        if not allow_float_fallback:
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    if io_type != "float32":
-        converter.inference_input_type = getattr(tf, io_type)
-        converter.inference_output_type = getattr(tf, io_type)
+    else:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if io_type != "float32":
+            converter.inference_input_type = getattr(tf, io_type)
+            converter.inference_output_type = getattr(tf, io_type)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the converter's own use of the deprecated tf.lite.Interpreter
