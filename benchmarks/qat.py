@@ -9,7 +9,7 @@ imports inside its clock), three kinds of ``convert_model`` call run on ``sample
 
 * **PTQ**: ``--mode float32 --mode int8 --io-type float32 --io-type int8 --calib digits_train.npz``: the float32
   baseline and post-training int8.
-* **QAT**, once per ``--qat EPOCHS:LEARNING_RATE`` (default: the defaults ``2:1e-4``, and ``2:1e-3``, the smallest
+* **QAT**, once per ``--qat EPOCHS:LEARNING_RATE`` (default: ``2:1e-4``, and ``2:1e-3`` -- the defaults --, the smallest
   setting that keeps the digits accuracy in ``tests/test_qat_mode.py``): ``--mode qat --io-type float32
   --io-type int8 --train-data digits_train.npz --val-data digits_test.npz``.
 

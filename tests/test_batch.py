@@ -154,3 +154,19 @@ def test_modes_override_and_unknown_only(tmp_path, calib):
     assert set(rows_of(result)) == {"cnn/float32", "cnn/float16"}
     bad = CliRunner().invoke(main, ["run", str(config), "--only", "cnm"])
     assert bad.exit_code == 2 and "did you mean 'cnn'" in bad.output
+
+
+def test_auto_and_skip_layers_in_a_batch(tmp_path, calib):
+    models = CNN + "    auto: {max_drop: 1.0}\n    skip_layers: [logits]\n"
+    config = write_config(tmp_path, calib=calib, models=models)
+    result = run(config)
+    assert result.exit_code == 0, result.output
+    rows = rows_of(result)
+    assert rows["cnn/int8"]["float_layers"] == ["logits"]
+    assert rows["cnn/int8.int8"]["float_layers"] == ["logits"]
+    auto = next(row for key, row in rows.items() if key.startswith("cnn/auto"))
+    assert auto["variant"].startswith("auto: ") and auto["gate"] == "pass"
+    assert Path(auto["path"]).name == "cnn.auto.tflite" and Path(auto["path"]).exists()
+    assert auto["accuracy_drop"] <= 1.0
+    again = rows_of(run(config))
+    assert all(row["up_to_date"] for row in again.values())

@@ -3,7 +3,7 @@ key, every error path (one line, exit 2, nothing written) and the accuracy it bu
 
 The accuracy bar (issue 5): QAT int8 >= PTQ int8 - 0.25 points and >= float32 - 0.5 points on the 360 test digits.
 One test digit is 0.28 points, so QAT may not lose a single digit against PTQ. The smallest settings that pass it
-on the sample CNN are 2 epochs at learning rate 1e-3 (the defaults, 2 epochs at 1e-4, lose 6 digits: see README).
+on the sample CNN are 2 epochs at learning rate 1e-3, the defaults (2 epochs at 1e-4 lose 6 digits: see README).
 """
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ def test_modes_command_lists_qat():
 
 
 def test_qat_options_are_validated():
-    assert QatOptions().epochs == 2 and QatOptions().learning_rate == 1e-4 and QatOptions().from_logits is None
+    assert QatOptions().epochs == 2 and QatOptions().learning_rate == 1e-3 and QatOptions().from_logits is None
     for bad, message in [
         (dict(epochs=0), "epochs must be a positive integer"),
         (dict(batch_size=True), "batch size must be a positive integer"),

@@ -57,9 +57,10 @@ class JobResult:
     def to_row(self) -> dict[str, Any]:
         """A report row: the measurement's stable keys plus the batch's own."""
         row = dict(self.measurement)
+        auto = self.measurement.get("auto")
         row.update(
             model=self.model,
-            variant=self.label,
+            variant=f"auto: {auto.get('chosen') or 'none'}" if auto else self.label,
             mode=self.mode,
             io_type=self.io_type,
             path=self.path,
@@ -73,6 +74,7 @@ class JobResult:
             sha256=self.artifact.get("sha256"),
             convert_seconds=self.artifact.get("seconds"),
             float_ops=self.artifact.get("float_ops", []),
+            float_layers=self.artifact.get("float_layers", []),
             training=self.artifact.get("training"),
         )
         return row
@@ -281,6 +283,8 @@ def _convert_in_child(job: ModelJob, variants: Sequence[Variant], output_dir: st
         images=ImageOptions(scale=job.calibration.get("image_scale") or "unit"),
         model=ModelOptions(signature=job.signature, custom_objects=job.custom_objects, unsafe_deserialization=job.unsafe_deserialization),
         qat=QatOptions(**job.qat) if any(MODES[m].needs_training for m in modes) else QatOptions(),
+        skip_layers=job.skip_layers if "int8" in modes else (),
+        skip_ops=job.skip_ops if "int8" in modes else (),
     )
     report("info", f"converting {len(variants)} variant(s)")
     result = convert_model(job.path, Path(output_dir), options, name=job.name)
@@ -390,7 +394,110 @@ def run_model(
             on_event("done", job.name, variant.label, _summary(artifact, measurement, up_to_date))
         else:
             on_event("fail", job.name, variant.label, error or "failed")
-    return _apply_gates(job, results_out)
+    gated = _apply_gates(job, results_out)
+    if job.auto.get("max_drop") is not None:
+        gated.append(_run_auto(job, output_dir, manifest, on_event))
+    return gated
+
+
+def auto_key(job: ModelJob) -> str:
+    """What the ``auto`` search result depends on: model, calibration, evaluation, search settings, versions."""
+    return _digest(
+        {
+            "model": content_hash(str(job.path)),
+            "calibration": {
+                "data": content_hash(job.calibration.get("data")),
+                "samples": job.calibration.get("samples"),
+                "image_scale": job.calibration.get("image_scale"),
+            },
+            "evaluation": {
+                "data": content_hash(job.evaluation.get("data")),
+                "samples": job.evaluation.get("samples"),
+                "reference": content_hash(job.evaluation.get("reference")),
+            },
+            "auto": dict(job.auto),
+            "latency": dict(job.latency) if job.auto.get("objective") == "latency" else None,
+            "per_tensor": job.per_tensor,
+            "model_options": [job.signature, list(job.custom_objects), job.unsafe_deserialization],
+            "versions": _versions(),
+        }
+    )
+
+
+def _auto_in_child(job: ModelJob, output_dir: str, *, report: Callable[..., None]) -> dict[str, Any]:
+    """Child-process body of a batch's ``auto:`` search. Returns the AutoResult dict plus ``fits``/``message``."""
+    from tflq import _tf
+    from tflq.auto import AutoOptions, NoCandidateFits, auto_search
+    from tflq.convert import ConvertOptions
+    from tflq.data import ImageOptions
+    from tflq.models import ModelOptions
+
+    _tf.set_verbose(False)
+    report("info", "auto search")
+    options = AutoOptions(
+        max_drop=float(job.auto["max_drop"]),
+        objective=job.auto.get("objective") or "size",
+        data=job.evaluation.get("data"),
+        reference=job.evaluation.get("reference"),
+        eval_samples=job.evaluation.get("samples"),
+        max_float_layers=job.auto.get("max_float_layers", 3),
+        convert=ConvertOptions(
+            calibration=job.calibration.get("data"),
+            calibration_samples=job.calibration.get("samples") or 200,
+            per_tensor=job.per_tensor,
+            images=ImageOptions(scale=job.calibration.get("image_scale") or "unit"),
+            model=ModelOptions(
+                signature=job.signature, custom_objects=job.custom_objects, unsafe_deserialization=job.unsafe_deserialization
+            ),
+        ),
+        output_dir=Path(output_dir),
+        name=job.name,
+    )
+    try:
+        return auto_search(job.path, options).to_dict() | {"fits": True, "message": None}
+    except NoCandidateFits as error:
+        return error.result.to_dict() | {"fits": False, "message": str(error)}
+
+
+def _run_auto(job: ModelJob, output_dir: Path, manifest: dict[str, Any], on_event: EventCallback) -> JobResult:
+    """The ``auto`` row of a model: reused when nothing it depends on changed, else searched in a child process."""
+    from tflq.auto import output_path as auto_output_path
+    from tflq.isolation import call_isolated
+
+    key = auto_key(job)
+    entry = manifest["jobs"].get(f"{job.name}/auto", {})
+    path = auto_output_path(output_dir, job.name)
+    recorded = entry.get("artifact", {})
+    fresh = entry.get("key") == key and recorded.get("sha256") == _file_sha(path)
+    if fresh:
+        found = entry["measurement"]["auto"]
+        on_event("skip", job.name, "auto", "up to date")
+    else:
+        on_event("start", job.name, "auto", f"searching within {job.auto['max_drop']:g} points")
+        try:
+            found = call_isolated(_auto_in_child, job, str(output_dir), description=f"{job.name} auto", on_message=lambda *m: None)
+        except TflqError as error:
+            manifest["jobs"].pop(f"{job.name}/auto", None)
+            on_event("fail", job.name, "auto", str(error))
+            return JobResult(job.name, "auto", "auto", "float32", str(path), "error", error=f"auto search failed: {error}")
+    chosen = next((t for t in found["trials"] if t["candidate"] == found.get("chosen")), None)
+    best = chosen or next((t for t in found["trials"] if t["candidate"] == found.get("best")), None) or {}
+    measurement: dict[str, Any] = {
+        "status": "ok",
+        "size_bytes": best.get("size_bytes"),
+        "accuracy": {"top1": best.get("top1"), "auto": {"top1": best.get("top1")}} if best.get("top1") is not None else None,
+        "latency_ms": {"p50": best.get("latency_ms")} if best.get("latency_ms") is not None else None,
+        "auto": found,
+    }
+    artifact = {"path": str(path), "status": "ok", "sha256": _file_sha(path), "size_bytes": best.get("size_bytes") if chosen else None}
+    manifest["jobs"][f"{job.name}/auto"] = {"key": key, "artifact": artifact, "measurement": measurement}
+    failures = () if found["fits"] else (f"nothing within max_drop {job.auto['max_drop']:g} pts (best: {found.get('best')})",)
+    text = f"chose {found['chosen']}" if found["fits"] else failures[0]
+    on_event("done" if found["fits"] else "fail", job.name, "auto", text + (" (up to date)" if fresh else ""))
+    return JobResult(
+        job.name, "auto", "auto", "float32", str(path) if found["fits"] else "", "ok", up_to_date=fresh,
+        artifact=artifact, measurement=measurement, accuracy_drop=best.get("drop_points"), gate_failures=failures,
+    )
 
 
 def _summary(artifact: dict[str, Any], measurement: dict[str, Any], up_to_date: bool) -> str:

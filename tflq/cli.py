@@ -274,7 +274,7 @@ def modes_command() -> None:
 @click.option("--epochs", type=click.IntRange(min=1), help="Mode qat: training epochs.  [default: 2]")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Mode qat: training batch size.  [default: 32]")
 @click.option("--learning-rate", type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
-              help="Mode qat: Adam learning rate.  [default: 0.0001]")
+              help="Mode qat: Adam learning rate.  [default: 0.001, the tfmot guide's Adam default]")
 @click.option("--loss", metavar="NAME", help="Mode qat: loss to train with (default: the model's saved compile config), e.g. sparse_categorical_crossentropy.")
 @click.option("--from-logits/--no-from-logits", default=None,
               help="Mode qat: whether the model outputs logits (default: as the saved loss says).")

@@ -144,12 +144,17 @@ SECTIONS: dict[str, dict[str, Field]] = {
         "max_size_bytes": Field(_opt_number, None),
         "max_latency_ms": Field(_opt_number, None),
     },
+    "auto": {  # tflq auto inside a batch: the smallest/fastest variant within max_drop points of float32
+        "max_drop": Field(_opt_number, None),
+        "objective": Field(_choice("size", "latency"), "size"),
+        "max_float_layers": Field(_non_negative_int, 3),
+    },
     "qat": {  # mode qat: quantization-aware training (the loss name is checked when training starts)
         "train_data": Field(_opt_str, None, path=True),
         "val_data": Field(_opt_str, None, path=True),
         "epochs": Field(_positive_int, 2),
         "batch_size": Field(_positive_int, 32),
-        "learning_rate": Field(_learning_rate, 1e-4),
+        "learning_rate": Field(_learning_rate, 1e-3),
         "loss": Field(_opt_str, None),
         "from_logits": Field(_opt_bool, None),
         "seed": Field(_non_negative_int, 0),
@@ -169,6 +174,8 @@ SETTINGS: dict[str, Field] = {
     "io_types": Field(_io_types, ()),
     "per_tensor": Field(_bool, False),
     "allow_float_fallback": Field(_bool, False),
+    "skip_layers": Field(_str_list, ()),  # int8: Keras layers left in float (names checked against the model)
+    "skip_ops": Field(_str_list, ()),  # int8: TFLite op types left in float
 }
 
 # settings only a model entry may have
@@ -201,6 +208,9 @@ class ModelJob:
     gates: Mapping[str, Any] = field(default_factory=dict)
     latency: Mapping[str, Any] = field(default_factory=dict)
     qat: Mapping[str, Any] = field(default_factory=dict)
+    auto: Mapping[str, Any] = field(default_factory=dict)
+    skip_layers: tuple[str, ...] = ()
+    skip_ops: tuple[str, ...] = ()
 
     def section(self, name: str) -> Mapping[str, Any]:
         return getattr(self, name)
@@ -398,6 +408,17 @@ def load_config(path: Path, overrides: Overrides = Overrides()) -> BatchConfig:
                 f"{path}:{entry.line}: model {name!r}: mode(s) {', '.join(training)} need qat.train_data "
                 "(labelled training data)"
             )
+        if (job.skip_layers or job.skip_ops) and "int8" not in job.modes:
+            key = "skip_layers" if job.skip_layers else "skip_ops"
+            line = entry.value[key].line if key in entry.value else entry.line
+            raise ConfigError(f"{path}:{line}: model {name!r}: {key} applies to mode int8; add int8 to its modes")
+        if job.auto.get("max_drop") is not None:
+            missing = [s for s in ("calibration", "evaluation") if not job.section(s).get("data")]
+            if missing:
+                raise ConfigError(
+                    f"{path}:{_line_of(entry.value, defaults, 'auto', tree) or entry.line}: model {name!r}: "
+                    f"auto needs {' and '.join(m + '.data' for m in missing)}"
+                )
         gates = job.gates
         if gates.get("max_accuracy_drop") is not None and not job.evaluation.get("data"):
             raise ConfigError(

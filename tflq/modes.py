@@ -33,8 +33,8 @@ class Mode:
     ``configure``: sets up a fresh ``TFLiteConverter`` (and its ``tensorflow`` module) for one variant.
     ``needs_training``: the mode trains (QAT) and needs training data; its quantization ranges come from training,
     so it needs no calibration data (its representative samples come from the training data).
-    ``settings``: the :class:`ModeSettings` fields (besides ``io_type``) this mode reads; the batch runner's cache
-    keys include only these, so changing ``per_tensor`` does not rebuild a float32 model.
+    ``settings``: the conversion options (besides ``io_type``) this mode reads; the batch runner's cache keys
+    include only these, so changing ``per_tensor`` does not rebuild a float32 model.
     """
 
     name: str
@@ -118,7 +118,7 @@ MODES: dict[str, Mode] = {
             (FLOAT_IO, "int8", "uint8"),
             "int8",
             _int8,
-            settings=("per_tensor", "allow_float_fallback"),
+            settings=("per_tensor", "allow_float_fallback", "skip_layers", "skip_ops"),
         ),
         Mode(
             "qat",

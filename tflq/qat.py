@@ -282,7 +282,7 @@ def train_qat(
     *,
     epochs: int = 2,
     batch_size: int = 32,
-    learning_rate: float = 1e-4,
+    learning_rate: float = 1e-3,
     loss: str | Sequence[LossSpec] | None = None,
     from_logits: bool | None = None,
     val: tuple[Any, Any] | None = None,

@@ -33,7 +33,7 @@ class QatOptions:
     val_data: str | None = None
     epochs: int = 2
     batch_size: int = 32
-    learning_rate: float = 1e-4
+    learning_rate: float = 1e-3
     loss: str | None = None
     from_logits: bool | None = None
     seed: int = 0
