@@ -107,97 +107,6 @@ def _emit(text: str, output: str | None, quiet: bool) -> None:
         click.echo(text, nl=False)
 
 
-@main.command("eval")
-@click.argument("models", nargs=-1, required=True, type=click.Path())
-@click.option("--data", metavar="DATA", help="Evaluation data (.npz, .npy, image folder, module:function); labels give accuracy.")
-@click.option("--reference", metavar="MODEL", help="Model to compare outputs with: .keras, .h5, SavedModel dir or float32 .tflite. Default: the float32 .tflite among MODELS.")
-@click.option("--signature", help="Signature of a SavedModel --reference (default: serving_default or the only one).")
-@click.option("--custom-objects", multiple=True, metavar="MODULE:ATTR", help="Custom Keras object to load a Keras --reference with (repeatable).")
-@click.option("--unsafe-deserialization", is_flag=True, help="Allow Lambda layers in a Keras --reference (runs Python code stored in the model file).")
-@click.option("--threads", type=click.IntRange(min=1), help="Interpreter threads. Default: every core for latency, the idle cores for evaluation.")
-@click.option("--runs", type=click.IntRange(min=0), default=50, show_default=True, help="Timed runs at least (0: no latency).")
-@click.option("--min-seconds", type=click.FloatRange(min=0), default=1.0, show_default=True, help="Timed runs last at least this long.")
-@click.option("--warmup-runs", type=click.IntRange(min=0), default=1, show_default=True, help="Warm-up runs at least.")
-@click.option("--warmup-seconds", type=click.FloatRange(min=0), default=0.5, show_default=True, help="Warm-up lasts at least this long.")
-@click.option("--batch-size", type=click.IntRange(min=1), help="Evaluation batch for dynamic-batch models. Default: from the input size.")
-@click.option("--samples", "limit", type=click.IntRange(min=1), help="Evaluate only the first N samples.")
-@click.option("--no-xnnpack", is_flag=True, help="Measure without the default XNNPACK delegate.")
-@click.option("--format", "output_format", type=click.Choice(["table", "json", "csv", "md"]), help="Output format. Default: table (or from -o's extension).")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the results to this file.")
-@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar, no notes.")
-@handle_errors
-def eval_command(
-    models: tuple[str, ...], data: str | None, reference: str | None, signature: str | None,
-    custom_objects: tuple[str, ...], unsafe_deserialization: bool, threads: int | None, runs: int,
-    min_seconds: float, warmup_runs: int, warmup_seconds: float, batch_size: int | None, limit: int | None,
-    no_xnnpack: bool, output_format: str | None, output: str | None, as_json: bool, quiet: bool,
-) -> None:
-    """Measure .tflite models: size, latency, XNNPACK delegation, accuracy and agreement, one row per model."""
-    from tflq.harness import EvalSettings, evaluate, paths_in
-    from tflq.models import ModelOptions
-    from tflq.report import notes_of, render_text
-
-    chosen_format = _output_format(output_format, as_json, output)
-    settings = EvalSettings(
-        threads=threads, runs=runs, min_seconds=min_seconds, warmup_runs=warmup_runs, warmup_seconds=warmup_seconds,
-        use_xnnpack=not no_xnnpack, batch_size=batch_size, limit=limit,
-    )
-    progress, on_progress = _progress_reporter(quiet)
-    if progress is not None:
-        progress.start()
-    try:
-        measurements = evaluate(
-            paths_in(models), data=data, reference=reference, settings=settings, on_progress=on_progress,
-            reference_options=ModelOptions(
-                signature=signature, custom_objects=custom_objects, unsafe_deserialization=unsafe_deserialization
-            ),
-        )
-    finally:
-        if progress is not None:
-            progress.stop()
-    rows = [measurement.to_dict() for measurement in measurements]
-    if chosen_format == "table" and not output:
-        _print_rows(rows)
-    else:
-        _emit(render_text(rows, chosen_format), output, quiet)
-    if not quiet:
-        for note in notes_of(rows, errors=False):
-            echo_err(f"Note: {note}")
-    failed = [measurement for measurement in measurements if measurement.error]
-    for measurement in failed:
-        echo_err(f"Error: {measurement.error}")
-    if failed:
-        raise click.exceptions.Exit(EXIT_FAILED)
-
-
-@main.command("inspect")
-@click.argument("model", type=click.Path())
-@click.option("--threads", type=click.IntRange(min=1), help="Interpreter threads for the delegation check.")
-@click.option("--no-xnnpack", is_flag=True, help="Load without the default XNNPACK delegate.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@handle_errors
-def inspect_command(model: str, threads: int | None, no_xnnpack: bool, as_json: bool) -> None:
-    """Show a .tflite's inputs/outputs with quantization, op histogram, float/integer ops, weights, delegation, metadata."""
-    from tflq.harness import machine_threads
-    from tflq.report import render_inspection, to_json
-    from tflq.tflite_info import inspect_tflite
-
-    inspection = inspect_tflite(model, threads=threads or machine_threads(), use_xnnpack=not no_xnnpack)
-    info = inspection.to_dict()
-    if as_json:
-        click.echo(to_json(info), nl=False)
-    else:
-        from rich.console import Console
-
-        console = Console(width=None if sys.stdout.isatty() else 160)
-        for part in render_inspection(info):
-            console.print(part)
-    if inspection.interpreter_error:
-        echo_err(f"Error: {inspection.interpreter_error}")
-        raise click.exceptions.Exit(EXIT_FAILED)
-
-
 def setup_logging(verbose: bool) -> None:
     """Route tflq's notices to stderr; ``-v`` also shows TensorFlow's own output."""
     import logging
@@ -297,8 +206,6 @@ def convert_command(
     Mode qat fine-tunes the model with quantization-aware training on --train-data first (never part of
     --all-modes).
     """
-    import json
-
     from tflq.convert import ConvertOptions, QatOptions, convert_model
     from tflq.data import ImageOptions
     from tflq.errors import EXIT_FAILED, UsageError
@@ -477,192 +384,6 @@ def calibration_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
-@main.command("debug")
-@click.argument("model", type=click.Path(path_type=Path))
-@calibration_options
-@click.option("--data", metavar="EVAL", help="Evaluation data: feeds the layer errors and, with labels (or --reference), the accuracy checks.")
-@click.option("--reference", metavar="MODEL", help="Without labels: compare top-1 with this model (.keras/.h5/SavedModel/.tflite; default: the float32 model).")
-@click.option("--top", type=click.IntRange(min=0), default=3, show_default=True, help="With --data: try the N most sensitive layers in float.")
-@click.option("--layer-samples", type=click.IntRange(min=1), default=100, show_default=True, help="Samples the layer errors are measured on.")
-@click.option("--eval-samples", type=click.IntRange(min=1), help="Evaluation samples for the accuracy checks (default: all).")
-@click.option("--format", "output_format", type=click.Choice(["table", "json", "csv", "md"]), default="table", show_default=True)
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the report to FILE instead of the terminal.")
-@click.option("--plot", type=click.Path(path_type=Path), metavar="PNG", help="Write a plot of SQNR per layer, in model order.")
-@model_loading_options
-@click.option("-v", "--verbose", is_flag=True, help="Show TensorFlow's own logging.")
-@handle_errors
-def debug_command(
-    model: Path, calibration: str | None, calib_samples: int, image_scale: str, per_tensor: bool, data: str | None,
-    reference: str | None, top: int, layer_samples: int, eval_samples: int | None, output_format: str,
-    output: Path | None, plot: Path | None, signature: str | None, custom_objects: tuple[str, ...],
-    unsafe_deserialization: bool, verbose: bool,
-) -> None:
-    """Per-layer int8 quantization error of MODEL, named by its Keras layers, most sensitive first.
-
-    With --data, also the top-1 of float32, int8, and int8 with each of the --top most sensitive layers left in
-    float (keep one with: tflq convert --mode int8 --skip-layers NAME).
-    """
-    from tflq.convert import ConvertOptions
-    from tflq.data import ImageOptions
-    from tflq.debug import DebugOptions, debug_quantization
-    from tflq.debug_report import plot_sqnr, render
-
-    setup_logging(verbose)
-    options = DebugOptions(
-        convert=ConvertOptions(
-            modes=("int8",), calibration=calibration, calibration_samples=calib_samples, per_tensor=per_tensor,
-            images=ImageOptions(scale=image_scale), model=model_options(signature, custom_objects, unsafe_deserialization),
-        ),
-        data=data, reference=reference, layer_samples=layer_samples, eval_samples=eval_samples, top=top,
-    )
-    report = debug_quantization(model, options)
-    if plot is not None:
-        plot_sqnr(report, plot)
-    text = render_text(report) if output_format == "table" else render(report, output_format)
-    if output is not None:
-        from tflq.convert import write_atomically
-
-        try:
-            write_atomically(output, text.encode("utf-8"))
-        except OSError as error:
-            raise TflqClickException(f"-o {output}: cannot write: {error.strerror or error}", 2) from None
-        echo_err(f"wrote {output}")
-    elif output_format == "table":
-        print_rich_report(report)
-    else:
-        click.echo(text)
-    if plot is not None:
-        echo_err(f"wrote {plot}")
-
-
-@main.command("auto")
-@click.argument("model", type=click.Path(path_type=Path))
-@calibration_options
-@click.option("--data", metavar="EVAL", help="Evaluation data (required): labelled, or compared with --reference / the float32 model.")
-@click.option("--max-drop", type=float, required=True, metavar="POINTS", help="Largest accepted top-1 drop against float32, in percentage points.")
-@click.option("--objective", type=click.Choice(["size", "latency"]), default="size", show_default=True,
-              help="size: the first (most compressed) candidate that fits; latency: time every fitting candidate, keep the fastest.")
-@click.option("--max-float-layers", type=click.IntRange(min=0), default=3, show_default=True,
-              help="Try int8 with up to N of the most sensitive layers left in float.")
-@click.option("--reference", metavar="MODEL", help="Without labels: compare top-1 with this model (default: the float32 model).")
-@click.option("--eval-samples", type=click.IntRange(min=1), help="Evaluation samples to use (default: all).")
-@click.option("-o", "--output-dir", type=click.Path(path_type=Path), default=Path("build"), show_default=True)
-@click.option("--name", help="Output file-name stem (default: the model's name): writes <name>.auto.tflite.")
-@click.option("--json", "as_json", is_flag=True, help="Print the search as JSON.")
-@model_loading_options
-@click.option("-v", "--verbose", is_flag=True, help="Show TensorFlow's own logging.")
-@handle_errors
-def auto_command(
-    model: Path, calibration: str | None, calib_samples: int, image_scale: str, per_tensor: bool, data: str | None,
-    max_drop: float, objective: str, max_float_layers: int, reference: str | None, eval_samples: int | None,
-    output_dir: Path, name: str | None, as_json: bool, signature: str | None, custom_objects: tuple[str, ...],
-    unsafe_deserialization: bool, verbose: bool,
-) -> None:
-    """Write the smallest (or fastest) variant of MODEL whose top-1 drop against float32 stays within --max-drop.
-
-    Tries int8, int8 with the most sensitive layers in float, 16x8, dynamic, float16, and prints everything it
-    tried and why each was rejected. Exit 3 when nothing fits.
-    """
-    import json
-
-    from tflq.auto import AutoOptions, NoCandidateFits, auto_search
-    from tflq.convert import ConvertOptions
-    from tflq.data import ImageOptions
-
-    setup_logging(verbose)
-    options = AutoOptions(
-        max_drop=max_drop, objective=objective, data=data, reference=reference, eval_samples=eval_samples,
-        max_float_layers=max_float_layers, output_dir=output_dir, name=name,
-        convert=ConvertOptions(
-            modes=("int8",), calibration=calibration, calibration_samples=calib_samples, per_tensor=per_tensor,
-            images=ImageOptions(scale=image_scale), model=model_options(signature, custom_objects, unsafe_deserialization),
-        ),
-    )
-    try:
-        result = auto_search(model, options)
-    except NoCandidateFits as error:
-        if as_json:
-            click.echo(json.dumps(error.result.to_dict(), indent=2))
-        else:
-            print_auto(error.result)
-        raise
-    if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2))
-    else:
-        print_auto(result)
-
-
-def print_auto(result: Any) -> None:
-    """The search table: every candidate, its figures, and why it was kept or rejected."""
-    from rich import box
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console(soft_wrap=False)
-    if not console.is_terminal:
-        console = Console(soft_wrap=False, width=160)
-    console.print(
-        f"{result.model}: float32 {result.metric} {result.float32_score:.2%} on {result.samples} sample(s), "
-        f"{result.float32_size:,d} B; budget: drop <= {result.max_drop:g} points; objective: {result.objective}",
-        highlight=False, markup=False, soft_wrap=True,
-    )
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    for header in ("candidate", "status", "top-1", "drop", "size B", "vs float32", "latency ms", "reason"):
-        table.add_column(header, justify="left" if header in ("candidate", "status", "reason") else "right",
-                         no_wrap=header in ("candidate", "status"))
-    for trial in result.trials:
-        chosen = result.chosen is trial
-        table.add_row(
-            trial.candidate.label,
-            "chosen" if chosen else trial.status,
-            "" if trial.score is None else f"{trial.score:.2%}",
-            "" if trial.drop is None else f"{trial.drop:+.2f}",
-            "" if trial.size_bytes is None else f"{trial.size_bytes:,d}",
-            "" if trial.size_bytes is None else f"{trial.size_bytes / result.float32_size:.2f}x",
-            "" if trial.latency_ms is None else f"{trial.latency_ms:.3f}",
-            trial.reason,
-            style="bold" if chosen else None,
-        )
-    console.print(table)
-    calibrated = "one calibration shared by every int8 candidate" + (
-        ", one more for 16x8 (public converter)" if result.calibrations > 1 else ""
-    )
-    console.print(
-        f"{calibrated}; layer ranking {result.ranking_seconds:.2f} s; search {result.seconds:.2f} s",
-        highlight=False, markup=False, soft_wrap=True,
-    )
-    if result.chosen is not None:
-        console.print(f"chosen: {result.chosen.candidate.label} -> {result.path}", highlight=False, markup=False, soft_wrap=True)
-
-
-def print_rich_report(report: Any) -> None:
-    from rich.console import Console
-
-    from tflq.debug_report import LEGEND, rich_table, summary_lines
-
-    console = Console(soft_wrap=False)
-    if not console.is_terminal:
-        console = Console(soft_wrap=False, width=160)
-    for line in summary_lines(report):
-        console.print(line, highlight=False, markup=False, soft_wrap=True)
-    console.print(rich_table(report))
-    console.print(LEGEND, style="dim", highlight=False, markup=False, soft_wrap=True)
-
-
-def render_text(report: Any) -> str:
-    """The terminal table as plain text, for ``--format table -o FILE``."""
-    from rich.console import Console
-
-    from tflq.debug_report import LEGEND, rich_table, summary_lines
-
-    console = Console(record=True, width=200, file=__import__("io").StringIO(), color_system=None)
-    for line in summary_lines(report):
-        console.print(line, highlight=False, markup=False, soft_wrap=True)
-    console.print(rich_table(report))
-    console.print(LEGEND, highlight=False, markup=False, soft_wrap=True)
-    return console.export_text()
-
-
 @main.command("run")
 @click.argument("config_path", metavar="CONFIG.yaml", type=click.Path(path_type=Path))
 @click.option("--only", multiple=True, metavar="NAME", help="Run only this model of the file (repeatable).")
@@ -734,5 +455,11 @@ def run_command(
         raise TflqClickException(message, result.exit_code if result.exit_code != EXIT_GATE or not failed else EXIT_FAILED)
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+
+# The measuring and debugging commands live in their own modules; importing them registers them on ``main``.
+from tflq import cli_debug, cli_measure  # noqa: E402,F401  (pyflakes: used for their side effect)
+
+if __name__ == "__main__":  # pragma: no cover -- python -m tflq.cli: run the group the imports above filled
+    from tflq.cli import main as registered_main
+
+    sys.exit(registered_main())
