@@ -320,8 +320,6 @@ def run_model(
         entry = manifest["jobs"].get(f"{job.name}/{variant.label}", {})
         if variant not in plan.convert:
             artifacts[variant.label] = entry["artifact"]
-            if variant not in plan.measure:
-                on_event("skip", job.name, variant.label, "up to date")
     if plan.convert:
         for variant in plan.convert:
             on_event("start", job.name, variant.label, "converting")
@@ -471,7 +469,6 @@ def _run_auto(job: ModelJob, output_dir: Path, manifest: dict[str, Any], on_even
     fresh = entry.get("key") == key and recorded.get("sha256") == _file_sha(path)
     if fresh:
         found = entry["measurement"]["auto"]
-        on_event("skip", job.name, "auto", "up to date")
     else:
         on_event("start", job.name, "auto", f"searching within {job.auto['max_drop']:g} points")
         try:
