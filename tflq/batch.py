@@ -29,7 +29,7 @@ from tflq.modes import MODES, Variant
 MANIFEST = ".tflq-manifest.json"
 MANIFEST_VERSION = 1
 
-# on_event(kind, model, label, text): kind is "start", "done", "skip", "fail" or "info"
+# on_event(kind, model, label, text): kind is "start", "done", "fail" or "info"
 EventCallback = Callable[[str, str, str, str], None]
 
 

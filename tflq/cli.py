@@ -421,10 +421,10 @@ def run_command(
         from rich.console import Console
 
         console = Console(stderr=True, highlight=False)
-    styles = {"start": "dim", "done": "green", "skip": "cyan", "fail": "bold red", "info": "dim"}
+    styles = {"start": "dim", "done": "green", "fail": "bold red", "info": "dim"}
 
     def on_event(kind: str, model: str, label: str, text: str) -> None:
-        marker = {"start": "...", "done": "ok ", "skip": "ok ", "fail": "ERR", "info": "   "}[kind]
+        marker = {"start": "...", "done": "ok ", "fail": "ERR", "info": "   "}[kind]
         line = f"[{time.perf_counter() - started:7.1f}s] {marker} {model} {label}: {text}"
         if console is not None:
             console.print(line, style=styles[kind], markup=False)
