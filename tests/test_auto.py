@@ -6,28 +6,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from tests.conftest import SAMPLES, run_tflite
 from tflq.auto import AutoOptions, NoCandidateFits, auto_search
-from tflq.cli import main
 from tflq.convert import ConvertOptions
 from tflq.errors import EXIT_GATE, EXIT_USAGE, UsageError
 from tflq.scoring import points
+from tests.cli_helpers import error_line, invoke
 
 TRAIN = str(SAMPLES / "digits_train.npz")
 TEST = str(SAMPLES / "digits_test.npz")
-
-
-def invoke(*args: object):
-    return CliRunner().invoke(main, [str(arg) for arg in args])
-
-
-def error_line(result) -> str:
-    lines = result.output.strip().splitlines()
-    assert lines and lines[-1].startswith("Error: "), result.output
-    assert "Traceback" not in result.output
-    return lines[-1]
 
 
 def top1(path: Path, data: dict[str, np.ndarray]) -> float:

@@ -10,26 +10,10 @@ from click.testing import CliRunner
 
 from tests.conftest import SAMPLES
 from tflq.cli import main
+from tests.cli_helpers import assert_nothing_written, assert_usage_error, convert
 
 CNN = str(SAMPLES / "digits_cnn.keras")
 TRAIN = str(SAMPLES / "digits_train.npz")
-
-
-def convert(*args: str, out: Path):
-    return CliRunner().invoke(main, ["convert", *args, "-o", str(out)])
-
-
-def assert_usage_error(result, *fragments: str) -> None:
-    assert result.exit_code == 2, result.output
-    message = result.output.strip().splitlines()[-1]
-    assert message.startswith("Error: "), result.output
-    for fragment in fragments:
-        assert fragment in message, (fragment, message)
-    assert "Traceback" not in result.output
-
-
-def assert_nothing_written(out: Path) -> None:
-    assert not out.exists() or not any(out.iterdir()), list(out.iterdir())
 
 
 @pytest.fixture()

@@ -8,13 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from tests.conftest import SAMPLES, run_tflite
-from tflq.cli import main
 from tflq.convert import ConvertOptions, ModelSession
 from tflq.debug import DebugOptions, debug_quantization
 from tflq.scoring import points
+from tests.cli_helpers import error_line, invoke
 
 TRAIN = str(SAMPLES / "digits_train.npz")
 TEST = str(SAMPLES / "digits_test.npz")
@@ -26,17 +25,6 @@ def top1(tflite: Path | bytes, data: dict[str, np.ndarray]) -> float:
     """Top-1 accuracy (%) of a .tflite on the digits test set, with the conftest per-sample loop."""
     logits = next(iter(run_tflite(tflite, {"image": data["x"]}).values()))
     return float(np.mean(logits.argmax(axis=1) == data["y"]) * 100.0)
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(main, [str(arg) for arg in args])
-
-
-def error_line(result) -> str:
-    lines = result.output.strip().splitlines()
-    assert lines and lines[-1].startswith("Error: "), result.output
-    assert "Traceback" not in result.output
-    return lines[-1]
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from tflq.config import load_config
 from tflq.convert import ConvertOptions, QatOptions, convert_model
 from tflq.errors import ConfigError, UsageError
 from tflq.modes import MODES, plan_variants
+from tests.cli_helpers import assert_nothing_written, assert_usage_error, convert
 
 CNN = str(SAMPLES / "digits_cnn.keras")
 TRAIN = str(SAMPLES / "digits_train.npz")
@@ -28,23 +29,6 @@ QAT_IO_TYPES = MODES["qat"].io_types
 # the smallest fine-tune that makes the accuracy assertions meaningful on the sample CNN (see the module docstring)
 TEST_EPOCHS = 2
 TEST_LEARNING_RATE = 1e-3
-
-
-def convert(*args: str, out: Path):
-    return CliRunner().invoke(main, ["convert", *args, "-o", str(out)])
-
-
-def assert_usage_error(result, *fragments: str) -> None:
-    assert result.exit_code == 2, result.output
-    message = result.output.strip().splitlines()[-1]
-    assert message.startswith("Error: "), result.output
-    for fragment in fragments:
-        assert fragment in message, (fragment, message)
-    assert "Traceback" not in result.output
-
-
-def assert_nothing_written(out: Path) -> None:
-    assert not out.exists() or not any(out.iterdir()), list(out.iterdir())
 
 
 def accuracy(tflite_path: Path, digits_test: dict[str, np.ndarray]) -> float:

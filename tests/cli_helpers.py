@@ -1,0 +1,38 @@
+"""Helpers the CLI tests share: invoke a command in-process, and check the one-line error contract."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from tflq.cli import main
+
+
+def invoke(*args: object):
+    """Run ``tflq ARGS...`` in-process with click's CliRunner."""
+    return CliRunner().invoke(main, [str(arg) for arg in args])
+
+
+def convert(*args: str, out: Path):
+    """``tflq convert ARGS... -o OUT``."""
+    return CliRunner().invoke(main, ["convert", *args, "-o", str(out)])
+
+
+def error_line(result) -> str:
+    """The last line of the output, which must be the one ``Error: ...`` line (and no traceback)."""
+    lines = result.output.strip().splitlines()
+    assert lines and lines[-1].startswith("Error: "), result.output
+    assert "Traceback" not in result.output
+    return lines[-1]
+
+
+def assert_usage_error(result, *fragments: str) -> None:
+    """Exit code 2 and an error line holding every fragment."""
+    assert result.exit_code == 2, result.output
+    message = error_line(result)
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+
+
+def assert_nothing_written(out: Path) -> None:
+    assert not out.exists() or not any(out.iterdir()), list(out.iterdir())
