@@ -7,7 +7,7 @@ a fixed random 3x3 convolution (``conv``), a fixed random projection to 128 ReLU
 * ``fragile``: ``logits`` has an 11th, masked class whose logit is always -300. Masked logits like this are
   common, for example padding or invalid actions. The float model never picks that class, but int8 quantizes the
   logits tensor per-tensor over [-300, ~2], which crushes the ten real logits into two or three levels. Plain int8
-  loses about 13 points of accuracy, and keeping ``logits`` in float gets them back.
+  loses about 8 points of accuracy (95.28 % -> 87.22 %), and keeping ``logits`` in float gets them back.
 * ``hopeless``: the same with ``hidden``'s weights scaled by 1e-8 (and ``logits``' by 1e8, so the float model
   computes the same function), plus a 129th hidden unit whose input weights are 1e-3 and whose outgoing weights
   are 0. The float model ignores that unit. Its activation, about 1e5 times the others, crushes the hidden tensor

@@ -170,3 +170,5 @@ def test_auto_and_skip_layers_in_a_batch(tmp_path, calib):
     assert auto["accuracy_drop"] <= 1.0
     again = rows_of(run(config))
     assert all(row["up_to_date"] for row in again.values())
+    forced = rows_of(run(config, "--force"))
+    assert not any(row["up_to_date"] for row in forced.values())

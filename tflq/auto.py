@@ -141,7 +141,7 @@ class AutoResult:
     ranking_seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        """The stable JSON form (``tflq auto --json``, keys documented in docs/debug.md)."""
+        """The stable JSON form (``tflq auto --json``, keys documented in the README section "Debug, selective quantization and auto search")."""
         return {
             "model": self.model,
             "objective": self.objective,

@@ -234,6 +234,7 @@ class _Plan:
     measure_keys: dict[str, str]  # label -> measurement key
     convert: tuple[Variant, ...]  # variants to (re)convert
     measure: tuple[Variant, ...]  # variants to (re)measure
+    force: bool = False  # --force: the auto search reruns too
 
 
 def _plan(job: ModelJob, output_dir: Path, manifest: dict[str, Any], force: bool) -> _Plan:
@@ -260,7 +261,7 @@ def _plan(job: ModelJob, output_dir: Path, manifest: dict[str, Any], force: bool
             to_measure.append(variant)
         elif entry.get("measure_key") != measure_keys[variant.label] or entry.get("measurement", {}).get("status") != "ok":
             to_measure.append(variant)
-    return _Plan(job, variants, keys, measure_keys, tuple(to_convert), tuple(to_measure))
+    return _Plan(job, variants, keys, measure_keys, tuple(to_convert), tuple(to_measure), force)
 
 
 def _convert_in_child(job: ModelJob, variants: Sequence[Variant], output_dir: str, *, report: Callable[..., None]) -> list[dict[str, Any]]:
@@ -394,7 +395,7 @@ def run_model(
             on_event("fail", job.name, variant.label, error or "failed")
     gated = _apply_gates(job, results_out)
     if job.auto.get("max_drop") is not None:
-        gated.append(_run_auto(job, output_dir, manifest, on_event))
+        gated.append(_run_auto(job, output_dir, manifest, on_event, force=plan.force))
     return gated
 
 
@@ -457,7 +458,9 @@ def _auto_in_child(job: ModelJob, output_dir: str, *, report: Callable[..., None
         return error.result.to_dict() | {"fits": False, "message": str(error)}
 
 
-def _run_auto(job: ModelJob, output_dir: Path, manifest: dict[str, Any], on_event: EventCallback) -> JobResult:
+def _run_auto(
+    job: ModelJob, output_dir: Path, manifest: dict[str, Any], on_event: EventCallback, *, force: bool = False
+) -> JobResult:
     """The ``auto`` row of a model: reused when nothing it depends on changed, else searched in a child process."""
     from tflq.auto import output_path as auto_output_path
     from tflq.isolation import call_isolated
@@ -466,7 +469,7 @@ def _run_auto(job: ModelJob, output_dir: Path, manifest: dict[str, Any], on_even
     entry = manifest["jobs"].get(f"{job.name}/auto", {})
     path = auto_output_path(output_dir, job.name)
     recorded = entry.get("artifact", {})
-    fresh = entry.get("key") == key and recorded.get("sha256") == _file_sha(path)
+    fresh = not force and entry.get("key") == key and recorded.get("sha256") == _file_sha(path)
     if fresh:
         found = entry["measurement"]["auto"]
     else:

@@ -226,7 +226,7 @@ class DebugReport:
         return None
 
     def to_dict(self) -> dict[str, Any]:
-        """The stable JSON form (``tflq debug --format json``, keys documented in docs/debug.md)."""
+        """The stable JSON form (``tflq debug --format json``, keys documented in the README section "Debug, selective quantization and auto search")."""
         return {
             "model": self.model,
             "samples": self.samples,
