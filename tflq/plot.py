@@ -76,9 +76,11 @@ def write_pareto_plot(rows: Sequence[Row], path: Path) -> Path | None:
                 edgecolors="#d62728" if on_front else "black", linewidths=2.0 if on_front else 0.6,
                 marker="o" if row.get("gate") != "fail" else "X",
             )
-            label = row["variant"] + ("" if p50 is None else f" ({p50:.3g} ms)")
-            panel.annotate(label, (size_kb, quality), textcoords="offset points", xytext=(8, offsets[index]), fontsize=7.5,
-                           va="center")
+            label = row["variant"] + ("" if p50 is None else f" ({_latency_text(p50)})")
+            panel.annotate(
+                label, (size_kb, quality), textcoords="offset points", xytext=(12, offsets[index]), fontsize=7.5,
+                va="center", arrowprops={"arrowstyle": "-", "color": "#888888", "linewidth": 0.6, "shrinkA": 0, "shrinkB": 4},
+            )
         panel.set_title(model, fontsize=11, fontweight="bold")
         panel.set_xscale("log")
         panel.xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
@@ -109,6 +111,10 @@ def write_pareto_plot(rows: Sequence[Row], path: Path) -> Path | None:
     plt.close(figure)
     temp.replace(path)
     return path
+
+
+def _latency_text(milliseconds: float) -> str:
+    return f"{milliseconds * 1000:.3g} µs" if milliseconds < 1 else f"{milliseconds:.3g} ms"
 
 
 def _label_offsets(points: Sequence[tuple[float, float]]) -> list[float]:
