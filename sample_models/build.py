@@ -122,12 +122,11 @@ def write_digit_images(images: np.ndarray, labels: np.ndarray, folder: Path, per
 # ------------------------------------------------------------------------------------------- models
 
 
-def build_cnn_keras3():
-    """Keras 3 functional CNN: (8, 8, 1) image -> 10 logits."""
-    import keras
-    from keras import layers
-
-    image = keras.Input(shape=(8, 8, 1), name="image")
+def build_cnn(keras_module):
+    """The digits CNN, (8, 8, 1) image -> 10 logits, in ``keras`` (Keras 3) or ``tf_keras`` (Keras 2): the two share
+    this API, so the .h5 file is the same network layer for layer."""
+    layers = keras_module.layers
+    image = keras_module.Input(shape=(8, 8, 1), name="image")
     x = layers.Conv2D(16, 3, padding="same", name="conv1")(image)
     x = layers.ReLU(name="relu1")(x)
     x = layers.DepthwiseConv2D(3, padding="same", use_bias=False, name="dwconv2")(x)
@@ -137,37 +136,27 @@ def build_cnn_keras3():
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(32, activation="relu", name="dense1")(x)
     logits = layers.Dense(10, name="logits")(x)
-    model = keras.Model(image, logits, name="digits_cnn")
+    model = keras_module.Model(image, logits, name="digits_cnn")
     model.compile(
-        optimizer=keras.optimizers.Adam(3e-3),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        optimizer=keras_module.optimizers.Adam(3e-3),
+        loss=keras_module.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
     return model
+
+
+def build_cnn_keras3():
+    """Keras 3 functional CNN: (8, 8, 1) image -> 10 logits."""
+    import keras
+
+    return build_cnn(keras)
 
 
 def build_cnn_tf_keras():
     """The same architecture as :func:`build_cnn_keras3`, layer for layer, in tf_keras (Keras 2)."""
     import tf_keras
-    from tf_keras import layers
 
-    image = tf_keras.Input(shape=(8, 8, 1), name="image")
-    x = layers.Conv2D(16, 3, padding="same", name="conv1")(image)
-    x = layers.ReLU(name="relu1")(x)
-    x = layers.DepthwiseConv2D(3, padding="same", use_bias=False, name="dwconv2")(x)
-    x = layers.BatchNormalization(name="bn2")(x)
-    x = layers.ReLU(name="relu2")(x)
-    x = layers.MaxPooling2D(2, name="pool2")(x)
-    x = layers.Flatten(name="flatten")(x)
-    x = layers.Dense(32, activation="relu", name="dense1")(x)
-    logits = layers.Dense(10, name="logits")(x)
-    model = tf_keras.Model(image, logits, name="digits_cnn")
-    model.compile(
-        optimizer=tf_keras.optimizers.Adam(3e-3),
-        loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    return model
+    return build_cnn(tf_keras)
 
 
 def build_multi_io():

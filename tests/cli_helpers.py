@@ -36,3 +36,18 @@ def assert_usage_error(result, *fragments: str) -> None:
 
 def assert_nothing_written(out: Path) -> None:
     assert not out.exists() or not any(out.iterdir()), list(out.iterdir())
+
+
+def assert_config_error(path: Path, *fragments: str) -> None:
+    """Loading the batch file at ``path`` fails with a ConfigError that starts with the path and holds every fragment."""
+    import pytest
+
+    from tflq.config import load_config
+    from tflq.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert message.startswith(str(path)), message
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)

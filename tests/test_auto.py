@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.cli_helpers import error_line, invoke
 from tests.conftest import SAMPLES, run_tflite
 from tflq.auto import AutoOptions, NoCandidateFits, auto_search
 from tflq.convert import ConvertOptions
 from tflq.errors import EXIT_GATE, EXIT_USAGE, UsageError
 from tflq.scoring import points
-from tests.cli_helpers import error_line, invoke
 
 TRAIN = str(SAMPLES / "digits_train.npz")
 TEST = str(SAMPLES / "digits_test.npz")

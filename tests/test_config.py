@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli_helpers import assert_config_error
 from tests.conftest import SAMPLES
 from tflq.config import Overrides, load_config
 from tflq.errors import ConfigError
@@ -92,12 +93,7 @@ def test_relative_paths_resolve_against_the_config_folder(tmp_path):
 )
 def test_invalid_configs_name_file_and_line(tmp_path, body: str, fragments: list[str]):
     path = write(tmp_path, body.format(cnn=SAMPLES / "digits_cnn.keras"))
-    with pytest.raises(ConfigError) as caught:
-        load_config(path)
-    message = str(caught.value)
-    assert message.startswith(str(path)), message
-    for fragment in fragments:
-        assert fragment in message, (fragment, message)
+    assert_config_error(path, *fragments)
 
 
 def test_only_with_unknown_model_suggests(tmp_path):

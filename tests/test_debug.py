@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.cli_helpers import error_line, invoke
 from tests.conftest import SAMPLES, run_tflite
 from tflq.convert import ConvertOptions, ModelSession
 from tflq.debug import DebugOptions, debug_quantization
 from tflq.scoring import points
-from tests.cli_helpers import error_line, invoke
 
 TRAIN = str(SAMPLES / "digits_train.npz")
 TEST = str(SAMPLES / "digits_test.npz")

@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from tests.cli_helpers import assert_config_error, assert_nothing_written, assert_usage_error, convert
 from tests.conftest import SAMPLES, run_tflite
 from tflq.cli import main
 from tflq.config import load_config
 from tflq.convert import ConvertOptions, QatOptions, convert_model
-from tflq.errors import ConfigError, UsageError
+from tflq.errors import UsageError
 from tflq.modes import MODES, plan_variants
-from tests.cli_helpers import assert_nothing_written, assert_usage_error, convert
 
 CNN = str(SAMPLES / "digits_cnn.keras")
 TRAIN = str(SAMPLES / "digits_train.npz")
@@ -199,12 +199,7 @@ models:
 def test_yaml_qat_errors_name_file_and_line(tmp_path, body: str, fragments: list[str]):
     text = f"models:\n  - name: a\n    path: {CNN}\n    modes: [qat]\n" + body.format(train=TRAIN)
     path = write(tmp_path, text)
-    with pytest.raises(ConfigError) as caught:
-        load_config(path)
-    message = str(caught.value)
-    assert message.startswith(str(path)), message
-    for fragment in fragments:
-        assert fragment in message, (fragment, message)
+    assert_config_error(path, *fragments)
 
 
 def test_yaml_loss_is_checked_as_a_string_only_so_validation_stays_instant(tmp_path):
