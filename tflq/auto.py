@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from tflq import _calibrated, _tf
-from tflq.convert import ConvertOptions, ModelSession, default_name, float_ops, verify_runs, write_atomically
+from tflq.convert import ConvertOptions, ModelSession, float_ops, output_name, verify_runs, write_atomically
 from tflq.errors import ConversionError, GateError, InterpreterError, UsageError
 from tflq.modes import Variant
 from tflq.scoring import points
@@ -300,9 +300,7 @@ def auto_search(model_path: Path, options: AutoOptions, *, workdir: Path | None 
     before converting anything.
     """
     started = time.perf_counter()
-    name = options.name or default_name(model_path)
-    if any(sep in name for sep in ("/", "\\")) or name.startswith("."):
-        raise UsageError(f"--name {name!r}: expected a plain file-name stem")
+    name = output_name(model_path, options.name)
     with contextlib.ExitStack() as stack:
         if workdir is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tflq-auto-")))

@@ -136,6 +136,14 @@ def default_name(model_path: Path) -> str:
     return model_path.name if model_path.is_dir() else model_path.stem
 
 
+def output_name(model_path: Path, name: str | None) -> str:
+    """The output file-name stem: ``name`` or the model's. Raises UsageError for a stem that is not a plain name."""
+    name = name or default_name(model_path)
+    if any(sep in name for sep in ("/", "\\")) or name.startswith("."):
+        raise UsageError(f"--name {name!r}: expected a plain file-name stem")
+    return name
+
+
 def write_atomically(path: Path, content: bytes) -> None:
     """Write to a temporary file beside ``path`` and rename: ``path`` is either complete or absent."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -419,9 +427,7 @@ def convert_model(
     """
     variants = options.variants()
     model_kind(model_path)
-    name = name or default_name(model_path)
-    if any(sep in name for sep in ("/", "\\")) or name.startswith("."):
-        raise UsageError(f"--name {name!r}: expected a plain file-name stem")
+    name = output_name(model_path, name)
     with contextlib.ExitStack() as stack:
         if workdir is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tflq-")))
