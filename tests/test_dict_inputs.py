@@ -81,3 +81,22 @@ def test_int64_ids_outside_int32_name_the_input_and_range(token_model: Path, tmp
     np.savez(data, x=ids)
     result = convert(str(token_model), "--mode", "int8", "--calib", str(data), out=tmp_path / "out")
     assert_usage_error(result, "input 'token_ids', sample 7", "int64", "outside the int32 range -2147483648..2147483647")
+
+
+def test_a_keras_call_error_keeps_its_reason() -> None:
+    """Keras puts the reason below "Exception encountered when calling ..."; the one line keeps it."""
+    import keras
+
+    from tflq.models import keras_reason
+
+    class Refuses(keras.layers.Layer):
+        def call(self, x):
+            raise ValueError("inputs must be a dict keyed by 'zeta' and 'alpha'")
+
+    with pytest.raises(Exception) as caught:  # the real error Keras raises, whatever its type
+        Refuses(name="refuses")(np.zeros((1, 3), np.float32))
+    text = str(caught.value)
+    assert "Exception encountered when calling" in text.splitlines()[0]
+    line = keras_reason(text)
+    assert "\n" not in line and "Arguments received" not in line and "\x1b" not in line
+    assert "Exception encountered when calling" in line and "inputs must be a dict keyed by 'zeta' and 'alpha'" in line
