@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import sysconfig
 import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,15 +18,19 @@ from typing import Any, TypeVar
 
 from tflq.errors import UsageError
 
-_TFLQ_DIR = str(Path(__file__).resolve().parent)
+_TFLQ_DIR = str(Path(__file__).resolve().parent) + os.sep
+_STDLIB_DIR = str(Path(sysconfig.get_paths()["stdlib"]).resolve()) + os.sep
 T = TypeVar("T")
 
 
 def _library_file(filename: str) -> bool:
-    resolved = str(Path(filename).resolve()) if filename and not filename.startswith("<") else filename
-    if resolved.startswith(_TFLQ_DIR):
+    """True for tflq's own files, installed packages and the standard library (not the user's code)."""
+    if not filename or filename.startswith("<"):
         return True
-    return "site-packages" in resolved or "dist-packages" in resolved or resolved.startswith(("<frozen", sys.base_prefix))
+    resolved = str(Path(filename).resolve())
+    if resolved.startswith(_TFLQ_DIR) or resolved.startswith(_STDLIB_DIR):
+        return True
+    return "site-packages" in resolved or "dist-packages" in resolved
 
 
 def raise_site(tb: TracebackType | None) -> str | None:
