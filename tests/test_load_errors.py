@@ -167,3 +167,20 @@ def test_a_custom_objects_module_that_fails_on_import_is_one_line(
     assert_usage_error(result, f"importing module {module_name!r}", fragment)
     if "sys.exit" not in fragment:
         assert f"{module_name}.py:1" in result.output
+
+
+def test_a_savedmodel_with_an_empty_random_or_fifo_graph_is_refused(tmp_path: Path) -> None:
+    cases = {"empty": b"", "random": np.random.default_rng(2).bytes(3000), "fifo": None}
+    fragments = {
+        "empty": "not a SavedModel: saved_model.pb is an empty file (0 bytes)",
+        "random": "cannot load the SavedModel",
+        "fifo": "saved_model.pb: is a FIFO (named pipe), not a regular file",
+    }
+    for case, data in cases.items():
+        folder = tmp_path / case
+        folder.mkdir()
+        if data is None:
+            os.mkfifo(folder / "saved_model.pb")
+        else:
+            (folder / "saved_model.pb").write_bytes(data)
+        assert_usage_error(convert(str(folder), out=tmp_path / "out"), str(folder), fragments[case])

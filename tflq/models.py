@@ -77,8 +77,12 @@ def model_kind(path: Path) -> str:
         )
     suffix = path.suffix.lower()
     if path.is_dir():
-        if (path / "saved_model.pb").exists() or (path / "saved_model.pbtxt").exists():
-            return "savedmodel"
+        for graph in (path / "saved_model.pb", path / "saved_model.pbtxt"):
+            if graph.exists():
+                model_files.require_regular_file(graph, "a SavedModel graph file")
+                if graph.stat().st_size == 0:
+                    raise ModelLoadError(f"{path}: not a SavedModel: {graph.name} is an empty file (0 bytes)")
+                return "savedmodel"
         if suffix in KERAS_SUFFIXES + H5_SUFFIXES:
             raise ModelLoadError(f"{path}: is a directory, expected a {suffix} file")
         raise ModelLoadError(f"{path}: a directory without saved_model.pb is not a SavedModel")
