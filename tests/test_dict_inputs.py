@@ -13,9 +13,12 @@ from tests.conftest import run_tflite
 SAMPLES = 64
 
 
-@pytest.fixture(scope="module")
-def dict_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Inputs given as a dict whose keys are not in sorted order ('zeta' then 'alpha'), two outputs."""
+@pytest.fixture(scope="module", params=["flat", "nested"])
+def dict_model(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, Path, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Inputs given as a dict whose keys are not in sorted order ('zeta' then 'alpha'), two outputs; "nested" puts
+    them inside {"outer": {...}, "mid": ...} with a third input."""
     import keras
 
     keras.utils.set_random_seed(0)
@@ -24,16 +27,23 @@ def dict_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, di
     hidden = keras.layers.Dense(8, activation="relu", name="hidden")(
         keras.layers.Concatenate(name="join")([keras.layers.Dense(4, name="z_proj")(zeta), alpha])
     )
+    structure: dict = {"zeta": zeta, "alpha": alpha}
+    rng = np.random.default_rng(0)
+    data = {"zeta": rng.normal(size=(SAMPLES, 6)).astype(np.float32), "alpha": rng.normal(size=(SAMPLES, 3)).astype(np.float32)}
+    if request.param == "nested":
+        mid = keras.Input((2,), name="mid")
+        hidden = keras.layers.Concatenate(name="join_mid")([hidden, mid])
+        structure = {"outer": structure, "mid": mid}
+        data["mid"] = rng.normal(size=(SAMPLES, 2)).astype(np.float32)
     model = keras.Model(
-        {"zeta": zeta, "alpha": alpha},
+        structure,
         {"score": keras.layers.Dense(2, name="score")(hidden), "value": keras.layers.Dense(1, name="value")(hidden)},
     )
     folder = tmp_path_factory.mktemp("dict_inputs")
     model.save(folder / "dict_in.keras")
-    rng = np.random.default_rng(0)
-    data = {"zeta": rng.normal(size=(SAMPLES, 6)).astype(np.float32), "alpha": rng.normal(size=(SAMPLES, 3)).astype(np.float32)}
     np.savez(folder / "calib.npz", **data)
-    expected = {name: np.asarray(value) for name, value in model(data).items()}
+    feed = {"outer": {"zeta": data["zeta"], "alpha": data["alpha"]}, "mid": data["mid"]} if request.param == "nested" else data
+    expected = {name: np.asarray(value) for name, value in model(feed).items()}
     return folder / "dict_in.keras", folder / "calib.npz", data, expected
 
 
