@@ -1,7 +1,6 @@
 """Broken model files, non-regular files and missing classes: one line naming the file and what it is, exit 2."""
 from __future__ import annotations
 
-import io
 import json
 import os
 import threading

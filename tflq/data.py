@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from tflq.errors import DataError, UsageError
 from tflq import user_code
+from tflq.errors import DataError, UsageError
 from tflq.model_files import check_numpy_file
 from tflq.models import TensorSpec, resolve_object
 

@@ -28,7 +28,7 @@ def _library_file(filename: str) -> bool:
     if not filename or filename.startswith("<"):
         return True
     resolved = str(Path(filename).resolve())
-    if resolved.startswith(_TFLQ_DIR) or resolved.startswith(_STDLIB_DIR):
+    if resolved.startswith((_TFLQ_DIR, _STDLIB_DIR)):
         return True
     return "site-packages" in resolved or "dist-packages" in resolved
 
