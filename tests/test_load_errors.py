@@ -183,3 +183,12 @@ def test_a_savedmodel_with_an_empty_random_or_fifo_graph_is_refused(tmp_path: Pa
         else:
             (folder / "saved_model.pb").write_bytes(data)
         assert_usage_error(convert(str(folder), out=tmp_path / "out"), str(folder), fragments[case])
+
+
+def test_a_class_defined_in_the_saving_script_is_named(tmp_path: Path) -> None:
+    path = _with_layer_class(tmp_path, "__main__", "MyConv", registered="Custom>MyConv")
+    assert_usage_error(
+        convert(str(path), out=tmp_path / "out"),
+        "custom class 'MyConv' (registered as 'Custom>MyConv'), defined in the script that saved the model",
+        "--custom-objects module:MyConv",
+    )

@@ -158,6 +158,11 @@ def unresolved_class(config: Any, custom_objects: dict[str, Any]) -> str | None:
             if hasattr(imported, name) or _keras_api_symbol(module, name):
                 continue
             return f"class {name!r}, which module {module!r} does not have (saved with another version of {package}?)"
+        if module == "__main__":
+            return (
+                f"custom class {name!r} (registered as {registered!r}), defined in the script that saved the model; "
+                f"put it in a module and pass it with --custom-objects module:{name}"
+            )
         return (
             f"custom class {name!r} (registered as {registered!r}, defined in module {module!r}), which is not "
             f"registered; pass it with --custom-objects {module}:{name}"
