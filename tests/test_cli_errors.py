@@ -47,7 +47,7 @@ def bad_data(tmp_path: Path) -> dict[str, Path]:
         ("nan", ["nan.npz", "input 'image'", "sample 3", "NaN or infinite"]),
         ("strings", ["strings.npz", "expected dtype float32", "found str"]),
         ("wrong_key", ["wrong_key.npz", "expected key 'x'", "found keys ['labels', 'pixels']"]),
-        ("corrupt", ["corrupt.npz", "cannot read the .npz file"]),
+        ("corrupt", ["corrupt.npz", "not a .npz file"]),
     ],
 )
 def test_bad_calibration_data(case: str, fragments: list[str], bad_data, tmp_path):

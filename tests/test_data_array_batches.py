@@ -70,3 +70,28 @@ def test_shape_errors_match_the_per_sample_message(tmp_path: Path) -> None:
     with pytest.raises(DataError) as slow:
         collect(sample_by_sample(dataset), 2)
     assert str(fast.value) == str(slow.value)
+
+
+def test_int64_out_of_int32_range_is_reported_for_the_same_sample_on_both_paths(tmp_path: Path) -> None:
+    ids_spec = TensorSpec("ids", (None, 5), "int32")
+    path = tmp_path / "ids.npz"
+    ids = np.zeros((9, 5), np.int64)
+    ids[6, 3] = -(2**33)  # sample 6 does not fit int32; samples 0-5 do, so the batch path must search the batch
+    np.savez(path, x=ids)
+    dataset = open_data(str(path), [ids_spec], role="evaluation")
+    with pytest.raises(DataError) as fast:
+        collect(dataset, 4)
+    with pytest.raises(DataError) as slow:
+        collect(sample_by_sample(dataset), 4)
+    assert str(fast.value) == str(slow.value)
+    assert "input 'ids', sample 6: expected dtype int32, found int64 with values -8589934592..0" in str(fast.value)
+
+
+def test_int64_that_fits_is_cast_to_int32_on_both_paths(tmp_path: Path) -> None:
+    ids_spec = TensorSpec("ids", (None, 5), "int32")
+    path = tmp_path / "ids.npz"
+    np.savez(path, x=np.arange(45, dtype=np.int64).reshape(9, 5))
+    dataset = open_data(str(path), [ids_spec], role="evaluation")
+    for (fast_inputs, _), (slow_inputs, _) in zip(collect(dataset, 4), collect(sample_by_sample(dataset), 4), strict=True):
+        assert fast_inputs["ids"].dtype == slow_inputs["ids"].dtype == np.int32
+        np.testing.assert_array_equal(fast_inputs["ids"], slow_inputs["ids"])

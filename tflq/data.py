@@ -25,7 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from tflq import user_code
 from tflq.errors import DataError, UsageError
+from tflq.model_files import check_numpy_file
 from tflq.models import TensorSpec, resolve_object
 
 log = logging.getLogger("tflq")
@@ -100,10 +102,7 @@ class Dataset:
         count = 0
         for sample_inputs, sample_labels in itertools.islice(self._reader(), self.limit):
             if count == 0:
-                for spec in self.inputs:
-                    found = np.asarray(sample_inputs[spec.name]).dtype
-                    if found == np.float64 and spec.dtype == "float32":
-                        log.info("%s: input %r is float64; cast to float32", self.source, spec.name)
+                _cast_notices(self.source, self.inputs, sample_inputs)
             checked = {spec.name: _check_sample(self.source, spec, sample_inputs[spec.name], count) for spec in self.inputs}
             yield checked, sample_labels
             count += 1
@@ -136,6 +135,7 @@ class Dataset:
         count = self.count or 0
         if count == 0:
             raise DataError(f"{self.source}: no samples (the data is empty)")
+        _cast_notices(self.source, self.inputs, {name: value[:0] for name, value in input_arrays.items()})
         for start in range(0, count, batch_size):
             stop = min(start + batch_size, count)
             yield Batch(
@@ -151,6 +151,39 @@ class Dataset:
         return _stack(list(self._checked()))
 
 
+def _cast_notices(source: str, inputs: Sequence[TensorSpec], sample_inputs: dict[str, Any]) -> None:
+    """One notice per input whose dtype is cast (float64 -> float32, int64 -> int32 when the values fit)."""
+    for spec in inputs:
+        found = np.asarray(sample_inputs[spec.name]).dtype
+        if found == np.float64 and spec.dtype == "float32":
+            log.info("%s: input %r is float64; cast to float32", source, spec.name)
+        elif found.kind in "iu" and np.dtype(spec.dtype).kind in "iu" and not np.can_cast(found, spec.dtype):
+            log.info("%s: input %r is %s; cast to %s (every value is checked to fit)", source, spec.name, found.name, spec.dtype)
+
+
+def _check_labels(source: str, labels: dict[str, Any], where: str = "") -> None:
+    for output, value in labels.items():
+        dtype = np.asarray(value).dtype
+        if dtype.kind not in "biuf":
+            raise DataError(
+                f"{source}: labels for output {output!r}{where} have dtype {dtype.name} (strings or objects); "
+                "expected numbers (class ids or target values)"
+            )
+
+
+def _fit_integers(where: str, array: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Cast integers to a narrower integer dtype only when every value fits; else name the range."""
+    info = np.iinfo(dtype)
+    if array.size:
+        low, high = int(array.min()), int(array.max())
+        if low < info.min or high > info.max:
+            raise DataError(
+                f"{where}: expected dtype {dtype.name}, found {array.dtype.name} with values {low}..{high} outside "
+                f"the {dtype.name} range {info.min}..{info.max}"
+            )
+    return array.astype(dtype)
+
+
 def _stack(chunk: list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]) -> Batch:
     inputs = {name: np.stack([sample[name] for sample, _ in chunk]) for name in chunk[0][0]}
     labels = {name: np.stack([label[name] for _, label in chunk]) for name in chunk[0][1]}
@@ -164,6 +197,13 @@ def _check_batch(source: str, spec: TensorSpec, values: np.ndarray, first_index:
     batch = np.asarray(values)
     if batch.ndim == first.ndim + 2 and batch.shape[1] == 1:
         batch = batch[:, 0]
+    if batch.dtype.kind in "iu" and first.dtype.kind in "iu" and not np.can_cast(batch.dtype, first.dtype):
+        info = np.iinfo(first.dtype)
+        flat = batch.reshape(len(batch), -1)
+        outside = ((flat < info.min) | (flat > info.max)).any(axis=1)
+        if outside.any():  # report the first sample that does not fit, with the per-sample message
+            bad = int(np.argmax(outside))
+            _check_sample(source, spec, values[bad], first_index + bad)
     batch = np.ascontiguousarray(batch, dtype=first.dtype)
     if batch.dtype.kind == "f" and not np.isfinite(batch).all():
         bad = int(np.argmin(np.isfinite(batch.reshape(len(batch), -1)).all(axis=1)))
@@ -192,6 +232,8 @@ def _check_sample(source: str, spec: TensorSpec, value: Any, index: int) -> np.n
             array = array.astype(np.float32)
         elif array.dtype.kind in "iub" and want_dtype.kind in "iu" and np.can_cast(array.dtype, want_dtype):
             array = array.astype(want_dtype)
+        elif array.dtype.kind in "iu" and want_dtype.kind in "iu":
+            array = _fit_integers(where, array, want_dtype)
         else:
             raise DataError(f"{where}: expected dtype {want_dtype.name}, found {array.dtype.name}")
     if array.dtype.kind == "f" and not np.isfinite(array).all():
@@ -221,12 +263,12 @@ def open_data(
     if spec == RANDOM:
         return _random(inputs, outputs, limit or 200, role, seed)
     path = Path(spec)
-    if path.is_dir():
-        return _image_folder(path, inputs, outputs, limit, images or ImageOptions())
     if path.suffix.lower() == ".npz":
         return _npz(path, inputs, outputs, limit)
     if path.suffix.lower() == ".npy":
         return _npy(path, inputs, outputs, limit)
+    if path.is_dir():
+        return _image_folder(path, inputs, outputs, limit, images or ImageOptions())
     if ":" in spec and not path.exists():
         return _function(spec, inputs, outputs, limit)
     if not path.exists():
@@ -244,11 +286,14 @@ def _label_keys(outputs: Sequence[TensorSpec]) -> dict[str, str]:
 def _npz(path: Path, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], limit: int | None) -> Dataset:
     if not path.exists():
         raise DataError(f"{path}: no such file")
+    check_numpy_file(path, ".npz", DataError)
     try:
-        archive = np.load(path, allow_pickle=False)
-        arrays = {key: archive[key] for key in archive.files}
-    except Exception as error:  # numpy raises several types for a corrupt archive
-        raise DataError(f"{path}: cannot read the .npz file: {error}") from None
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except ValueError as error:  # an array of Python objects (needs pickle)
+        raise DataError(f"{path}: cannot read the .npz file: {_numpy_reason(error)}") from None
+    except Exception as error:  # numpy and zipfile raise several types for a corrupt archive
+        raise DataError(f"{path}: a truncated or damaged .npz file ({type(error).__name__}: {error})") from None
     label_keys = _label_keys(outputs)
     candidates = {key: value for key, value in arrays.items() if not key.startswith("y")}
     input_arrays: dict[str, np.ndarray] = {}
@@ -278,6 +323,7 @@ def _npz(path: Path, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]
     count = next(iter(lengths.values()))
     if any(length != count for length in lengths.values()):
         raise DataError(f"{path}: inputs have different sample counts: {lengths}")
+    _check_labels(str(path), label_arrays)
     for output, value in label_arrays.items():
         if value.ndim == 0 or len(value) != count:
             raise DataError(f"{path}: labels for output {output!r} have {len(value) if value.ndim else 0} rows, expected {count} (one per sample)")
@@ -299,10 +345,13 @@ def _npy(path: Path, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]
         raise DataError(f"{path}: no such file")
     if len(inputs) != 1:
         raise DataError(f"{path}: a .npy file holds one array, but the model has {len(inputs)} inputs; use a .npz with keys {[s.name for s in inputs]}")
+    check_numpy_file(path, ".npy", DataError)
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
-    except Exception as error:
-        raise DataError(f"{path}: cannot read the .npy file: {error}") from None
+    except ValueError as error:  # a Python-object array, or a header that does not fit the file
+        raise DataError(f"{path}: cannot read the .npy file: {_numpy_reason(error)}") from None
+    except Exception as error:  # numpy raises several types for a corrupt file
+        raise DataError(f"{path}: a truncated or damaged .npy file ({type(error).__name__}: {error})") from None
     name = inputs[0].name
 
     def reader() -> Iterator[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
@@ -312,6 +361,15 @@ def _npy(path: Path, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]
     if array.ndim == 0:
         raise DataError(f"{path}: holds a single value, expected an array of samples")
     return Dataset(str(path), inputs, outputs, reader, limit, has_labels=False, arrays=({name: array}, {}))
+
+
+def _numpy_reason(error: Exception) -> str:
+    text = str(error)
+    if "pickle" in text or "Python objects" in text:
+        return "it holds Python objects (dtype object), which tflq does not unpickle; save numeric arrays"
+    if "mmap length" in text or "larger than" in text or "No data left" in text:
+        return f"the file is truncated ({text})"
+    return text
 
 
 def _image_files(folder: Path) -> tuple[list[tuple[Path, int | None]], list[str]]:
@@ -353,7 +411,9 @@ def _image_folder(
                 with Image.open(file_path) as image:
                     image = image.convert("L" if channels == 1 else "RGB").resize((width, height), Image.BILINEAR)
                     pixels = np.asarray(image, dtype=np.float32)
-            except OSError as error:
+            except Image.DecompressionBombError as error:
+                raise DataError(f"{file_path}: image refused, over PIL's decompression-bomb limit ({error})") from None
+            except (OSError, ValueError, SyntaxError) as error:  # PIL: unreadable, truncated or zero-size image
                 raise DataError(f"{file_path}: cannot read the image: {error}") from None
             if channels == 1:
                 pixels = pixels[..., np.newaxis]
@@ -380,17 +440,20 @@ def _function(spec: str, inputs: Sequence[TensorSpec], outputs: Sequence[TensorS
     label_keys = _label_keys(outputs)
     names = [s.name for s in inputs]
 
+    what = f"data function {spec!r}"
+
     def reader() -> Iterator[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
-        produced = function()
+        produced = user_code.call(what, function, error_class=DataError)
         if not isinstance(produced, Iterable):
             raise DataError(f"{spec}: returned {type(produced).__name__}, expected an iterable of samples")
-        for index, sample in enumerate(produced):
+        for index, sample in enumerate(user_code.iterate(what, produced, error_class=DataError)):
             if isinstance(sample, dict):
                 missing = [n for n in names if n not in sample and not (len(names) == 1 and "x" in sample)]
                 if missing:
                     raise DataError(f"{spec}: sample {index} has keys {sorted(sample)}, missing input(s) {missing}")
                 values = {n: sample[n] if n in sample else sample["x"] for n in names}
                 labels = {out: np.asarray(sample[key]) for key, out in label_keys.items() if key in sample}
+                _check_labels(spec, labels, f", sample {index}")
                 yield values, labels
             elif isinstance(sample, (list, tuple)):
                 if len(sample) != len(names):

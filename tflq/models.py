@@ -6,16 +6,13 @@ are the Keras input and output names, so every .tflite carries readable tensor n
 """
 from __future__ import annotations
 
-import importlib
 import logging
-import os
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tflq import _tf
+from tflq import _tf, model_files, user_code
 from tflq.errors import ModelLoadError, UsageError
 
 KERAS_SUFFIXES = (".keras",)
@@ -73,11 +70,22 @@ def model_kind(path: Path) -> str:
     """Return ``"keras"``, ``"h5"`` or ``"savedmodel"`` for a model path. Raises ModelLoadError."""
     if not path.exists():
         raise ModelLoadError(f"{path}: no such file or directory")
-    if path.is_dir():
-        if (path / "saved_model.pb").exists() or (path / "saved_model.pbtxt").exists():
-            return "savedmodel"
-        raise ModelLoadError(f"{path}: a directory without saved_model.pb is not a SavedModel")
+    kind = model_files.non_regular_kind(path)
+    if kind:
+        raise ModelLoadError(
+            f"{path}: is {kind}, not a model file; give a .keras or .h5/.hdf5 file or a SavedModel directory"
+        )
     suffix = path.suffix.lower()
+    if path.is_dir():
+        for graph in (path / "saved_model.pb", path / "saved_model.pbtxt"):
+            if graph.exists():
+                model_files.require_regular_file(graph, "a SavedModel graph file")
+                if graph.stat().st_size == 0:
+                    raise ModelLoadError(f"{path}: not a SavedModel: {graph.name} is an empty file (0 bytes)")
+                return "savedmodel"
+        if suffix in KERAS_SUFFIXES + H5_SUFFIXES:
+            raise ModelLoadError(f"{path}: is a directory, expected a {suffix} file")
+        raise ModelLoadError(f"{path}: a directory without saved_model.pb is not a SavedModel")
     if suffix in KERAS_SUFFIXES:
         return "keras"
     if suffix in H5_SUFFIXES:
@@ -93,13 +101,7 @@ def resolve_object(reference: str, what: str) -> Any:
     module_name, sep, attr = reference.partition(":")
     if not sep or not module_name or not attr:
         raise UsageError(f"{what} {reference!r}: expected the form module:attribute")
-    cwd = os.getcwd()
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as error:
-        raise UsageError(f"{what} {reference!r}: cannot import module {module_name!r}: {error}") from None
+    module = user_code.import_module(module_name, f"{what} {reference!r}")
     target: Any = module
     for part in attr.split("."):
         if not hasattr(target, part):
@@ -133,6 +135,8 @@ def load_keras_model(path: Path, options: ModelOptions = ModelOptions()) -> Any:
     kind = model_kind(path)
     if kind == "savedmodel":
         raise ModelLoadError(f"{path}: a SavedModel directory is not a Keras model file")
+    # Check the file before Keras opens it: Keras says "File not found" for a .keras file that is not a zip.
+    config = model_files.read_keras_config(path) if kind == "keras" else model_files.read_h5_config(path)
     keras = _tf.keras()
     custom = custom_objects_dict(options.custom_objects)
     try:
@@ -151,6 +155,9 @@ def load_keras_model(path: Path, options: ModelOptions = ModelOptions()) -> Any:
         if kind == "h5":
             return _load_h5_with_tf_keras(path, options, custom, error)
         text = " ".join(str(error).split())
+        unresolved = model_files.unresolved_class(config, custom)
+        if unresolved:
+            raise ModelLoadError(f"{path}: the model uses {unresolved}") from None
         if "Unknown layer" in text or "Could not locate class" in text or "custom_objects" in text:
             raise ModelLoadError(
                 f"{path}: the model uses a class Keras does not know ({_first_sentence(text)}); "
@@ -170,18 +177,7 @@ def load_keras_model(path: Path, options: ModelOptions = ModelOptions()) -> Any:
 
 def _h5_layer_classes(path: Path) -> list[str]:
     """Class names of every layer in a legacy .h5 file's model config (read without deserializing)."""
-    import json
-
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as archive:
-            raw = archive.attrs.get("model_config")
-    except OSError as error:
-        raise ModelLoadError(f"{path}: not a readable HDF5 file: {error}") from None
-    if raw is None:
-        raise ModelLoadError(f"{path}: the HDF5 file holds no model config (weights only?); save the whole model")
-    config = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+    config = model_files.read_h5_config(path)
     found: list[str] = []
 
     def walk(node: Any) -> None:
@@ -280,7 +276,7 @@ def unroll_recurrent(model: Any, source: Path) -> Any:
 
     rng = np.random.default_rng(0)
     probe = [rng.random((2, *t.shape[1:]), dtype=np.float32).astype(t.dtype) for t in model.inputs]
-    probe_arg = probe[0] if len(probe) == 1 else probe
+    probe_arg = _inputs_as_built(model, probe)
     before, after = model(probe_arg, training=False), rebuilt(probe_arg, training=False)
     flat = zip(keras.tree.flatten(before), keras.tree.flatten(after))
     if any(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) > 1e-5 for a, b in flat):
@@ -303,10 +299,8 @@ def export_keras_model(model: Any, source: Path, export_dir: Path) -> ExportedMo
         tf.TensorSpec([None, *tensor.shape[1:]], tensor.dtype, name=name)
         for name, tensor in zip(input_names, model.inputs)
     ]
-    single_input = len(input_specs) == 1
-
     def serve(*args: Any) -> dict[str, Any]:
-        outputs = model(args[0] if single_input else list(args), training=False)
+        outputs = model(_inputs_as_built(model, list(args)), training=False)
         if isinstance(outputs, dict):
             return {name: outputs[name] for name in output_names}
         if isinstance(outputs, (list, tuple)):
@@ -324,7 +318,7 @@ def export_keras_model(model: Any, source: Path, export_dir: Path) -> ExportedMo
                 archive.add_endpoint(SERVING_KEY, serve, input_signature=input_specs)
                 archive.write_out(str(export_dir), verbose=False)
     except Exception as error:
-        raise ModelLoadError(f"{source}: cannot export the model to a SavedModel: {_first_sentence(str(error))}") from None
+        raise ModelLoadError(f"{source}: cannot export the model to a SavedModel: {keras_reason(str(error))}") from None
     layer_names = tuple(layer.name for layer in _all_layers(model))
     # The interface is known from the specs the export was made with: no need to load the SavedModel back.
     outputs = tuple(
@@ -341,6 +335,36 @@ def export_keras_model(model: Any, source: Path, export_dir: Path) -> ExportedMo
         keras_layer_names=layer_names,
         keras_layers=tuple(keras_layer_list(model)),
     )
+
+
+def _inputs_as_built(model: Any, flat_inputs: list[Any]) -> Any:
+    """The inputs (in ``model.inputs`` order) in the structure the model was built with: one tensor, a list, or
+    a dict keyed by input name (every keras_hub model), so a dict-input model is called with a dict."""
+    structure = getattr(model, "_inputs_struct", None)  # Keras 3 Functional
+    if structure is not None:
+        return _tf.keras().tree.pack_sequence_as(structure, flat_inputs)
+    structure = getattr(model, "_nested_inputs", None)  # tf_keras Functional
+    if isinstance(structure, dict):
+        return _tf.tf().nest.pack_sequence_as(structure, flat_inputs)
+    return flat_inputs[0] if len(flat_inputs) == 1 else flat_inputs
+
+
+def keras_reason(text: str) -> str:
+    """One line from a Keras error: its first line plus the reason Keras puts below "Exception encountered when
+    calling ..." (which alone says nothing), without terminal colour codes or the "Arguments received" dump."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    if not lines:
+        return text.strip()
+    reason: list[str] = []
+    for line in lines[1:]:
+        if line.startswith("Arguments received"):
+            break
+        reason.append(line)
+    joined = " ".join([lines[0], *reason]) if "Exception encountered" in lines[0] else lines[0]
+    return _first_sentence(joined, limit=600)
 
 
 def keras_layer_list(model: Any, prefix: str = "") -> list[KerasLayer]:
