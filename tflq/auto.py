@@ -197,13 +197,13 @@ class _Search:
         self.session = ModelSession(model_path, convert_options, workdir)
         exported = self.session.exported
         self.session.calibration_samples()
+        self.calibrations = 0
+        self.ranking_seconds = 0.0
+        self._float_path: Path | None = None  # set before the Evaluator, which converts float32 without labels
         self.evaluator = Evaluator(
             options.data or "", exported, float_model=self.float_model, reference=options.reference,
             limit=options.eval_samples, images=convert_options.images, model_options=convert_options.model,
         )
-        self.calibrations = 0
-        self.ranking_seconds = 0.0
-        self._float_path: Path | None = None
 
     def float_model(self) -> Path:
         if self._float_path is None:
