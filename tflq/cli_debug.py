@@ -82,7 +82,7 @@ def debug_command(
 @click.option("--data", metavar="EVAL", help="Evaluation data (required): labelled, or compared with --reference / the float32 model.")
 @click.option("--max-drop", type=float, required=True, metavar="POINTS", help="Largest accepted top-1 drop against float32, in percentage points.")
 @click.option("--objective", type=click.Choice(["size", "latency"]), default="size", show_default=True,
-              help="size: the first (most compressed) candidate that fits; latency: time every fitting candidate, keep the fastest.")
+              help="size: the smallest candidate that fits; latency: time every fitting candidate, keep the fastest.")
 @click.option("--max-float-layers", type=click.IntRange(min=0), default=3, show_default=True,
               help="Try int8 with up to N of the most sensitive layers left in float.")
 @click.option("--reference", metavar="MODEL", help="Without labels: compare top-1 with this model (default: the float32 model).")
