@@ -37,7 +37,7 @@ from tflq.convert import ConvertOptions, ModelSession
 from tflq.errors import ConversionError, TflqError, UsageError
 from tflq.layer_map import ModelOp, read_ops
 from tflq.modes import Variant
-from tflq.scoring import points
+from tflq.scoring import NoClassifierOutput, Score, points
 
 DEFAULT_TOP = 3
 DEFAULT_LAYER_SAMPLES = 100
@@ -212,6 +212,7 @@ class DebugReport:
     ops: tuple[OpError, ...]
     groups: tuple[LayerGroup, ...]
     accuracy: AccuracyCheck | None = None
+    notes: tuple[str, ...] = ()  # what was not measured, and why
 
     def in_model_order(self) -> list[OpError]:
         return sorted(self.ops, key=lambda op: op.position)
@@ -235,6 +236,7 @@ class DebugReport:
             "ranking": [group.label for group in self.groups],
             "ops": [{"rank": rank, **op.to_dict()} for rank, op in enumerate(self.ops, start=1)],
             "accuracy": self.accuracy.to_dict() if self.accuracy else None,
+            "notes": list(self.notes),
         }
 
 
@@ -531,13 +533,23 @@ def debug_quantization(model_path: Path, options: DebugOptions, *, workdir: Path
         session = ModelSession(model_path, convert_options, workdir)
         exported = session.exported
         session.calibration_samples()
+        float_path = workdir / "float32.tflite"
         evaluator = None
+        float_score: Score | None = None
+        notes: list[str] = []
         if options.data:
             evaluator = Evaluator(
-                options.data, exported, float_model=lambda: _write(workdir / "float32.tflite", session.convert_variant(Variant("float32"))),
+                options.data, exported, float_model=lambda: _float32(session, float_path),
                 reference=options.reference, limit=options.eval_samples, images=convert_options.images,
                 model_options=convert_options.model,
             )
+            try:  # before the layer errors: a model without a classifier output still gets them
+                float_score = evaluator.score(_float32(session, float_path))
+            except NoClassifierOutput as error:
+                notes.append(
+                    f"no accuracy checks: they need a classifier output (class scores of shape (N, C)) and the "
+                    f"model's outputs are {error.outputs}; the layer errors are measured on {options.data} all the same"
+                )
             samples, source = _data_samples(options, session), options.data
         else:
             samples, source = session.calibration_samples()[: options.layer_samples], f"{options.convert.calibration} (calibration)"
@@ -546,8 +558,8 @@ def debug_quantization(model_path: Path, options: DebugOptions, *, workdir: Path
         errors = rank(measure_ops(calibrated, model_ops, samples, per_tensor=convert_options.per_tensor))
         groups = layer_groups(errors, model_ops)
         accuracy = None
-        if evaluator is not None:
-            accuracy = _check_accuracy(session, calibrated, evaluator, groups[: options.top], workdir)
+        if evaluator is not None and float_score is not None:
+            accuracy = _check_accuracy(session, calibrated, evaluator, float_score, groups[: options.top], workdir)
         return DebugReport(
             model=str(model_path),
             samples=len(samples),
@@ -556,6 +568,7 @@ def debug_quantization(model_path: Path, options: DebugOptions, *, workdir: Path
             ops=tuple(errors),
             groups=tuple(groups),
             accuracy=accuracy,
+            notes=tuple(notes),
         )
 
 
@@ -574,13 +587,17 @@ def _write(path: Path, content: bytes) -> Path:
     return path
 
 
+def _float32(session: ModelSession, path: Path) -> Path:
+    """The model's float32 ``.tflite`` at ``path``, converted on first use."""
+    if not path.exists():
+        _write(path, session.convert_variant(Variant("float32")))
+    return path
+
+
 def _check_accuracy(
-    session: ModelSession, calibrated: bytes, evaluator: Any, groups: Sequence[LayerGroup], workdir: Path
+    session: ModelSession, calibrated: bytes, evaluator: Any, float_score: Score, groups: Sequence[LayerGroup],
+    workdir: Path,
 ) -> AccuracyCheck:
-    float_path = workdir / "float32.tflite"
-    if not float_path.exists():
-        _write(float_path, session.convert_variant(Variant("float32")))
-    float_score = evaluator.score(float_path)
     int8_score = evaluator.score(_write(workdir / "int8.tflite", session.convert_variant(Variant("int8"))))
     recoveries = []
     for number, group in enumerate(groups):
