@@ -111,3 +111,16 @@ def test_auto_bad_counts_are_tflq_usage_errors(args, fragment, tmp_path):
     result = invoke("auto", CNN, "--calib", TRAIN, "--data", TEST, "--max-drop", "1", "-o", tmp_path, *args)
     assert_usage_error(result, fragment)
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("where", ["file", "under-file", "target-is-folder"])
+def test_auto_output_folder_that_cannot_hold_the_file_is_refused_before_any_work(where, tmp_path):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file")
+    out = {"file": blocker, "under-file": blocker / "sub", "target-is-folder": tmp_path / "out"}[where]
+    if where == "target-is-folder":
+        (out / "digits_cnn.auto.tflite").mkdir(parents=True)
+    result = invoke("auto", CNN, "--calib", TRAIN, "--data", TEST, "--max-drop", "1", "-o", out)
+    expected = "it is a folder" if where == "target-is-folder" else f"{blocker} is a file, not a folder"
+    assert_usage_error(result, f"-o {out}: cannot write ", expected)
+    assert blocker.read_text() == "a file"

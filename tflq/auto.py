@@ -366,6 +366,17 @@ def _search_latency(search: _Search, trials: list[Trial], baseline: float) -> in
     return chosen
 
 
+def _check_output(output_dir: Path, target: Path) -> None:
+    """Refuse, before any work, an output folder that is a file (or lies under one) and a target that is a folder."""
+    for folder in (output_dir, *output_dir.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise UsageError(f"-o {output_dir}: cannot write {target.name}: {folder} is a file, not a folder")
+            break
+    if target.is_dir():
+        raise UsageError(f"-o {output_dir}: cannot write {target}: it is a folder")
+
+
 def auto_search(model_path: Path, options: AutoOptions, *, workdir: Path | None = None) -> AutoResult:
     """Find the smallest (``objective="size"``) or fastest (``"latency"``) variant of ``model_path`` whose
     accuracy drop against float32 stays within ``options.max_drop`` points, and write it to
@@ -377,6 +388,8 @@ def auto_search(model_path: Path, options: AutoOptions, *, workdir: Path | None 
     """
     started = time.perf_counter()
     name = output_name(model_path, options.name)
+    target = output_path(options.output_dir, name)
+    _check_output(options.output_dir, target)
     with contextlib.ExitStack() as stack:
         if workdir is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tflq-auto-")))
@@ -389,9 +402,11 @@ def auto_search(model_path: Path, options: AutoOptions, *, workdir: Path | None 
         else:
             chosen_index = _search_latency(search, trials, baseline.value)
         written = None
-        target = output_path(options.output_dir, name)
         if chosen_index is not None:
-            write_atomically(target, search.path(chosen_index).read_bytes())
+            try:
+                write_atomically(target, search.path(chosen_index).read_bytes())
+            except OSError as error:
+                raise UsageError(f"-o {options.output_dir}: cannot write {target}: {error.strerror or error}") from None
             written = target
         else:
             with contextlib.suppress(FileNotFoundError):
