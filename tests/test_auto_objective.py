@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.cli_helpers import error_line, invoke
+from tests.cli_helpers import invoke
 from tests.conftest import SAMPLES, run_tflite
 
 TRAIN = str(SAMPLES / "digits_train.npz")

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.cli_helpers import assert_usage_error, error_line, invoke
+from tests.cli_helpers import assert_usage_error, invoke
 from tests.conftest import SAMPLES
 
 TRAIN = str(SAMPLES / "digits_train.npz")
