@@ -104,8 +104,9 @@ def test_debug_bad_options_are_one_line_usage_errors_before_any_work(args, fragm
     [
         (["--max-float-layers", "-1"], "--max-float-layers must be 0 or more, got -1"),
         (["--eval-samples", "0"], "--eval-samples must be at least 1, got 0"),
+        (["--name", ""], "--name '': expected a plain file-name stem (omit --name for the model's name)"),
     ],
-    ids=["max-float-layers-negative", "eval-samples-0"],
+    ids=["max-float-layers-negative", "eval-samples-0", "empty-name"],
 )
 def test_auto_bad_counts_are_tflq_usage_errors(args, fragment, tmp_path):
     result = invoke("auto", CNN, "--calib", TRAIN, "--data", TEST, "--max-drop", "1", "-o", tmp_path, *args)

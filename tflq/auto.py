@@ -80,6 +80,8 @@ class AutoOptions:
             raise UsageError(f"--max-float-layers must be 0 or more, got {self.max_float_layers}")
         if self.eval_samples is not None and self.eval_samples < 1:
             raise UsageError(f"--eval-samples must be at least 1, got {self.eval_samples}")
+        if self.name is not None and not self.name.strip():
+            raise UsageError(f"--name {self.name!r}: expected a plain file-name stem (omit --name for the model's name)")
 
 
 @dataclass(frozen=True)
