@@ -33,7 +33,7 @@ def check_writable(flag: str, path: Path, what: str) -> None:
 @main.command("debug")
 @click.argument("model", type=click.Path(path_type=Path))
 @calibration_options
-@click.option("--data", metavar="EVAL", help="Evaluation data: feeds the layer errors and, with labels (or --reference), the accuracy checks.")
+@click.option("--data", metavar="EVAL", help="Evaluation data: feeds the layer errors and the accuracy checks (against the labels, --reference or the float32 model; they need a classifier output).")
 @click.option("--reference", metavar="MODEL", help="Without labels: compare top-1 with this model (.keras/.h5/SavedModel/.tflite; default: the float32 model).")
 @click.option("--top", type=int, default=3, show_default=True, help="With --data: try the N most sensitive layers in float (0 to skip).")
 @click.option("--layer-samples", type=int, default=100, show_default=True, help="Samples the layer errors are measured on.")
