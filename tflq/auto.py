@@ -1,17 +1,20 @@
-"""``tflq auto``: the most compressed (or the fastest) variant whose accuracy drop stays within a budget.
+"""``tflq auto``: the smallest (or the fastest) variant whose accuracy drop stays within a budget.
 
-Candidates run from the most to the least compressed:
+The candidates are:
 
 1. ``int8``;
 2. ``int8`` with the 1, 2, ... ``max_float_layers`` most sensitive layers left in float. The ranking comes from
-   ``tflq debug`` (:func:`tflq.debug.measure_ops`) and is computed only when plain int8 misses the budget;
+   ``tflq debug`` (:func:`tflq.debug.measure_ops`) and is computed whenever ``max_float_layers`` is above 0,
+   because the choice needs every candidate's size;
 3. ``16x8``, ``dynamic``, ``float16``.
 
-Each candidate is converted, checked to run, and scored on the evaluation data. The score is top-1 accuracy with
-labels, and top-1 agreement with the reference (or with the float32 model) without labels. A candidate fits when
-float32's score minus its own is at most ``max_drop`` points. With ``objective="size"`` the search stops at the
-first fit. With ``objective="latency"`` every candidate is scored, the ones that fit are timed, and the fastest
-wins. The winner is written atomically to ``<output_dir>/<name>.auto.tflite``.
+Every candidate is converted and checked to run first, so its size is known. Candidates are scored on the
+evaluation data: top-1 accuracy with labels, and top-1 agreement with the reference (or with the float32 model)
+without labels. A candidate fits when float32's score minus its own is at most ``max_drop`` points.
+With ``objective="size"`` candidates are scored from the smallest up, and the search stops at the first that fits:
+every candidate left unscored is at least as large (the candidate order breaks ties). With
+``objective="latency"`` every candidate is scored, the ones that fit are timed, and the fastest wins (the smaller
+one among equal latencies). The winner is written atomically to ``<output_dir>/<name>.auto.tflite``.
 
 The model is exported once and calibrated once. Every int8 candidate is re-quantized from that calibrated model
 (``_calibrated.quantize`` with a node denylist). 16x8 is the exception: it goes through the public converter,
@@ -77,6 +80,8 @@ class AutoOptions:
             raise UsageError(f"--max-float-layers must be 0 or more, got {self.max_float_layers}")
         if self.eval_samples is not None and self.eval_samples < 1:
             raise UsageError(f"--eval-samples must be at least 1, got {self.eval_samples}")
+        if self.name is not None and not self.name.strip():
+            raise UsageError(f"--name {self.name!r}: expected a plain file-name stem (omit --name for the model's name)")
 
 
 @dataclass(frozen=True)
@@ -197,13 +202,13 @@ class _Search:
         self.session = ModelSession(model_path, convert_options, workdir)
         exported = self.session.exported
         self.session.calibration_samples()
+        self.calibrations = 0
+        self.ranking_seconds = 0.0
+        self._float_path: Path | None = None  # set before the Evaluator, which converts float32 without labels
         self.evaluator = Evaluator(
             options.data or "", exported, float_model=self.float_model, reference=options.reference,
             limit=options.eval_samples, images=convert_options.images, model_options=convert_options.model,
         )
-        self.calibrations = 0
-        self.ranking_seconds = 0.0
-        self._float_path: Path | None = None
 
     def float_model(self) -> Path:
         if self._float_path is None:
@@ -268,30 +273,114 @@ class _Search:
         verify_runs(content, self.session.verification_inputs())
         return content
 
-    def measure(self, candidate: Candidate, number: int, baseline: float) -> tuple[Trial, Path | None]:
-        """Convert and score one candidate; a candidate that fails to convert or run is a failed trial."""
+    def build(self, candidate: Candidate, number: int) -> Trial:
+        """Convert one candidate and check it runs. Returns a NOT_TRIED trial with its size (its ``.tflite`` is
+        ``self.path(number)``), or a FAILED trial when it cannot be built or run."""
         started = time.perf_counter()
         if candidate.unavailable:
-            return Trial(candidate, FAILED, candidate.unavailable), None
+            return Trial(candidate, FAILED, candidate.unavailable)
         try:
             content = self.convert(candidate)
-            path = self.workdir / f"candidate.{number}.tflite"
-            path.write_bytes(content)
-            score = self.evaluator.score(path)
         except (ConversionError, InterpreterError) as error:
-            return Trial(candidate, FAILED, str(error), seconds=time.perf_counter() - started), None
-        drop = points(baseline, score.value)
+            return Trial(candidate, FAILED, str(error), seconds=time.perf_counter() - started)
+        self.path(number).write_bytes(content)
         floats = len(float_ops(content)) if candidate.mode == "int8" else 0
-        common = dict(score=score.value, drop=drop, size_bytes=len(content), float_ops=floats)
-        if drop <= self.options.max_drop:
-            trial = Trial(candidate, FITS, f"drop {drop:.2f} <= {self.options.max_drop:g} points", **common)
-        else:
-            trial = Trial(candidate, REJECTED, f"drop {drop:.2f} > {self.options.max_drop:g} points", **common)
-        return replace(trial, seconds=time.perf_counter() - started), path
+        return Trial(candidate, NOT_TRIED, "", size_bytes=len(content), float_ops=floats,
+                     seconds=time.perf_counter() - started)
+
+    def path(self, number: int) -> Path:
+        return self.workdir / f"candidate.{number}.tflite"
+
+    def score(self, built: Trial, number: int, baseline: float) -> Trial:
+        """Score a built candidate: it fits or is rejected, or fails when the interpreter cannot run it."""
+        started = time.perf_counter()
+        try:
+            score = self.evaluator.score(self.path(number))
+        except InterpreterError as error:
+            return replace(built, status=FAILED, reason=str(error), seconds=built.seconds + time.perf_counter() - started)
+        drop = points(baseline, score.value)
+        fits = drop <= self.options.max_drop
+        reason = f"drop {drop:.2f} {'<=' if fits else '>'} {self.options.max_drop:g} points"
+        return replace(built, status=FITS if fits else REJECTED, reason=reason, score=score.value, drop=drop,
+                       seconds=built.seconds + time.perf_counter() - started)
+
+
+def _by_size(trials: list[Trial]) -> list[int]:
+    """The built candidates, smallest first (candidate order among equal sizes)."""
+    built = [index for index, trial in enumerate(trials) if trial.size_bytes is not None]
+    return sorted(built, key=lambda index: (trials[index].size_bytes, index))
+
+
+def _distinct(first: float, second: float, unit: str) -> str:
+    """``"a vs b unit"`` with enough digits that unequal values do not print alike."""
+    for digits in (3, 4, 5, 6):
+        a, b = f"{first:.{digits}f}", f"{second:.{digits}f}"
+        if a != b:
+            break
+    return f"{a} vs {b} {unit}"
+
+
+def _search_size(search: _Search, trials: list[Trial], baseline: float) -> int | None:
+    """Score the built candidates from the smallest up and stop at the first that fits: every candidate not
+    scored is at least as large. Returns the index of the chosen trial."""
+    chosen: int | None = None
+    for index in _by_size(trials):
+        if chosen is None:
+            trials[index] = search.score(trials[index], index, baseline)
+            if trials[index].status == FITS:
+                chosen = index
+                trials[index] = replace(trials[index], reason=f"{trials[index].reason}; the smallest that fits")
+            continue
+        winner, trial = trials[chosen], trials[index]
+        assert trial.size_bytes is not None and winner.size_bytes is not None
+        relation = "larger than" if trial.size_bytes > winner.size_bytes else "the same size as"
+        trials[index] = replace(
+            trial, reason=f"not scored: {relation} {winner.candidate.label} ({winner.size_bytes:,d} B), which fits"
+            + ("" if relation == "larger than" else " and comes first"),
+        )
+    return chosen
+
+
+def _search_latency(search: _Search, trials: list[Trial], baseline: float) -> int | None:
+    """Score every built candidate, time the ones that fit, keep the fastest (the smaller among equals)."""
+    for index in range(len(trials)):
+        if trials[index].size_bytes is not None:
+            trials[index] = search.score(trials[index], index, baseline)
+    fitting = [index for index, trial in enumerate(trials) if trial.status == FITS]
+    if not fitting:
+        return None
+    for index in fitting:
+        trials[index] = replace(trials[index], latency_ms=search.evaluator.latency_ms(search.path(index)))
+    chosen = min(fitting, key=lambda index: (trials[index].latency_ms, trials[index].size_bytes, index))
+    fastest = trials[chosen]
+    assert fastest.latency_ms is not None
+    trials[chosen] = replace(fastest, reason=f"{fastest.reason}; the fastest that fits")
+    for index in fitting:
+        trial = trials[index]
+        if index == chosen or trial.latency_ms is None:
+            continue
+        relation = "slower than" if trial.latency_ms > fastest.latency_ms else "as fast as"
+        trials[index] = replace(
+            trial, reason=f"{trial.reason}; {relation} {fastest.candidate.label} "
+            f"({_distinct(trial.latency_ms, fastest.latency_ms, 'ms')})"
+            + ("" if relation == "slower than" else f" and not smaller ({trial.size_bytes:,d} vs {fastest.size_bytes:,d} B)"),
+        )
+    return chosen
+
+
+def _check_output(output_dir: Path, target: Path) -> None:
+    """Refuse, before any work, an output folder that is a file (or lies under one) and a target that is a folder."""
+    for folder in (output_dir, *output_dir.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise UsageError(f"-o {output_dir}: cannot write {target.name}: {folder} is a file, not a folder")
+            break
+    if target.is_dir():
+        raise UsageError(f"-o {output_dir}: cannot write {target}: it is a folder")
 
 
 def auto_search(model_path: Path, options: AutoOptions, *, workdir: Path | None = None) -> AutoResult:
-    """Find the most compressed (``objective="size"``) or fastest (``"latency"``) variant of ``model_path`` whose
+    """Find the smallest (``objective="size"``) or fastest (``"latency"``) variant of ``model_path`` whose
     accuracy drop against float32 stays within ``options.max_drop`` points, and write it to
     ``<output_dir>/<name>.auto.tflite``.
 
@@ -301,46 +390,25 @@ def auto_search(model_path: Path, options: AutoOptions, *, workdir: Path | None 
     """
     started = time.perf_counter()
     name = output_name(model_path, options.name)
+    target = output_path(options.output_dir, name)
+    _check_output(options.output_dir, target)
     with contextlib.ExitStack() as stack:
         if workdir is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tflq-auto-")))
         search = _Search(model_path, options, workdir)
         float_path = search.float_model()
         baseline = search.evaluator.score(float_path)
-        trials: list[Trial] = []
-        paths: dict[int, Path] = {}
-        stopped = False
-        for candidate in search.candidates():
-            if stopped:
-                first_fit = next(trial for trial in trials if trial.status == FITS)
-                trials.append(Trial(candidate, NOT_TRIED, f"{first_fit.candidate.label} fits and is more compressed"))
-                continue
-            trial, path = search.measure(candidate, len(trials), baseline.value)
-            if path is not None:
-                paths[len(trials)] = path
-            trials.append(trial)
-            if trial.status == FITS and options.objective == "size":
-                stopped = True
-        chosen_index: int | None = None
-        fitting = [index for index, trial in enumerate(trials) if trial.status == FITS]
-        if options.objective == "size" and fitting:
-            chosen_index = fitting[0]
-        elif options.objective == "latency" and fitting:
-            for index in fitting:
-                trials[index] = replace(trials[index], latency_ms=search.evaluator.latency_ms(paths[index]))
-            chosen_index = min(fitting, key=lambda index: trials[index].latency_ms or math.inf)
-            fastest = trials[chosen_index]
-            for index in fitting:
-                if index != chosen_index:
-                    trials[index] = replace(
-                        trials[index],
-                        reason=f"{trials[index].reason}; slower than {fastest.candidate.label} "
-                        f"({trials[index].latency_ms:.3f} vs {fastest.latency_ms:.3f} ms)",
-                    )
+        trials = [search.build(candidate, number) for number, candidate in enumerate(search.candidates())]
+        if options.objective == "size":
+            chosen_index = _search_size(search, trials, baseline.value)
+        else:
+            chosen_index = _search_latency(search, trials, baseline.value)
         written = None
-        target = output_path(options.output_dir, name)
         if chosen_index is not None:
-            write_atomically(target, paths[chosen_index].read_bytes())
+            try:
+                write_atomically(target, search.path(chosen_index).read_bytes())
+            except OSError as error:
+                raise UsageError(f"-o {options.output_dir}: cannot write {target}: {error.strerror or error}") from None
             written = target
         else:
             with contextlib.suppress(FileNotFoundError):

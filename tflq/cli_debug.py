@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from tflq.cli import (
-    TflqClickException,
+    _output_format,
     calibration_options,
     echo_err,
     handle_errors,
@@ -16,26 +16,39 @@ from tflq.cli import (
     model_options,
     setup_logging,
 )
+from tflq.errors import UsageError
+
+
+def check_writable(flag: str, path: Path, what: str) -> None:
+    """Refuse an output path that cannot be a file before any work is done. Raises UsageError."""
+    if path.is_dir():
+        raise UsageError(f"{flag} {path}: cannot write {what}: it is a folder; expected a file name")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UsageError(f"{flag} {path}: cannot write {what}: {parent} is a file, not a folder")
+            break
 
 
 @main.command("debug")
 @click.argument("model", type=click.Path(path_type=Path))
 @calibration_options
-@click.option("--data", metavar="EVAL", help="Evaluation data: feeds the layer errors and, with labels (or --reference), the accuracy checks.")
+@click.option("--data", metavar="EVAL", help="Evaluation data: feeds the layer errors and the accuracy checks (against the labels, --reference or the float32 model; they need a classifier output).")
 @click.option("--reference", metavar="MODEL", help="Without labels: compare top-1 with this model (.keras/.h5/SavedModel/.tflite; default: the float32 model).")
-@click.option("--top", type=click.IntRange(min=0), default=3, show_default=True, help="With --data: try the N most sensitive layers in float.")
-@click.option("--layer-samples", type=click.IntRange(min=1), default=100, show_default=True, help="Samples the layer errors are measured on.")
-@click.option("--eval-samples", type=click.IntRange(min=1), help="Evaluation samples for the accuracy checks (default: all).")
-@click.option("--format", "output_format", type=click.Choice(["table", "json", "csv", "md"]), default="table", show_default=True)
+@click.option("--top", type=int, default=3, show_default=True, help="With --data: try the N most sensitive layers in float (0 to skip).")
+@click.option("--layer-samples", type=int, default=100, show_default=True, help="Samples the layer errors are measured on.")
+@click.option("--eval-samples", type=int, help="Evaluation samples for the accuracy checks (default: all).")
+@click.option("--format", "output_format", type=click.Choice(["table", "json", "csv", "md"]), help="Output format. Default: table (or from -o's extension).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the report to FILE instead of the terminal.")
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
 @click.option("--plot", type=click.Path(path_type=Path), metavar="PNG", help="Write a plot of SQNR per layer, in model order.")
 @model_loading_options
 @click.option("-v", "--verbose", is_flag=True, help="Show TensorFlow's own logging.")
 @handle_errors
 def debug_command(
     model: Path, calibration: str | None, calib_samples: int, image_scale: str, per_tensor: bool, data: str | None,
-    reference: str | None, top: int, layer_samples: int, eval_samples: int | None, output_format: str,
-    output: Path | None, plot: Path | None, signature: str | None, custom_objects: tuple[str, ...],
+    reference: str | None, top: int, layer_samples: int, eval_samples: int | None, output_format: str | None,
+    output: Path | None, as_json: bool, plot: Path | None, signature: str | None, custom_objects: tuple[str, ...],
     unsafe_deserialization: bool, verbose: bool,
 ) -> None:
     """Per-layer int8 quantization error of MODEL, named by its Keras layers, most sensitive first.
@@ -49,6 +62,10 @@ def debug_command(
     from tflq.debug_report import plot_sqnr, render
 
     setup_logging(verbose)
+    chosen_format = _output_format(output_format, as_json, str(output) if output is not None else None)
+    for flag, path, what in (("-o", output, "the report"), ("--plot", plot, "the PNG")):
+        if path is not None:
+            check_writable(flag, path, what)
     options = DebugOptions(
         convert=ConvertOptions(
             modes=("int8",), calibration=calibration, calibration_samples=calib_samples, per_tensor=per_tensor,
@@ -59,21 +76,24 @@ def debug_command(
     report = debug_quantization(model, options)
     if plot is not None:
         plot_sqnr(report, plot)
-    text = render_text(report) if output_format == "table" else render(report, output_format)
+    text = render_text(report) if chosen_format == "table" else render(report, chosen_format)
     if output is not None:
         from tflq.convert import write_atomically
 
         try:
             write_atomically(output, text.encode("utf-8"))
         except OSError as error:
-            raise TflqClickException(f"-o {output}: cannot write: {error.strerror or error}", 2) from None
+            raise UsageError(f"-o {output}: cannot write: {error.strerror or error}") from None
         echo_err(f"wrote {output}")
-    elif output_format == "table":
+    elif chosen_format == "table":
         print_rich_report(report)
     else:
         click.echo(text)
     if plot is not None:
         echo_err(f"wrote {plot}")
+    if chosen_format in ("json", "csv"):  # the table and Markdown carry their notes
+        for note in report.notes:
+            echo_err(f"Note: {note}")
 
 
 @main.command("auto")
@@ -82,11 +102,11 @@ def debug_command(
 @click.option("--data", metavar="EVAL", help="Evaluation data (required): labelled, or compared with --reference / the float32 model.")
 @click.option("--max-drop", type=float, required=True, metavar="POINTS", help="Largest accepted top-1 drop against float32, in percentage points.")
 @click.option("--objective", type=click.Choice(["size", "latency"]), default="size", show_default=True,
-              help="size: the first (most compressed) candidate that fits; latency: time every fitting candidate, keep the fastest.")
-@click.option("--max-float-layers", type=click.IntRange(min=0), default=3, show_default=True,
+              help="size: the smallest candidate that fits; latency: time every fitting candidate, keep the fastest.")
+@click.option("--max-float-layers", type=int, default=3, show_default=True,
               help="Try int8 with up to N of the most sensitive layers left in float.")
 @click.option("--reference", metavar="MODEL", help="Without labels: compare top-1 with this model (default: the float32 model).")
-@click.option("--eval-samples", type=click.IntRange(min=1), help="Evaluation samples to use (default: all).")
+@click.option("--eval-samples", type=int, help="Evaluation samples to use (default: all).")
 @click.option("-o", "--output-dir", type=click.Path(path_type=Path), default=Path("build"), show_default=True)
 @click.option("--name", help="Output file-name stem (default: the model's name): writes <name>.auto.tflite.")
 @click.option("--json", "as_json", is_flag=True, help="Print the search as JSON.")

@@ -44,6 +44,7 @@ def summary_lines(report: DebugReport) -> list[str]:
             f"{check.metric} on {check.samples} sample(s): float32 {check.float32:.2%}, int8 {check.int8:.2%} "
             f"(drop {check.drop:.2f} points)"
         )
+    lines += [f"Note: {note}" for note in report.notes]
     return lines
 
 
@@ -216,9 +217,12 @@ def plot_sqnr(report: DebugReport, path: Path) -> None:
     axes.grid(axis="y", alpha=0.3)
     figure.legend(loc="upper center", ncol=2, fontsize=8, frameon=False, bbox_to_anchor=(0.5, 0.995))
     figure.tight_layout(rect=(0, 0, 1, 0.9))
+    from tflq.convert import write_atomically
+
+    png = io.BytesIO()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path)
+        figure.savefig(png, format="png")
+        write_atomically(path, png.getvalue())  # complete or absent, like every tflq output
     except OSError as error:
         raise UsageError(f"--plot {path}: cannot write the PNG: {error.strerror or error}") from None
     finally:

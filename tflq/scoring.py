@@ -33,6 +33,15 @@ class Score:
     samples: int
 
 
+class NoClassifierOutput(UsageError):
+    """The model has no output a top-1 can be computed on (regression or coordinate outputs only). ``outputs``
+    names the model's outputs and their shapes."""
+
+    def __init__(self, message: str, outputs: str) -> None:
+        super().__init__(message)
+        self.outputs = outputs
+
+
 def points(better: float, worse: float) -> float:
     """The drop from ``better`` to ``worse`` (fractions) in percentage points."""
     return (better - worse) * 100.0
@@ -81,7 +90,8 @@ class Evaluator:
             self.reference = ReferenceRun(path, tuple(t.name for t in run.signature.outputs), run.predictions or {})
 
     def score(self, tflite_path: Path) -> Score:
-        """Top-1 (fraction) of the model at ``tflite_path``. Raises InterpreterError, DataError or UsageError."""
+        """Top-1 (fraction) of the model at ``tflite_path``. Raises NoClassifierOutput when no output is a classifier
+        the harness scores, InterpreterError, DataError or UsageError."""
         from tflq.harness import run_tflite, score
 
         with _tf.quiet():  # the interpreter announces its delegate when it allocates
@@ -93,9 +103,10 @@ class Evaluator:
             values = [result.top1 for result in measurement.agreement if result.top1 is not None]
         if not values:
             outputs = ", ".join(f"{t.name} {t.shape[1:]}" for t in run.signature.outputs)
-            raise UsageError(
+            raise NoClassifierOutput(
                 f"{self.data}: accuracy needs a classifier output (class scores of shape (N, C)) with labels or a "
-                f"reference; the model's outputs are {outputs}"
+                f"reference; the model's outputs are {outputs}",
+                outputs,
             )
         return Score(value=float(np.mean(values)), samples=measurement.samples)
 
