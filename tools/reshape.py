@@ -220,6 +220,8 @@ class Rewriter:
         head = parts[0]
         if head.startswith("__") or head in KEEP or head in NOT_MODULES:
             return parts
+        if head in PACKAGES and len(parts) > 1 and parts[1] in submodules(head):
+            return parts  # tflq.<package>.<submodule>: already the new layout (check_no_ambiguity makes it certain)
         if head in PACKAGES and not self.layout.is_old(head):
             # A new-layout reference: tflq.<package>[.<submodule or re-export>...]
             if len(parts) > 1 and parts[1] not in submodules(head) | set(REEXPORTS.get(head, ("", ()))[1]):
