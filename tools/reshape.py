@@ -75,7 +75,7 @@ MOVES: dict[str, str] = {
 }
 
 # Modules that stay where they are.
-KEEP: frozenset[str] = frozenset({"__init__", "errors", "modes"})
+KEEP: frozenset[str] = frozenset({"__init__", "__main__", "errors", "modes"})
 
 # The one-line docstring of each new package.
 PACKAGES: dict[str, str] = {
