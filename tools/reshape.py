@@ -83,7 +83,7 @@ PACKAGES: dict[str, str] = {
     "batch": "Batch runs: YAML batch files -> typed job settings; plan, convert, measure, gate and report every job.",
     "debug": "Quantization debugging: per-layer error, selective and mixed precision, and the auto search.",
     "measure": "Measure .tflite files with the LiteRT interpreter: runner, latency protocol, metrics, inspection.",
-    "convert": "The conversion session: export once, calibrate once, build each variant, verify it, write it atomically.",
+    "convert": "The conversion session: export once, calibrate once, build each variant, verify, write atomically.",
     "qat": "Quantization-aware training with tensorflow-model-optimization.",
     "model": "The user's model: load .keras / .h5 / SavedModel and export it once; the one data layer.",
     "report": "Reports: terminal tables, Markdown, JSON, CSV and plots.",
