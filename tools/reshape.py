@@ -33,7 +33,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# Old module (tflq/<old>.py) -> new module path below tflq/ (without .py).
+# Old module (tflq/<old>.py) -> new module path below tflq/ (without .py). Modules issue 9's branches add are mapped
+# too (an entry whose file does not exist is skipped); a module that is in neither MOVES nor KEEP stops the run.
 MOVES: dict[str, str] = {
     # cli/: the click shell. cli.py is not cli/main.py: cli.py defines `main`, so `tflq.cli.main` would name both
     # the module and the old function.
@@ -43,6 +44,10 @@ MOVES: dict[str, str] = {
     # batch/: YAML -> typed options; plan jobs, manifest, executors, gates.
     "config": "batch/config",
     "batch": "batch/run",
+    "config_yaml": "batch/config_yaml",  # issue 9 (i9-config)
+    "config_checks": "batch/config_checks",  # issue 9 (i9-config)
+    "batch_manifest": "batch/manifest",  # issue 9 (i9-batchrun)
+    "batch_auto": "batch/auto_job",  # issue 9 (i9-batchrun)
     # debug/: per-layer error, selective and mixed precision, auto search.
     "debug": "debug/layer_error",
     "debug_report": "debug/report",
@@ -55,9 +60,13 @@ MOVES: dict[str, str] = {
     "tflite_info": "measure/tflite_info",
     "harness": "measure/harness",
     "isolation": "measure/isolation",
+    "measurement": "measure/measurement",  # issue 9 (i9-measure)
+    "tasks": "measure/tasks",  # issue 9 (i9-measure)
+    "tflite_contents": "measure/tflite_contents",  # issue 9 (i9-measure)
     # convert/: the session (export once, calibrate once, build, verify, write atomically) and the op names.
     "convert": "convert/session",
     "layer_map": "convert/layer_map",
+    "conversion_errors": "convert/conversion_errors",  # issue 9 (i9-convert)
     # qat/: tfmot training.
     "bridge": "qat/bridge",
     "losses": "qat/losses",
@@ -66,6 +75,8 @@ MOVES: dict[str, str] = {
     # model/: load and export the user's model; the one data layer.
     "models": "model/load",
     "data": "model/data",
+    "model_files": "model/file_checks",  # issue 9 (i9-files)
+    "user_code": "model/user_code",  # issue 9 (i9-files)
     # report/: tables and files; plots.
     "report": "report/render",
     "plot": "report/plot",
@@ -74,8 +85,9 @@ MOVES: dict[str, str] = {
     "_calibrated": "_tf/calibrated",
 }
 
-# Modules that stay where they are.
-KEEP: frozenset[str] = frozenset({"__init__", "__main__", "errors", "modes"})
+# Modules that stay where they are: the package, the registry, the exception family, and two bottom-layer utilities
+# every stage uses (main's settings declarations; issue 9's output-file writing, i9-convert).
+KEEP: frozenset[str] = frozenset({"__init__", "__main__", "errors", "modes", "options", "outputs"})
 
 # The one-line docstring of each new package.
 PACKAGES: dict[str, str] = {
