@@ -120,8 +120,9 @@ if __name__ == "__main__":  # pragma: no cover
     main()
 '''
 
-# `tflq.<word>` tokens that are not module paths (file names in prose and configs).
-NOT_MODULES: frozenset[str] = frozenset({"yaml", "yml", "egg", "tflite", "json"})
+# `tflq.<word>` tokens that are not module paths: file names in prose and configs (tflq.yaml), and the
+# dataclass-metadata key of tflq/options.py ("tflq.setting").
+NOT_MODULES: frozenset[str] = frozenset({"yaml", "yml", "egg", "tflite", "json", "setting"})
 
 KEEP_BEGIN = "reshape: keep-begin"
 KEEP_END = "reshape: keep-end"
