@@ -31,7 +31,7 @@ test-fast: $(STAMP)
 # all three. .ci/run runs this before the tests.
 lint: $(STAMP)
 	$(BIN)/ruff check tflq tools
-	$(BIN)/mypy
+	$(BIN)/mypy tflq
 	$(BIN)/lint-imports
 
 bench: $(STAMP)
