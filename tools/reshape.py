@@ -269,14 +269,14 @@ class Rewriter:
             if item:
                 name, _, alias = (word.strip() for word in item.partition(" as "))
                 aliases.append((name, alias or name))
+        for name, _ in aliases:
+            if not self.layout.is_old(name) and not (name.startswith("__") or name in KEEP or name in PACKAGES):
+                self.errors.append(f"{path}: from tflq import {name}: no mapping for tflq.{name} in tools/reshape.py")
         if not any(self.layout.is_old(name) for name, _ in aliases):
             return match[0]
         comment = match["comment"] or ""
         kept = [name if alias == name else f"{name} as {alias}" for name, alias in aliases
                 if not self.layout.is_old(name)]
-        for name, _ in aliases:
-            if not self.layout.is_old(name) and not (name.startswith("__") or name in KEEP or name in PACKAGES):
-                self.errors.append(f"{path}: from tflq import {name}: no mapping for tflq.{name} in tools/reshape.py")
         by_package: dict[str, list[str]] = {}
         for name, alias in aliases:
             if self.layout.is_old(name):
