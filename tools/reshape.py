@@ -217,6 +217,23 @@ def check_no_ambiguity(layout: Layout) -> None:
         raise ReshapeError("\n".join(problems))
 
 
+def check_reexports_exist(root: Path) -> None:
+    """Every name a package __init__ re-exports must be defined by its module (issue 9 may rename one)."""
+    old_of = {new: old for old, new in MOVES.items()}
+    problems = []
+    for package, (module, names) in REEXPORTS.items():
+        new_path = root / "tflq" / package / f"{module}.py"
+        path = new_path if new_path.is_file() else root / "tflq" / f"{old_of[f'{package}/{module}']}.py"
+        if not path.is_file():
+            continue
+        missing = sorted(set(names) - top_level_names(path.read_text()))
+        if missing:
+            problems.append(f"{path.relative_to(root)} no longer defines {missing}, which tflq/{package}/__init__.py "
+                            "re-exports: update REEXPORTS in tools/reshape.py (and the Python API docs)")
+    if problems:
+        raise ReshapeError("\n".join(problems))
+
+
 def check_every_module_mapped(root: Path) -> None:
     unmapped = sorted(p.name for p in (root / "tflq").glob("*.py") if p.stem not in MOVES and p.stem not in KEEP)
     if unmapped:
@@ -345,6 +362,7 @@ class Plan:
 
 def make_plan(root: Path) -> Plan:
     check_every_module_mapped(root)
+    check_reexports_exist(root)
     layout = Layout.read(root)
     check_no_ambiguity(layout)
     rewriter = Rewriter(layout)

@@ -97,6 +97,8 @@ def test_a_run_on_a_tiny_repository_is_complete_and_idempotent(tmp_path: Path) -
     for name in [*reshape.MOVES, "errors", "modes", "__init__"]:
         (tmp_path / "tflq" / f"{name}.py").write_text("from tflq import errors\n")
     (tmp_path / "tflq" / "cli.py").write_text("from tflq import cli_debug\n\n\ndef main() -> None: ...\n")
+    for package, (_, names) in reshape.REEXPORTS.items():
+        (tmp_path / "tflq" / f"{package}.py").write_text("".join(f"{name} = None\n" for name in names))
     git(tmp_path, "init", "-q")
     git(tmp_path, "add", "-A")
     git(tmp_path, "commit", "-qm", "flat")
@@ -128,3 +130,15 @@ def test_an_unmapped_module_stops_the_run_before_anything_moves(tmp_path: Path) 
     assert done.returncode == 2
     assert "no mapping in tools/reshape.py MOVES: brand_new.py" in done.stderr
     assert (tmp_path / "tflq" / "cli.py").is_file()
+
+
+def test_a_reexport_the_module_no_longer_defines_stops_the_run(tmp_path: Path) -> None:
+    (tmp_path / "tflq").mkdir()
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "tflq" / "convert.py").write_text("def convert_model() -> None: ...\n")
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "add", "-A")
+    git(tmp_path, "commit", "-qm", "flat")
+    done = run_script(tmp_path)
+    assert done.returncode == 2
+    assert "tflq/convert.py no longer defines ['Artifact', 'ConvertOptions', 'ConvertResult']" in done.stderr
