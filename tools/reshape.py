@@ -53,6 +53,7 @@ MOVES: dict[str, str] = {
     "debug_report": "debug/report",
     "scoring": "debug/scoring",
     "auto": "debug/auto",
+    "debug_run": "debug/debug_models",  # issue 9 (i9-debug): runs the debug models, accumulates their statistics
     # measure/: the LiteRT interpreter and everything measured on it.
     "runner": "measure/runner",
     "latency": "measure/latency",
