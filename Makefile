@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench clean venv samples
+.PHONY: demo test test-fast lint bench clean venv samples
 
 venv: $(STAMP)
 
@@ -26,6 +26,13 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
+
+# Style and bugbear (ruff), types (mypy, on tflq/) and the stage layering (import-linter); pyproject.toml configures
+# all three. .ci/run runs this before the tests.
+lint: $(STAMP)
+	$(BIN)/ruff check tflq tools
+	$(BIN)/mypy tflq
+	$(BIN)/lint-imports
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/sweep.py
