@@ -14,16 +14,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from tflq.config_yaml import Located, read_tree
 from tflq.errors import ConfigError, UsageError
 from tflq.modes import MODES, plan_variants
-
-
-@dataclass(frozen=True)
-class Located:
-    """A value read from YAML with the line it came from (1-based; 0 when not from a file)."""
-
-    value: Any
-    line: int
 
 
 @dataclass(frozen=True)
@@ -239,39 +232,6 @@ def _did_you_mean(word: str, choices: Any) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _compose(text: str, source: Path) -> Any:
-    """Parse YAML keeping line numbers: mappings become dict[str, Located], lists list[Located]."""
-    import yaml
-
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise ConfigError(f"{source}{line}: YAML syntax error: {problem}") from None
-    if node is None:
-        raise ConfigError(f"{source}: the file is empty")
-    constructor = yaml.SafeLoader("")
-
-    def convert(current: Any) -> Any:
-        if isinstance(current, yaml.MappingNode):
-            result: dict[str, Located] = {}
-            for key_node, value_node in current.value:
-                key = constructor.construct_object(key_node, deep=True)
-                if not isinstance(key, str):
-                    raise ConfigError(f"{source}:{key_node.start_mark.line + 1}: keys must be strings, found {key!r}")
-                if key in result:
-                    raise ConfigError(f"{source}:{key_node.start_mark.line + 1}: duplicate key {key!r}")
-                result[key] = Located(convert(value_node), key_node.start_mark.line + 1)
-            return result
-        if isinstance(current, yaml.SequenceNode):
-            return [Located(convert(item), item.start_mark.line + 1) for item in current.value]
-        return constructor.construct_object(current, deep=True)
-
-    return convert(node)
-
-
 def _plain(value: Any) -> Any:
     """Strip Located wrappers (for values checked as a whole, e.g. lists)."""
     if isinstance(value, Located):
@@ -331,15 +291,11 @@ def _resolve(value: Any, base: Path) -> Any:
 
 def load_config(path: Path, overrides: Overrides = Overrides()) -> BatchConfig:
     """Read and validate a batch file. Returns a BatchConfig; raises ConfigError naming file:line."""
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such config file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"{path}: cannot read: {error}") from None
-    tree = _compose(text, path)
+    tree = read_tree(path)
     if not isinstance(tree, dict):
-        raise ConfigError(f"{path}:1: expected a mapping with keys {', '.join(TOP_LEVEL)}")
+        raise ConfigError(
+            f"{path}:1: expected a mapping with keys {', '.join(TOP_LEVEL)}, found {_type_name(_plain(tree))}"
+        )
     _check_keys(tree, TOP_LEVEL, "the top level", path)
     base = path.resolve().parent
 
