@@ -16,7 +16,7 @@ from typing import Any
 
 from tflq.config_yaml import Located, read_tree
 from tflq.errors import ConfigError, UsageError
-from tflq.modes import MODES, plan_variants
+from tflq.modes import MODES, Variant, plan_variants
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,39 @@ def _str_list(value: Any, where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+# `<name>.<label>.tflite` and its temporary twin `.<file>.XXXXXXXX.tmp` (convert.write_atomically) must fit NAME_MAX
+_NAME_MAX_BYTES = 255
+_LONGEST_SUFFIX = max(
+    [len(f".{Variant(mode.name, io).label}.tflite") for mode in MODES.values() for io in mode.io_types] + [len(".auto.tflite")]
+)
+MAX_MODEL_NAME_BYTES = _NAME_MAX_BYTES - _LONGEST_SUFFIX - len("..XXXXXXXX.tmp")
+
+
+def _model_name(value: Any, where: str) -> str:
+    """A model name is the stem of its output files: a plain file name, never a path."""
+    name = _str(value, where)
+    expected = "a plain file-name stem (not a path)"
+    if name in (".", ".."):
+        raise ConfigError(f"{where}: expected {expected}, found {name!r}")
+    for bad in ("/", "\\"):
+        if bad in name:
+            raise ConfigError(f"{where}: expected {expected}, found {name!r} (contains {bad!r})")
+    control = next((char for char in name if ord(char) < 32 or ord(char) == 127), None)
+    if control is not None:
+        raise ConfigError(f"{where}: expected {expected}, found {name!r} (contains the control character {control!r})")
+    if name[0] in ".-":
+        raise ConfigError(f"{where}: expected {expected}, found {name!r} (starts with {name[0]!r})")
+    if name != name.strip():
+        raise ConfigError(f"{where}: expected {expected}, found {name!r} (leading or trailing space)")
+    size = len(name.encode("utf-8", "surrogatepass"))
+    if size > MAX_MODEL_NAME_BYTES:
+        raise ConfigError(
+            f"{where}: a model name may hold at most {MAX_MODEL_NAME_BYTES} bytes (its output file names must fit "
+            f"the file system's {_NAME_MAX_BYTES}), found {size}"
+        )
+    return name
+
+
 def _modes(value: Any, where: str) -> tuple[str, ...]:
     names = _str_list(value, where)
     for name in names:
@@ -100,6 +133,19 @@ def _modes(value: Any, where: str) -> tuple[str, ...]:
     if not names:
         raise ConfigError(f"{where}: expected at least one mode")
     return names
+
+
+def parse_modes_option(text: str) -> tuple[str, ...]:
+    """``tflq run --modes MODE[,MODE...]``: at least one mode, no empty item, each a known mode. Raises UsageError."""
+    names = tuple(item.strip() for item in text.split(","))
+    if not any(names):
+        raise UsageError(f"--modes {text!r}: expected a comma-separated list of modes, e.g. float32,int8; valid modes: {', '.join(MODES)}")
+    if not all(names):
+        raise UsageError(f"--modes {text!r}: empty mode name between commas; expected MODE[,MODE...]")
+    try:
+        return _modes(list(names), "--modes")
+    except ConfigError as error:
+        raise UsageError(str(error)) from None
 
 
 def _io_types(value: Any, where: str) -> tuple[str, ...]:
@@ -173,7 +219,7 @@ SETTINGS: dict[str, Field] = {
 
 # settings only a model entry may have
 MODEL_FIELDS: dict[str, Field] = {
-    "name": Field(_str),
+    "name": Field(_model_name),
     "path": Field(_str, path=True),
     "signature": Field(_opt_str, None),
     "custom_objects": Field(_str_list, ()),
@@ -382,12 +428,40 @@ def load_config(path: Path, overrides: Overrides = Overrides()) -> BatchConfig:
             )
         jobs.append(job)
 
+    _refuse_colliding_outputs(jobs, {job.name: entry for job, entry in zip(jobs, models_node.value)}, output_dir, path)
     if overrides.only:
         unknown = [n for n in overrides.only if n not in seen]
         if unknown:
             raise ConfigError(f"--only {unknown[0]!r}: no such model in {path}{_did_you_mean(unknown[0], seen)}; models: {', '.join(seen)}")
         jobs = [job for job in jobs if job.name in overrides.only]
     return BatchConfig(source=path, output_dir=output_dir, models=tuple(jobs))
+
+
+def planned_outputs(job: ModelJob, output_dir: Path) -> list[Path]:
+    """Every file a batch run writes for ``job``: one per variant (convert.output_path) and the auto winner."""
+    from tflq.auto import output_path as auto_output_path
+    from tflq.convert import output_path
+
+    paths = [output_path(output_dir, job.name, variant) for variant in plan_variants(list(job.modes), list(job.io_types))]
+    if job.auto.get("max_drop") is not None:
+        paths.append(auto_output_path(output_dir, job.name))
+    return paths
+
+
+def _refuse_colliding_outputs(
+    jobs: list[ModelJob], entries: dict[str, Located], output_dir: Path, source: Path
+) -> None:
+    """Two models must never plan the same output file (model ``x`` with int8 I/O and model ``x.int8`` do)."""
+    owners: dict[str, ModelJob] = {}
+    for job in jobs:
+        for planned in planned_outputs(job, output_dir):
+            other = owners.setdefault(planned.name, job)
+            if other is not job:
+                first, second = entries[other.name].value["name"].line, entries[job.name].value["name"].line
+                raise ConfigError(
+                    f"{source}:{second}: model {job.name!r} would write {planned.name}, which model {other.name!r} "
+                    f"({source}:{first}) writes too; rename one of them"
+                )
 
 
 def _line_of(entry: dict[str, Located], defaults: dict[str, Any], section: str, tree: dict[str, Located]) -> int:
