@@ -414,6 +414,8 @@ def run_command(
     started = time.perf_counter()
     total = sum(1 for _ in config.models)
     click.echo(f"tflq run {config_path}: {total} model(s) -> {config.output_dir}", err=True)
+    for note in config.notes:
+        click.echo(f"note: {note}", err=True)
 
     on_terminal = sys.stderr.isatty()
     console = None

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from tflq.config_checks import refuse_colliding_outputs, unused_settings
 from tflq.config_yaml import Located, read_tree
 from tflq.errors import ConfigError, UsageError
 from tflq.modes import MODES, Variant, plan_variants
@@ -262,6 +263,7 @@ class BatchConfig:
     source: Path
     output_dir: Path
     models: tuple[ModelJob, ...]
+    notes: tuple[str, ...] = ()  # settings the modes asked with `tflq run --modes` do not read (ignored)
 
 
 @dataclass(frozen=True)
@@ -428,40 +430,15 @@ def load_config(path: Path, overrides: Overrides = Overrides()) -> BatchConfig:
             )
         jobs.append(job)
 
-    _refuse_colliding_outputs(jobs, {job.name: entry for job, entry in zip(jobs, models_node.value)}, output_dir, path)
+    refuse_colliding_outputs(jobs, models_node.value, output_dir, path)
+    defaults_node = tree["defaults"].value if "defaults" in tree and isinstance(tree["defaults"].value, dict) else None
+    notes = unused_settings(jobs, models_node.value, defaults_node, path, ",".join(overrides.modes) if overrides.modes else None)
     if overrides.only:
         unknown = [n for n in overrides.only if n not in seen]
         if unknown:
             raise ConfigError(f"--only {unknown[0]!r}: no such model in {path}{_did_you_mean(unknown[0], seen)}; models: {', '.join(seen)}")
         jobs = [job for job in jobs if job.name in overrides.only]
-    return BatchConfig(source=path, output_dir=output_dir, models=tuple(jobs))
-
-
-def planned_outputs(job: ModelJob, output_dir: Path) -> list[Path]:
-    """Every file a batch run writes for ``job``: one per variant (convert.output_path) and the auto winner."""
-    from tflq.auto import output_path as auto_output_path
-    from tflq.convert import output_path
-
-    paths = [output_path(output_dir, job.name, variant) for variant in plan_variants(list(job.modes), list(job.io_types))]
-    if job.auto.get("max_drop") is not None:
-        paths.append(auto_output_path(output_dir, job.name))
-    return paths
-
-
-def _refuse_colliding_outputs(
-    jobs: list[ModelJob], entries: dict[str, Located], output_dir: Path, source: Path
-) -> None:
-    """Two models must never plan the same output file (model ``x`` with int8 I/O and model ``x.int8`` do)."""
-    owners: dict[str, ModelJob] = {}
-    for job in jobs:
-        for planned in planned_outputs(job, output_dir):
-            other = owners.setdefault(planned.name, job)
-            if other is not job:
-                first, second = entries[other.name].value["name"].line, entries[job.name].value["name"].line
-                raise ConfigError(
-                    f"{source}:{second}: model {job.name!r} would write {planned.name}, which model {other.name!r} "
-                    f"({source}:{first}) writes too; rename one of them"
-                )
+    return BatchConfig(source=path, output_dir=output_dir, models=tuple(jobs), notes=notes)
 
 
 def _line_of(entry: dict[str, Located], defaults: dict[str, Any], section: str, tree: dict[str, Located]) -> int:
