@@ -9,6 +9,7 @@ The schema is the :data:`SECTIONS` and :data:`MODEL_FIELDS` tables: adding a set
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -51,9 +52,12 @@ def _bool(value: Any, where: str) -> bool:
     return value
 
 
+MAX_INT = 2**31 - 1  # counts reach C ints (threads, runs); anything bigger is a typo
+
+
 def _positive_int(value: Any, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{where}: expected a positive integer, found {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_INT:
+        raise ConfigError(f"{where}: expected a positive integer (at most {MAX_INT}), found {value!r}")
     return value
 
 
@@ -66,8 +70,8 @@ def _opt_bool(value: Any, where: str) -> bool | None:
 
 
 def _non_negative_int(value: Any, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigError(f"{where}: expected a non-negative integer, found {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_INT:
+        raise ConfigError(f"{where}: expected a non-negative integer (at most {MAX_INT}), found {value!r}")
     return value
 
 
@@ -80,8 +84,8 @@ def _learning_rate(value: Any, where: str) -> float:
 def _opt_number(value: Any, where: str) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ConfigError(f"{where}: expected a non-negative number or null, found {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+        raise ConfigError(f"{where}: expected a finite non-negative number or null, found {value!r}")
     return float(value)
 
 

@@ -130,6 +130,9 @@ def _yaml_error(error: Any, text: str, source: Path) -> ConfigError:
         problem = f"character {error.character!r} is not allowed in YAML ({error.reason})"
     else:
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        context = getattr(error, "context", None)
+        if context:
+            problem = f"{context}, {problem}"
     return ConfigError(f"{source}{f':{line}' if line else ''}: YAML syntax error: {problem}")
 
 
@@ -138,7 +141,10 @@ def read_tree(path: Path) -> Any:
     import yaml
 
     text = _read_text(path)
-    loader = _bounded_loader(path)(text)
+    try:
+        loader = _bounded_loader(path)(text)  # the reader refuses non-printable characters here
+    except yaml.YAMLError as error:
+        raise _yaml_error(error, text, path) from None
     try:
         node = loader.get_single_node()
     except yaml.YAMLError as error:
