@@ -315,3 +315,14 @@ def test_modes_from_the_cli_make_unread_settings_notes(tmp_path):
 def test_malformed_values_are_one_line_with_file_and_line(tmp_path, text: str, fragments: list[str]):
     config = write(tmp_path, text)
     run_refused(tmp_path, config, f"{config}", *fragments)
+
+
+def test_the_readme_batch_file_example_is_valid(tmp_path):
+    """The README's example spells out every default (qat:, auto: ...): a default written down is not an unread setting."""
+    import re
+
+    readme = (SAMPLES.parent / "README.md").read_text()
+    section = readme[readme.index("### The batch file"):readme.index("### What a run does")]
+    (example,) = re.findall(r"```yaml\n(.*?)```", section, re.S)
+    config = load_config(write(tmp_path, example.replace("../sample_models/", f"{SAMPLES}/")))
+    assert [job.name for job in config.models] == ["digits_cnn", "digits_gru"] and config.notes == ()

@@ -84,16 +84,33 @@ USES = (
 )
 
 
-def _is_set(value: Any) -> bool:
+def _plain(value: Any) -> Any:
     if isinstance(value, Located):
-        return _is_set(value.value)
+        return _plain(value.value)
     if isinstance(value, dict):
-        return any(_is_set(item) for item in value.values())
-    return value not in (None, False, (), [], "")
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _is_set(key: str, located: Located) -> bool:
+    """True when the value asks for something: differs from the built-in default (the README's example file spells
+    out every default, and writing a default down changes nothing)."""
+    from tflq.config import SECTIONS, SETTINGS
+
+    value = _plain(located)
+    section, _, field = key.partition(".")
+    if section in SECTIONS and not field:
+        return isinstance(value, dict) and any(
+            item != SECTIONS[section][name].default for name, item in value.items() if name in SECTIONS[section]
+        )
+    default = SECTIONS[section][field].default if field else SETTINGS[key].default
+    return value != (list(default) if isinstance(default, tuple) else default)
 
 
 def _lookup(mapping: dict[str, Located] | None, key: str) -> Located | None:
-    """The located value at ``key`` or ``section.key`` of a YAML mapping, when given and set."""
+    """The located value at ``key`` or ``section.key`` of a YAML mapping, when given and not the built-in default."""
     current: Any = mapping
     located: Located | None = None
     for part in key.split("."):
@@ -101,7 +118,7 @@ def _lookup(mapping: dict[str, Located] | None, key: str) -> Located | None:
             return None
         located = current[part]
         current = located.value
-    return located if located is not None and _is_set(located) else None
+    return located if located is not None and _is_set(key, located) else None
 
 
 def unused_settings(
