@@ -285,7 +285,7 @@ def test_modes_from_the_cli_make_unread_settings_notes(tmp_path):
         (MODEL + "    evaluation: {data: nope.npz}\n", [":5:", "nope.npz does not exist"]),
         (MODEL + "    evaluation: {reference: nope.tflite}\n", [":5:", "nope.tflite does not exist"]),
         (MODEL + "    evaluation: {samples: 0}\n", [":5:", "evaluation.samples", "positive integer"]),
-        (MODEL + "    gates: {max_accuracy_drop: .nan}\n", [":5:", "finite non-negative number", "nan"]),
+        (MODEL + f"    evaluation: {{data: {TEST}}}\n    gates: {{max_accuracy_drop: .nan}}\n", [":6:", "finite non-negative", "nan"]),
         (MODEL + "    gates: {max_size_bytes: .inf}\n", [":5:", "finite non-negative number", "inf"]),
         (MODEL + "    gates: {max_latency_ms: -1}\n", [":5:", "finite non-negative number"]),
         (MODEL + "    gates: {max_latency_ms: '5'}\n", [":5:", "finite non-negative number"]),
