@@ -226,7 +226,6 @@ def test_empty_modes_list_in_the_file(tmp_path):
         ("defaults:\n  per_tensor: true\n" + MODEL, [":2:", "defaults: per_tensor", "no model asks for one"]),
         (f"defaults:\n  qat: {{train_data: {TRAIN}}}\n" + MODEL, [":2:", "defaults: qat is read by mode qat only"]),
         (f"defaults:\n  calibration: {{data: {TRAIN}}}\n" + MODEL, [":2:", "defaults: calibration.data"]),
-        ("defaults:\n  io_types: [int16]\n" + MODEL, [":2:", "io_types int16 applies to mode(s) 16x8 only"]),
     ],
 )
 def test_settings_no_requested_mode_reads_are_errors(tmp_path, text: str, fragments: list[str]):
@@ -243,6 +242,13 @@ def test_settings_that_some_model_reads_are_fine(tmp_path):
     )
     a, b = load_config(config).models
     assert a.io_types == ("float32",) and b.io_types == ("float32", "int8") and b.per_tensor
+
+
+def test_a_default_io_type_no_model_takes_is_a_note(tmp_path):
+    """defaults: io_types apply to the modes that take them (README); one that applies to no model is said, not silent."""
+    config = write(tmp_path, "defaults:\n  io_types: [float32, int16]\n" + MODEL)
+    (note,) = load_config(config).notes
+    assert note.startswith(f"{config}:2: defaults: io_types int16 applies to mode(s) 16x8 only") and note.endswith("(ignored)")
 
 
 def test_modes_from_the_cli_make_unread_settings_notes(tmp_path):

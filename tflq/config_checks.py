@@ -126,7 +126,8 @@ def unused_settings(
     modes_from_cli: str | None,
 ) -> tuple[str, ...]:
     """Settings given for modes nobody asked for. Raises ConfigError for the first one when the modes come from the
-    file; returns them as notes when ``tflq run --modes`` (``modes_from_cli``) replaced the file's modes."""
+    file; returns them as notes when ``tflq run --modes`` (``modes_from_cli``) replaced the file's modes. A default
+    I/O type that no inheriting model takes is always a note."""
     problems: list[str] = []
     for use in USES:
         read_by_any = False
@@ -145,17 +146,19 @@ def unused_settings(
             problems.append(
                 f"{source}:{located.line}: defaults: {use.key} is read by {use.readers} only, and no model asks for one"
             )
-    io_types = _lookup(defaults, "io_types")
-    if io_types is not None:
-        inherited = [(job, entry) for job, entry in zip(jobs, entries) if "io_types" not in entry.value]
-        for item in io_types.value if isinstance(io_types.value, list) else [io_types]:
-            io_type = item.value
-            if inherited and not any(io_type in MODES[mode].io_types for job, _ in inherited for mode in job.modes):
-                takers = [mode.name for mode in MODES.values() if io_type in mode.io_types]
-                problems.append(
-                    f"{source}:{item.line}: defaults: io_types {io_type} applies to mode(s) {', '.join(takers)} only, "
-                    "and no model taking the default io_types asks for one"
-                )
     if problems and modes_from_cli is None:
         raise ConfigError(problems[0])
-    return tuple(f"{problem} (ignored: --modes {modes_from_cli})" for problem in problems)
+    notes = [f"{problem} (ignored: --modes {modes_from_cli})" for problem in problems]
+    # default I/O types are documented to apply to the modes that take them: one no model takes is a note, not an error
+    io_types = _lookup(defaults, "io_types")
+    if io_types is not None:
+        inherited = [job for job, entry in zip(jobs, entries) if "io_types" not in entry.value]
+        for item in io_types.value if isinstance(io_types.value, list) else [io_types]:
+            io_type = item.value
+            if inherited and not any(io_type in MODES[mode].io_types for job in inherited for mode in job.modes):
+                takers = [mode.name for mode in MODES.values() if io_type in mode.io_types]
+                notes.append(
+                    f"{source}:{item.line}: defaults: io_types {io_type} applies to mode(s) {', '.join(takers)} only, "
+                    "and no model taking the default io_types asks for one (ignored)"
+                )
+    return tuple(notes)
