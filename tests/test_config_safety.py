@@ -329,6 +329,21 @@ def test_the_readme_batch_file_example_is_valid(tmp_path):
 
     readme = (SAMPLES.parent / "README.md").read_text()
     section = readme[readme.index("### The batch file"):readme.index("### What a run does")]
-    (example,) = re.findall(r"```yaml\n(.*?)```", section, re.S)
+    (example,) = re.findall(r"```yaml\n(.*?)```", section, re.DOTALL)
     config = load_config(write(tmp_path, example.replace("../sample_models/", f"{SAMPLES}/")))
     assert [job.name for job in config.models] == ["digits_cnn", "digits_gru"] and config.notes == ()
+
+
+@pytest.mark.slow
+def test_tflq_run_prints_the_notes_and_runs_the_modes_asked_for(tmp_path):
+    """`tflq run --modes float32` over a file whose int8 settings it does not read: notes, then the run."""
+    config = write(
+        tmp_path,
+        f"defaults:\n  calibration: {{data: {TRAIN}, samples: 10}}\n  per_tensor: true\n"
+        f"  latency: {{runs: 2, warmup_runs: 1}}\n" + MODEL.replace("[float32]", "[int8]"),
+    )
+    result = invoke("run", config, "--modes", "float32", "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert f"note: {config}:3: defaults: per_tensor is read by" in result.output
+    assert "(ignored: --modes float32)" in result.output
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.tflite")) == ["m.float32.tflite"]
