@@ -96,6 +96,18 @@ def test_not_utf8_names_the_line(tmp_path):
     run_refused(tmp_path, config, f"{config}:5:", "not UTF-8", "0xe9")
 
 
+@pytest.mark.parametrize("output_dir", ["afile", "afile/sub"])
+def test_an_output_dir_that_is_a_file(tmp_path, output_dir: str):
+    """Before: FileExistsError traceback from mkdir."""
+    (tmp_path / "afile").write_text("not a folder")
+    config = write(tmp_path, f"output_dir: {output_dir}\n" + MODEL)
+    result = invoke("run", config)
+    assert_usage_error(result, f"{config}:1: output_dir:", "cannot be a folder", f"{tmp_path / 'afile'} is a file")
+    result = invoke("run", write(tmp_path, MODEL, name="plain.yaml"), "-o", tmp_path / output_dir)
+    assert_usage_error(result, "--output-dir:", "is a file")
+    assert (tmp_path / "afile").read_text() == "not a folder"
+
+
 def test_a_directory_as_the_config(tmp_path):
     folder = tmp_path / "configs.yaml"
     folder.mkdir()

@@ -354,8 +354,15 @@ def load_config(path: Path, overrides: Overrides = Overrides()) -> BatchConfig:
     output_dir = base / "build"
     if "output_dir" in tree:
         output_dir = Path(_resolve(_str(_plain(tree["output_dir"]), f"{path}:{tree['output_dir'].line}: output_dir"), base))
+    where = f"{path}: output_dir (default: build/ beside the file)"
+    if "output_dir" in tree:
+        where = f"{path}:{tree['output_dir'].line}: output_dir"
     if overrides.output_dir is not None:
         output_dir = overrides.output_dir
+        where = "--output-dir"
+    blocker = next((ancestor for ancestor in (output_dir, *output_dir.parents) if ancestor.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise ConfigError(f"{where}: {output_dir} cannot be a folder: {blocker} is a file")
 
     defaults: dict[str, Any] = {}
     if "defaults" in tree and tree["defaults"].value is not None:
