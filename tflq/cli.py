@@ -406,14 +406,16 @@ def run_command(
     import time
 
     from tflq.batch import run_batch
-    from tflq.config import Overrides, load_config
+    from tflq.config import Overrides, load_config, parse_modes_option
 
     setup_logging(verbose)
-    override_modes = tuple(m.strip() for m in modes.split(",") if m.strip()) if modes else ()
+    override_modes = parse_modes_option(modes) if modes is not None else ()
     config = load_config(config_path, Overrides(modes=override_modes, output_dir=output_dir, only=only))
     started = time.perf_counter()
     total = sum(1 for _ in config.models)
     click.echo(f"tflq run {config_path}: {total} model(s) -> {config.output_dir}", err=True)
+    for note in config.notes:
+        click.echo(f"note: {note}", err=True)
 
     on_terminal = sys.stderr.isatty()
     console = None

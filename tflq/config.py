@@ -9,21 +9,16 @@ The schema is the :data:`SECTIONS` and :data:`MODEL_FIELDS` tables: adding a set
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from tflq.config_checks import refuse_colliding_outputs, unused_settings
+from tflq.config_yaml import Located, read_tree
 from tflq.errors import ConfigError, UsageError
-from tflq.modes import MODES, plan_variants
-
-
-@dataclass(frozen=True)
-class Located:
-    """A value read from YAML with the line it came from (1-based; 0 when not from a file)."""
-
-    value: Any
-    line: int
+from tflq.modes import MODES, Variant, plan_variants
 
 
 @dataclass(frozen=True)
@@ -57,9 +52,12 @@ def _bool(value: Any, where: str) -> bool:
     return value
 
 
+MAX_INT = 2**31 - 1  # counts reach C ints (threads, runs); anything bigger is a typo
+
+
 def _positive_int(value: Any, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{where}: expected a positive integer, found {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_INT:
+        raise ConfigError(f"{where}: expected a positive integer (at most {MAX_INT}), found {value!r}")
     return value
 
 
@@ -72,8 +70,8 @@ def _opt_bool(value: Any, where: str) -> bool | None:
 
 
 def _non_negative_int(value: Any, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigError(f"{where}: expected a non-negative integer, found {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_INT:
+        raise ConfigError(f"{where}: expected a non-negative integer (at most {MAX_INT}), found {value!r}")
     return value
 
 
@@ -86,8 +84,8 @@ def _learning_rate(value: Any, where: str) -> float:
 def _opt_number(value: Any, where: str) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ConfigError(f"{where}: expected a non-negative number or null, found {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+        raise ConfigError(f"{where}: expected a finite non-negative number or null, found {value!r}")
     return float(value)
 
 
@@ -99,6 +97,39 @@ def _str_list(value: Any, where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+# `<name>.<label>.tflite` and its temporary twin `.<file>.XXXXXXXX.tmp` (convert.write_atomically) must fit NAME_MAX
+_NAME_MAX_BYTES = 255
+_LONGEST_SUFFIX = max(
+    [len(f".{Variant(mode.name, io).label}.tflite") for mode in MODES.values() for io in mode.io_types] + [len(".auto.tflite")]
+)
+MAX_MODEL_NAME_BYTES = _NAME_MAX_BYTES - _LONGEST_SUFFIX - len("..XXXXXXXX.tmp")
+
+
+def _model_name(value: Any, where: str) -> str:
+    """A model name is the stem of its output files: a plain file name, never a path."""
+    name = _str(value, where)
+    expected = "a plain file-name stem (not a path)"
+    if name in (".", ".."):
+        raise ConfigError(f"{where}: expected {expected}, found {name!r}")
+    for bad in ("/", "\\"):
+        if bad in name:
+            raise ConfigError(f"{where}: expected {expected}, found {name!r} (contains {bad!r})")
+    control = next((char for char in name if ord(char) < 32 or ord(char) == 127), None)
+    if control is not None:
+        raise ConfigError(f"{where}: expected {expected}, found {name!r} (contains the control character {control!r})")
+    if name[0] in ".-":
+        raise ConfigError(f"{where}: expected {expected}, found {name!r} (starts with {name[0]!r})")
+    if name != name.strip():
+        raise ConfigError(f"{where}: expected {expected}, found {name!r} (leading or trailing space)")
+    size = len(name.encode("utf-8", "surrogatepass"))
+    if size > MAX_MODEL_NAME_BYTES:
+        raise ConfigError(
+            f"{where}: a model name may hold at most {MAX_MODEL_NAME_BYTES} bytes (its output file names must fit "
+            f"the file system's {_NAME_MAX_BYTES}), found {size}"
+        )
+    return name
+
+
 def _modes(value: Any, where: str) -> tuple[str, ...]:
     names = _str_list(value, where)
     for name in names:
@@ -107,6 +138,19 @@ def _modes(value: Any, where: str) -> tuple[str, ...]:
     if not names:
         raise ConfigError(f"{where}: expected at least one mode")
     return names
+
+
+def parse_modes_option(text: str) -> tuple[str, ...]:
+    """``tflq run --modes MODE[,MODE...]``: at least one mode, no empty item, each a known mode. Raises UsageError."""
+    names = tuple(item.strip() for item in text.split(","))
+    if not any(names):
+        raise UsageError(f"--modes {text!r}: expected a comma-separated list of modes, e.g. float32,int8; valid modes: {', '.join(MODES)}")
+    if not all(names):
+        raise UsageError(f"--modes {text!r}: empty mode name between commas; expected MODE[,MODE...]")
+    try:
+        return _modes(list(names), "--modes")
+    except ConfigError as error:
+        raise UsageError(str(error)) from None
 
 
 def _io_types(value: Any, where: str) -> tuple[str, ...]:
@@ -180,7 +224,7 @@ SETTINGS: dict[str, Field] = {
 
 # settings only a model entry may have
 MODEL_FIELDS: dict[str, Field] = {
-    "name": Field(_str),
+    "name": Field(_model_name),
     "path": Field(_str, path=True),
     "signature": Field(_opt_str, None),
     "custom_objects": Field(_str_list, ()),
@@ -223,6 +267,7 @@ class BatchConfig:
     source: Path
     output_dir: Path
     models: tuple[ModelJob, ...]
+    notes: tuple[str, ...] = ()  # settings the modes asked with `tflq run --modes` do not read (ignored)
 
 
 @dataclass(frozen=True)
@@ -237,39 +282,6 @@ class Overrides:
 def _did_you_mean(word: str, choices: Any) -> str:
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _compose(text: str, source: Path) -> Any:
-    """Parse YAML keeping line numbers: mappings become dict[str, Located], lists list[Located]."""
-    import yaml
-
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise ConfigError(f"{source}{line}: YAML syntax error: {problem}") from None
-    if node is None:
-        raise ConfigError(f"{source}: the file is empty")
-    constructor = yaml.SafeLoader("")
-
-    def convert(current: Any) -> Any:
-        if isinstance(current, yaml.MappingNode):
-            result: dict[str, Located] = {}
-            for key_node, value_node in current.value:
-                key = constructor.construct_object(key_node, deep=True)
-                if not isinstance(key, str):
-                    raise ConfigError(f"{source}:{key_node.start_mark.line + 1}: keys must be strings, found {key!r}")
-                if key in result:
-                    raise ConfigError(f"{source}:{key_node.start_mark.line + 1}: duplicate key {key!r}")
-                result[key] = Located(convert(value_node), key_node.start_mark.line + 1)
-            return result
-        if isinstance(current, yaml.SequenceNode):
-            return [Located(convert(item), item.start_mark.line + 1) for item in current.value]
-        return constructor.construct_object(current, deep=True)
-
-    return convert(node)
 
 
 def _plain(value: Any) -> Any:
@@ -331,23 +343,26 @@ def _resolve(value: Any, base: Path) -> Any:
 
 def load_config(path: Path, overrides: Overrides = Overrides()) -> BatchConfig:
     """Read and validate a batch file. Returns a BatchConfig; raises ConfigError naming file:line."""
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such config file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"{path}: cannot read: {error}") from None
-    tree = _compose(text, path)
+    tree = read_tree(path)
     if not isinstance(tree, dict):
-        raise ConfigError(f"{path}:1: expected a mapping with keys {', '.join(TOP_LEVEL)}")
+        raise ConfigError(
+            f"{path}:1: expected a mapping with keys {', '.join(TOP_LEVEL)}, found {_type_name(_plain(tree))}"
+        )
     _check_keys(tree, TOP_LEVEL, "the top level", path)
     base = path.resolve().parent
 
     output_dir = base / "build"
     if "output_dir" in tree:
         output_dir = Path(_resolve(_str(_plain(tree["output_dir"]), f"{path}:{tree['output_dir'].line}: output_dir"), base))
+    where = f"{path}: output_dir (default: build/ beside the file)"
+    if "output_dir" in tree:
+        where = f"{path}:{tree['output_dir'].line}: output_dir"
     if overrides.output_dir is not None:
         output_dir = overrides.output_dir
+        where = "--output-dir"
+    blocker = next((ancestor for ancestor in (output_dir, *output_dir.parents) if ancestor.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise ConfigError(f"{where}: {output_dir} cannot be a folder: {blocker} is a file")
 
     defaults: dict[str, Any] = {}
     if "defaults" in tree and tree["defaults"].value is not None:
@@ -426,12 +441,15 @@ def load_config(path: Path, overrides: Overrides = Overrides()) -> BatchConfig:
             )
         jobs.append(job)
 
+    refuse_colliding_outputs(jobs, models_node.value, output_dir, path)
+    defaults_node = tree["defaults"].value if "defaults" in tree and isinstance(tree["defaults"].value, dict) else None
+    notes = unused_settings(jobs, models_node.value, defaults_node, path, ",".join(overrides.modes) if overrides.modes else None)
     if overrides.only:
         unknown = [n for n in overrides.only if n not in seen]
         if unknown:
             raise ConfigError(f"--only {unknown[0]!r}: no such model in {path}{_did_you_mean(unknown[0], seen)}; models: {', '.join(seen)}")
         jobs = [job for job in jobs if job.name in overrides.only]
-    return BatchConfig(source=path, output_dir=output_dir, models=tuple(jobs))
+    return BatchConfig(source=path, output_dir=output_dir, models=tuple(jobs), notes=notes)
 
 
 def _line_of(entry: dict[str, Located], defaults: dict[str, Any], section: str, tree: dict[str, Located]) -> int:
