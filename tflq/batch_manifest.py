@@ -95,7 +95,9 @@ class Manifest:
             self._write()
 
     def _write(self) -> None:
-        from tflq.convert import write_atomically  # unique temporary name beside the file, then os.replace
+        from tflq.convert import (
+            write_atomically,  # unique temporary name beside the file, then os.replace
+        )
 
         content = json.dumps({"version": MANIFEST_VERSION, "jobs": self._jobs}, indent=1, sort_keys=True, default=str)
         write_atomically(self.path, content.encode())

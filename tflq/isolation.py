@@ -31,7 +31,8 @@ import tempfile
 import threading
 import traceback
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from tflq.errors import InterpreterError, TflqError
 
