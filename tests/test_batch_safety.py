@@ -99,6 +99,17 @@ def test_a_second_run_on_a_locked_output_folder_refuses_at_once(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == [LOCK]  # nothing converted, no manifest, no report
 
 
+def test_a_lock_file_planted_as_a_symbolic_link_is_not_followed(tmp_path):
+    config = write_config(tmp_path, CNN, modes="[float32]")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / LOCK).symlink_to(tmp_path / "elsewhere.txt")
+    result = CliRunner().invoke(main, ["run", str(config)])
+    assert_usage_error(result, str(out / LOCK), "cannot create the output folder's lock file")
+    assert not (tmp_path / "elsewhere.txt").exists()
+    assert not list(out.glob("*.tflite"))
+
+
 PLOT_WRITER = """
 import os
 import sys

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -157,8 +158,9 @@ def output_folder_lock(output_dir: Path) -> Iterator[None]:
         yield
         return
     path = output_dir / LOCK
-    try:
-        stream = open(path, "a")  # noqa: SIM115 -- held for the whole block
+    try:  # O_NOFOLLOW: a symbolic link planted there cannot make the run create or touch a file elsewhere
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0), 0o666)
+        stream = os.fdopen(descriptor, "a")
     except OSError as error:
         raise UsageError(f"{path}: cannot create the output folder's lock file: {error.strerror or error}") from None
     with stream:
