@@ -84,6 +84,8 @@ def call_isolated(
     ``description`` (usually the file being measured) starts every error message. Raises the child's TflqError, or
     ChildProcessFailed when the child dies or fails unexpectedly.
     """
+    if _stopping.is_set():
+        raise _interrupted()
     context = multiprocessing.get_context(start_method or choose_start_method())
     if context.get_start_method() == "forkserver":
         context.set_forkserver_preload(_FORKSERVER_PRELOAD)
@@ -103,9 +105,6 @@ def call_isolated(
         args=(sender, target, args, keywords or {}, log_path, abort, (watch_reader, watch_writer), level, parent_pid),
         daemon=True,
     )
-    if _stopping.is_set():
-        os.unlink(log_path)
-        raise _interrupted()
     answered = False
     try:
         process.start()
@@ -141,9 +140,9 @@ def call_isolated(
         with _running_lock:
             _running.discard(process)
         receiver.close()
-        watch_writer.close()  # an answered child that is still tearing down ends now
-        # A child that answered exits on its own: not waiting for it saves its teardown time (multiprocessing
-        # reaps it at the next start or at exit). Otherwise (interrupted, or the parent failed) it is stopped.
+        watch_writer.close()  # the child's pipe watch sees EOF: an answered child still tearing down ends now
+        # Not waiting for an answered child saves its teardown time (multiprocessing reaps it at the next start or
+        # at exit). Otherwise (interrupted, or the parent failed) it is stopped.
         if not answered and process.is_alive():
             process.kill()
             process.join()
