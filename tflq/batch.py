@@ -467,6 +467,30 @@ def run_model(plan: _Plan, output_dir: Path, manifest: Manifest, on_event: Event
     return gated
 
 
+def auto_key(job: ModelJob) -> str:
+    """What the ``auto`` search result depends on: model, calibration, evaluation, search settings, versions."""
+    return _digest(
+        {
+            "model": content_hash(str(job.path)),
+            "calibration": {
+                "data": content_hash(job.calibration.get("data")),
+                "samples": job.calibration.get("samples"),
+                "image_scale": job.calibration.get("image_scale"),
+            },
+            "evaluation": {
+                "data": content_hash(job.evaluation.get("data")),
+                "samples": job.evaluation.get("samples"),
+                "reference": content_hash(job.evaluation.get("reference")),
+            },
+            "auto": dict(job.auto),
+            "latency": dict(job.latency) if job.auto.get("objective") == "latency" else None,
+            "per_tensor": job.per_tensor,
+            "model_options": [job.signature, list(job.custom_objects), job.unsafe_deserialization],
+            "versions": _versions(),
+        }
+    )
+
+
 def _summary(artifact: dict[str, Any], measurement: dict[str, Any], up_to_date: bool) -> str:
     parts = [f"{artifact.get('size_bytes', 0):,} B"]
     latency = measurement.get("latency_ms") or {}

@@ -9,41 +9,15 @@ from typing import Any
 from tflq.batch import (
     EventCallback,
     JobResult,
-    _digest,
     _file_sha,
     _messages,
     _notes,
-    _versions,
-    content_hash,
+    auto_key,
     owned_output,
 )
 from tflq.batch_manifest import Manifest
 from tflq.config import ModelJob
 from tflq.errors import TflqError
-
-
-def auto_key(job: ModelJob) -> str:
-    """What the ``auto`` search result depends on: model, calibration, evaluation, search settings, versions."""
-    return _digest(
-        {
-            "model": content_hash(str(job.path)),
-            "calibration": {
-                "data": content_hash(job.calibration.get("data")),
-                "samples": job.calibration.get("samples"),
-                "image_scale": job.calibration.get("image_scale"),
-            },
-            "evaluation": {
-                "data": content_hash(job.evaluation.get("data")),
-                "samples": job.evaluation.get("samples"),
-                "reference": content_hash(job.evaluation.get("reference")),
-            },
-            "auto": dict(job.auto),
-            "latency": dict(job.latency) if job.auto.get("objective") == "latency" else None,
-            "per_tensor": job.per_tensor,
-            "model_options": [job.signature, list(job.custom_objects), job.unsafe_deserialization],
-            "versions": _versions(),
-        }
-    )
 
 
 def _auto_in_child(job: ModelJob, output_dir: str, *, report: Callable[..., None]) -> dict[str, Any]:
