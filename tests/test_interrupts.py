@@ -179,9 +179,9 @@ def test_children_of_a_killed_run_die_with_it_and_write_nothing_afterwards(tmp_p
 
 
 def test_the_child_of_a_killed_eval_dies_with_it(tmp_path):
-    from tests.harness_fixtures import _convert
-
     import keras
+
+    from tests.harness_fixtures import _convert
 
     inputs = keras.Input((8, 8, 1), name="image")
     model = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(inputs)))
