@@ -14,20 +14,21 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
+import os
+import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from tflq import __version__
+from tflq.batch_manifest import MANIFEST, MANIFEST_VERSION, Manifest, output_folder_lock  # noqa: F401 (MANIFEST*: API)
 from tflq.config import BatchConfig, ModelJob
 from tflq.errors import EXIT_FAILED, EXIT_GATE, EXIT_OK, TflqError, UsageError
 from tflq.modes import MODES, Variant
-
-MANIFEST = ".tflq-manifest.json"
-MANIFEST_VERSION = 1
 
 # on_event(kind, model, label, text): kind is "start", "done", "fail" or "info"
 EventCallback = Callable[[str, str, str, str], None]
@@ -76,7 +77,13 @@ class JobResult:
             float_ops=self.artifact.get("float_ops", []),
             float_layers=self.artifact.get("float_layers", []),
             training=self.artifact.get("training"),
+            # the measurement's warnings, then the notices tflq logged while converting and measuring (the child
+            # processes' too: random calibration data, float64 cast, tf_keras fallback)
+            warnings=list(dict.fromkeys(
+                [*(row.get("warnings") or []), *(self.artifact.get("notes") or []), *(self.measurement.get("notes") or [])]
+            )),
         )
+        row.pop("notes", None)
         return row
 
 
@@ -197,23 +204,6 @@ def _digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def read_manifest(output_dir: Path) -> dict[str, Any]:
-    path = output_dir / MANIFEST
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {"version": MANIFEST_VERSION, "jobs": {}}
-    if manifest.get("version") != MANIFEST_VERSION or not isinstance(manifest.get("jobs"), dict):
-        return {"version": MANIFEST_VERSION, "jobs": {}}
-    return manifest
-
-
-def write_manifest(output_dir: Path, manifest: dict[str, Any]) -> None:
-    from tflq.convert import write_atomically
-
-    write_atomically(output_dir / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())
-
-
 def _file_sha(path: Path) -> str | None:
     if not path.is_file():
         return None
@@ -232,36 +222,57 @@ class _Plan:
     variants: tuple[Variant, ...]
     keys: dict[str, str]  # label -> conversion key
     measure_keys: dict[str, str]  # label -> measurement key
+    paths: dict[str, Path]  # label -> its .tflite, checked to be directly inside the output folder
     convert: tuple[Variant, ...]  # variants to (re)convert
     measure: tuple[Variant, ...]  # variants to (re)measure
     force: bool = False  # --force: the auto search reruns too
 
 
-def _plan(job: ModelJob, output_dir: Path, manifest: dict[str, Any], force: bool) -> _Plan:
+def owned_output(output_dir: Path, model: str, path: Path) -> Path:
+    """``path`` when it is a file directly inside ``output_dir``; else UsageError, before anything is written.
+
+    The runner writes and deletes only such paths: a model name like ``../x`` or ``/tmp/x`` cannot make it touch a
+    file outside the output folder. (Symbolic links are not followed for the file itself: unlinking one removes the
+    link, not its target.)
+    """
+    absolute = Path(os.path.abspath(path))
+    if absolute.parent.resolve() != output_dir.resolve() or not absolute.name.endswith(".tflite"):
+        raise UsageError(
+            f"model {model!r}: its output {path} is not inside the output folder {output_dir}; expected a plain name "
+            "(nothing was written or deleted)"
+        )
+    return path
+
+
+def _plan(job: ModelJob, output_dir: Path, manifest: Manifest, force: bool) -> _Plan:
     from tflq.convert import output_path
     from tflq.modes import plan_variants
 
     variants = tuple(plan_variants(list(job.modes), list(job.io_types)))
+    paths = {v.label: owned_output(output_dir, job.name, output_path(output_dir, job.name, v)) for v in variants}
+    if job.auto.get("max_drop") is not None:
+        from tflq.auto import output_path as auto_output_path
+
+        owned_output(output_dir, job.name, auto_output_path(output_dir, job.name))
     model_hash = content_hash(str(job.path)) or ""
     keys = {v.label: conversion_key(job, v, model_hash) for v in variants}
     baseline = keys.get("float32")
     measure_keys = {label: measurement_key(job, key, baseline if label != "float32" else None) for label, key in keys.items()}
     to_convert, to_measure = [], []
     for variant in variants:
-        entry = manifest["jobs"].get(f"{job.name}/{variant.label}", {})
-        path = output_path(output_dir, job.name, variant)
+        entry = manifest.entry(f"{job.name}/{variant.label}")
         fresh = (
             not force
             and entry.get("key") == keys[variant.label]
             and entry.get("artifact", {}).get("status") == "ok"
-            and entry.get("artifact", {}).get("sha256") == _file_sha(path)
+            and entry.get("artifact", {}).get("sha256") == _file_sha(paths[variant.label])
         )
         if not fresh:
             to_convert.append(variant)
             to_measure.append(variant)
         elif entry.get("measure_key") != measure_keys[variant.label] or entry.get("measurement", {}).get("status") != "ok":
             to_measure.append(variant)
-    return _Plan(job, variants, keys, measure_keys, tuple(to_convert), tuple(to_measure), force)
+    return _Plan(job, variants, keys, measure_keys, paths, tuple(to_convert), tuple(to_measure), force)
 
 
 def _convert_in_child(job: ModelJob, variants: Sequence[Variant], output_dir: str, *, report: Callable[..., None]) -> list[dict[str, Any]]:
@@ -307,65 +318,119 @@ def _eval_settings(job: ModelJob) -> Any:
     )
 
 
-def run_model(
-    plan: _Plan, output_dir: Path, manifest: dict[str, Any], on_event: EventCallback
-) -> list[JobResult]:
-    """Convert and measure one model's stale variants; reuse the rest. Updates ``manifest`` in place."""
-    from tflq.convert import output_path
+class _NoteCollector(logging.Handler):
+    """Collects, per thread, the ``tflq`` log records at INFO and above -- the runner's own and those forwarded from
+    its child processes (:mod:`tflq.isolation` re-emits them in the calling thread) -- for the report's notes."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self._by_thread: dict[int, list[tuple[str | None, str]]] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        notes = self._by_thread.get(threading.get_ident())
+        if notes is not None:
+            notes.append((getattr(record, "tflq_child", None), record.getMessage()))
+
+    @contextlib.contextmanager
+    def collecting(self) -> Any:
+        """Yields the list that receives ``(child description or None, message)`` for this thread's records."""
+        notes: list[tuple[str | None, str]] = []
+        self._by_thread[threading.get_ident()] = notes
+        try:
+            yield notes
+        finally:
+            self._by_thread.pop(threading.get_ident(), None)
+
+
+_notes = _NoteCollector()
+log = logging.getLogger("tflq")
+
+
+def _messages(notes: Sequence[tuple[str | None, str]], *, child: str | None = None) -> list[str]:
+    """The messages (each once, in order), all of them or those of one child plus those of no particular child."""
+    return list(dict.fromkeys(text for source, text in notes if child is None or source in (child, None)))
+
+
+def _concerns(note: str, variant: Variant) -> bool:
+    """Whether a notice logged while converting a model's variants together concerns ``variant``: the calibration
+    data's notices concern the calibrated modes only; every other notice concerns them all."""
+    calibrated = MODES[variant.mode].calibrated or MODES[variant.mode].needs_training
+    return calibrated or not note.startswith("RANDOM CALIBRATION")
+
+
+def run_model(plan: _Plan, output_dir: Path, manifest: Manifest, on_event: EventCallback) -> list[JobResult]:
+    """Convert and measure one model's stale variants; reuse the rest. Records each step in ``manifest`` at once:
+    the converted variants as soon as they exist (so an interrupt does not reconvert them), then their figures."""
     from tflq.harness import evaluate
     from tflq.isolation import call_isolated
 
     job = plan.job
     artifacts: dict[str, dict[str, Any]] = {}
     for variant in plan.variants:
-        entry = manifest["jobs"].get(f"{job.name}/{variant.label}", {})
         if variant not in plan.convert:
-            artifacts[variant.label] = entry["artifact"]
+            artifacts[variant.label] = manifest.entry(f"{job.name}/{variant.label}")["artifact"]
     if plan.convert:
         for variant in plan.convert:
             on_event("start", job.name, variant.label, "converting")
-        try:
-            produced = call_isolated(
-                _convert_in_child, job, list(plan.convert), str(output_dir),
-                description=f"{job.name}", on_message=lambda *message: None,
-            )
-            for artifact in produced:
-                artifacts[artifact["label"]] = artifact
-        except TflqError as error:
-            for variant in plan.convert:
-                path = output_path(output_dir, job.name, variant)
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
-                artifacts[variant.label] = {
-                    "mode": variant.mode, "io_type": variant.io_type, "path": str(path), "status": "error",
-                    "error": f"conversion failed: {error}", "label": variant.label,
-                }
+        with _notes.collecting() as notes:
+            try:
+                produced = call_isolated(
+                    _convert_in_child, job, list(plan.convert), str(output_dir),
+                    description=f"{job.name}", on_message=lambda *message: None,
+                )
+            except TflqError as error:
+                produced = []
+                for variant in plan.convert:
+                    path = plan.paths[variant.label]  # checked by owned_output: inside the output folder, in the plan
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()
+                    artifacts[variant.label] = {
+                        "mode": variant.mode, "io_type": variant.io_type, "path": str(path), "status": "error",
+                        "error": f"conversion failed: {error}", "label": variant.label,
+                    }
+        conversion_notes = _messages(notes)
+        by_label = {v.label: v for v in plan.convert}
+        for artifact in produced:
+            own = [note for note in conversion_notes if _concerns(note, by_label[artifact["label"]])]
+            artifacts[artifact["label"]] = artifact | ({"notes": own} if own else {})
+        for variant in plan.convert:
+            key, artifact = f"{job.name}/{variant.label}", artifacts[variant.label]
+            if artifact.get("status") == "ok":  # converted, not measured yet
+                manifest.record(key, {
+                    "key": plan.keys[variant.label], "measure_key": None,
+                    "artifact": {k: v for k, v in artifact.items() if k != "label"}, "measurement": {},
+                })
+            else:
+                manifest.drop(key)
     measurements: dict[str, dict[str, Any]] = {}
     to_measure = [v for v in plan.measure if artifacts[v.label].get("status") == "ok"]
-    baseline_path = str(output_path(output_dir, job.name, Variant("float32")))
+    baseline_path = str(plan.paths["float32"]) if "float32" in plan.paths else ""
     baseline_ok = "float32" in artifacts and artifacts["float32"].get("status") == "ok"
     if to_measure:
-        paths = [str(output_path(output_dir, job.name, v)) for v in to_measure]
+        paths = [str(plan.paths[v.label]) for v in to_measure]
         reference = job.evaluation.get("reference")
         if reference is None and baseline_ok and Variant("float32") not in to_measure:
             reference = baseline_path  # agreement with the unchanged float32 model
         for variant in to_measure:
             on_event("start", job.name, variant.label, "measuring")
-        try:
-            results = evaluate(
-                paths, data=job.evaluation.get("data"), reference=reference, settings=_eval_settings(job),
-                reference_options=None,
-            )
-            for variant, measurement in zip(to_measure, results):
-                measurements[variant.label] = measurement.to_dict()
-        except TflqError as error:
-            for variant in to_measure:
-                measurements[variant.label] = {"status": "error", "error": f"measurement: {error}"}
+        with _notes.collecting() as notes:
+            try:
+                results = evaluate(
+                    paths, data=job.evaluation.get("data"), reference=reference, settings=_eval_settings(job),
+                    reference_options=None,
+                )
+                for variant, path, measurement in zip(to_measure, paths, results):
+                    measured = measurement.to_dict()
+                    own_notes = _messages(notes, child=path)
+                    measurements[variant.label] = measured | ({"notes": own_notes} if own_notes else {})
+            except TflqError as error:
+                for variant in to_measure:
+                    measurements[variant.label] = {"status": "error", "error": f"measurement: {error}"}
     results_out: list[JobResult] = []
     for variant in plan.variants:
         key = f"{job.name}/{variant.label}"
         artifact = artifacts[variant.label]
-        entry = manifest["jobs"].get(key, {})
+        entry = manifest.entry(key)
         if variant.label in measurements:
             measurement = measurements[variant.label]
         else:
@@ -374,14 +439,15 @@ def run_model(
         error = artifact.get("error") or measurement.get("error")
         up_to_date = variant not in plan.convert and variant not in plan.measure
         if artifact.get("status") == "ok":
-            manifest["jobs"][key] = {
-                "key": plan.keys[variant.label],
-                "measure_key": plan.measure_keys[variant.label] if measurement.get("status") == "ok" else None,
-                "artifact": {k: v for k, v in artifact.items() if k != "label"},
-                "measurement": measurement,
-            }
+            if variant in plan.convert or variant in plan.measure:
+                manifest.record(key, {
+                    "key": plan.keys[variant.label],
+                    "measure_key": plan.measure_keys[variant.label] if measurement.get("status") == "ok" else None,
+                    "artifact": {k: v for k, v in artifact.items() if k != "label"},
+                    "measurement": measurement,
+                })
         else:
-            manifest["jobs"].pop(key, None)
+            manifest.drop(key)
         results_out.append(
             JobResult(
                 model=job.name, label=variant.label, mode=variant.mode, io_type=variant.io_type,
@@ -395,7 +461,9 @@ def run_model(
             on_event("fail", job.name, variant.label, error or "failed")
     gated = _apply_gates(job, results_out)
     if job.auto.get("max_drop") is not None:
-        gated.append(_run_auto(job, output_dir, manifest, on_event, force=plan.force))
+        from tflq.batch_auto import run_auto
+
+        gated.append(run_auto(job, output_dir, manifest, on_event, force=plan.force))
     return gated
 
 
@@ -420,83 +488,6 @@ def auto_key(job: ModelJob) -> str:
             "model_options": [job.signature, list(job.custom_objects), job.unsafe_deserialization],
             "versions": _versions(),
         }
-    )
-
-
-def _auto_in_child(job: ModelJob, output_dir: str, *, report: Callable[..., None]) -> dict[str, Any]:
-    """Child-process body of a batch's ``auto:`` search. Returns the AutoResult dict plus ``fits``/``message``."""
-    from tflq import _tf
-    from tflq.auto import AutoOptions, NoCandidateFits, auto_search
-    from tflq.convert import ConvertOptions
-    from tflq.data import ImageOptions
-    from tflq.models import ModelOptions
-
-    _tf.set_verbose(False)
-    report("info", "auto search")
-    options = AutoOptions(
-        max_drop=float(job.auto["max_drop"]),
-        objective=job.auto.get("objective") or "size",
-        data=job.evaluation.get("data"),
-        reference=job.evaluation.get("reference"),
-        eval_samples=job.evaluation.get("samples"),
-        max_float_layers=job.auto.get("max_float_layers", 3),
-        convert=ConvertOptions(
-            calibration=job.calibration.get("data"),
-            calibration_samples=job.calibration.get("samples") or 200,
-            per_tensor=job.per_tensor,
-            images=ImageOptions(scale=job.calibration.get("image_scale") or "unit"),
-            model=ModelOptions(
-                signature=job.signature, custom_objects=job.custom_objects, unsafe_deserialization=job.unsafe_deserialization
-            ),
-        ),
-        output_dir=Path(output_dir),
-        name=job.name,
-    )
-    try:
-        return auto_search(job.path, options).to_dict() | {"fits": True, "message": None}
-    except NoCandidateFits as error:
-        return error.result.to_dict() | {"fits": False, "message": str(error)}
-
-
-def _run_auto(
-    job: ModelJob, output_dir: Path, manifest: dict[str, Any], on_event: EventCallback, *, force: bool = False
-) -> JobResult:
-    """The ``auto`` row of a model: reused when nothing it depends on changed, else searched in a child process."""
-    from tflq.auto import output_path as auto_output_path
-    from tflq.isolation import call_isolated
-
-    key = auto_key(job)
-    entry = manifest["jobs"].get(f"{job.name}/auto", {})
-    path = auto_output_path(output_dir, job.name)
-    recorded = entry.get("artifact", {})
-    fresh = not force and entry.get("key") == key and recorded.get("sha256") == _file_sha(path)
-    if fresh:
-        found = entry["measurement"]["auto"]
-    else:
-        on_event("start", job.name, "auto", f"searching within {job.auto['max_drop']:g} points")
-        try:
-            found = call_isolated(_auto_in_child, job, str(output_dir), description=f"{job.name} auto", on_message=lambda *m: None)
-        except TflqError as error:
-            manifest["jobs"].pop(f"{job.name}/auto", None)
-            on_event("fail", job.name, "auto", str(error))
-            return JobResult(job.name, "auto", "auto", "float32", str(path), "error", error=f"auto search failed: {error}")
-    chosen = next((t for t in found["trials"] if t["candidate"] == found.get("chosen")), None)
-    best = chosen or next((t for t in found["trials"] if t["candidate"] == found.get("best")), None) or {}
-    measurement: dict[str, Any] = {
-        "status": "ok",
-        "size_bytes": best.get("size_bytes"),
-        "accuracy": {"top1": best.get("top1"), "auto": {"top1": best.get("top1")}} if best.get("top1") is not None else None,
-        "latency_ms": {"p50": best.get("latency_ms")} if best.get("latency_ms") is not None else None,
-        "auto": found,
-    }
-    artifact = {"path": str(path), "status": "ok", "sha256": _file_sha(path), "size_bytes": best.get("size_bytes") if chosen else None}
-    manifest["jobs"][f"{job.name}/auto"] = {"key": key, "artifact": artifact, "measurement": measurement}
-    failures = () if found["fits"] else (f"nothing within max_drop {job.auto['max_drop']:g} pts (best: {found.get('best')})",)
-    text = f"chose {found['chosen']}" if found["fits"] else failures[0]
-    on_event("done" if found["fits"] else "fail", job.name, "auto", text + (" (up to date)" if fresh else ""))
-    return JobResult(
-        job.name, "auto", "auto", "float32", str(path) if found["fits"] else "", "ok", up_to_date=fresh,
-        artifact=artifact, measurement=measurement, accuracy_drop=best.get("drop_points"), gate_failures=failures,
     )
 
 
@@ -573,32 +564,66 @@ def run_batch(
     """
     if jobs < 1:
         raise UsageError(f"--jobs must be at least 1, got {jobs}")
+    from tflq import isolation
+    from tflq.convert import output_path
+    from tflq.modes import plan_variants
+
     events = on_event or (lambda *event: None)
     output_dir = config.output_dir
-    output_dir.mkdir(parents=True, exist_ok=True)
-    manifest = read_manifest(output_dir)
     for job in config.models:
         if job.gates.get("max_accuracy_drop") is not None and "float32" not in job.modes:
             raise UsageError(
                 f"{config.source}: model {job.name!r}: gates.max_accuracy_drop compares with float32; add float32 to its modes"
             )
-    plans = [_plan(job, output_dir, manifest, force) for job in config.models]
+        for variant in plan_variants(list(job.modes), list(job.io_types)):  # before anything is created
+            owned_output(output_dir, job.name, output_path(output_dir, job.name, variant))
+    output_dir.mkdir(parents=True, exist_ok=True)
+    logger = logging.getLogger("tflq")
+    with output_folder_lock(output_dir):
+        manifest = Manifest.read(output_dir)
+        for note in manifest.notes:
+            log.warning("%s", note)
+        plans = [_plan(job, output_dir, manifest, force) for job in config.models]
+        isolation.allow_children()
+        saved_level = logger.level
+        if not logger.isEnabledFor(logging.INFO):  # the INFO notices (float64 cast, tf_keras) belong in the report
+            logger.setLevel(logging.INFO)
+        logger.addHandler(_notes)
+        try:
+            per_model = _run_plans(plans, jobs, lambda plan: run_model(plan, output_dir, manifest, events))
+        finally:
+            logger.removeHandler(_notes)
+            logger.setLevel(saved_level)
+        if manifest.notes:
+            manifest.write()  # the rebuilt manifest, even when nothing was redone
+        results = tuple(result for model_results in per_model for result in model_results)
+        # entries of variants not run this time (--only, --modes) stay as they were: nothing is pruned
+        from tflq.report import write_batch_reports
 
-    def one(plan: _Plan) -> list[JobResult]:
-        return run_model(plan, output_dir, manifest, events)
-
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        per_model = list(pool.map(one, plans))
-    results = tuple(result for model_results in per_model for result in model_results)
-    known = {f"{r.model}/{r.label}" for r in results}
-    # keep entries of models not run this time (--only), drop variants no longer asked for
-    names_run = {job.name for job in config.models}
-    manifest["jobs"] = {
-        key: value for key, value in manifest["jobs"].items() if key in known or key.split("/")[0] not in names_run
-    }
-    write_manifest(output_dir, manifest)
-    from tflq.report import write_batch_reports
-
-    report_paths = write_batch_reports(output_dir, [result.to_row() for result in results])
+        report_paths = write_batch_reports(output_dir, [result.to_row() for result in results])
     return BatchResult(config=config, results=results, report_paths=tuple(report_paths))
 
+
+def _run_plans(plans: Sequence[_Plan], jobs: int, run: Callable[[_Plan], list[JobResult]]) -> list[list[JobResult]]:
+    """``run`` each plan on ``jobs`` threads; results in plan order.
+
+    Ctrl-C (KeyboardInterrupt in this, the main thread) is acted on at once: every child process is killed, the
+    worker threads stop at their next step (their child calls raise KeyboardInterrupt), and KeyboardInterrupt goes
+    on up. What finished before is already in the manifest.
+    """
+    from tflq import isolation
+
+    pool = ThreadPoolExecutor(max_workers=jobs)
+    futures = [pool.submit(run, plan) for plan in plans]
+    try:
+        while True:  # short waits: the main thread stays responsive to SIGINT
+            done, running = wait(futures, timeout=0.25, return_when=FIRST_EXCEPTION)
+            if not running or any(future.exception() is not None for future in done):
+                break
+        return [future.result() for future in futures]
+    except BaseException:
+        isolation.stop_children()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        isolation.allow_children()

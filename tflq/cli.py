@@ -433,7 +433,16 @@ def run_command(
         else:
             click.echo(line, err=True)
 
-    result = run_batch(config, force=force, jobs=jobs, on_event=on_event)
+    try:
+        result = run_batch(config, force=force, jobs=jobs, on_event=on_event)
+    except KeyboardInterrupt:
+        from tflq.batch_manifest import MANIFEST
+        from tflq.errors import EXIT_FAILED
+
+        raise TflqClickException(
+            f"interrupted: the variants finished before are recorded in {config.output_dir / MANIFEST}; "
+            "run again to do the rest", EXIT_FAILED,
+        ) from None
     rows = [r.to_row() for r in result.results]
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
