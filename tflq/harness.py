@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from tflq.data import Dataset, open_data
-from tflq.errors import DataError, InterpreterError, ModelLoadError, UsageError
+from tflq.errors import DataError, InterpreterError, ModelLoadError, TflqError, UsageError
 from tflq.latency import LatencyStats, time_invocations
 from tflq.metrics import OutputAccuracy, OutputAgreement, output_accuracy, output_agreement
 from tflq.models import ModelOptions
@@ -31,6 +31,7 @@ from tflq.tflite_info import (
     Delegation,
     Signature,
     allocate,
+    check_model_file,
     delegation_of,
     flatbuffer_tensor_specs,
     is_float_model,
@@ -364,10 +365,12 @@ def evaluate(
     Agreement is computed against ``reference`` (Keras model, SavedModel or ``.tflite``) or, without one, against the
     plain float32 model among ``tflite_paths``; sizes are compared with the same file when it is a ``.tflite``.
     ``reference_options`` say how to load a Keras / SavedModel reference (signature, custom objects, unsafe mode).
-    A file that cannot be measured, or crashes the interpreter, gives a Measurement with ``error`` set.
+    A file that cannot be measured (corrupt, crashes the interpreter, data, labels or reference that do not fit it)
+    gives a Measurement with ``error`` set; the other files are measured as usual.
 
-    Raises ModelLoadError for a missing file, DataError for data that does not fit, UsageError for a reference whose
-    outputs differ from the models', InterpreterError when the reference itself fails.
+    Raises ModelLoadError for a missing file or one that is not a regular file (checked before measuring anything),
+    DataError / UsageError when no file could be measured and the data, labels or reference are at fault (the first
+    such error), InterpreterError when a ``--reference`` itself fails.
     """
     from tflq.isolation import call_isolated, choose_start_method
 
@@ -377,8 +380,8 @@ def evaluate(
     for path in list(tflite_paths) + ([reference] if reference else []):
         if not os.path.exists(path):
             raise ModelLoadError(f"{path}: no such file or directory")
-        if path.endswith(".tflite") and not os.path.isfile(path):
-            raise ModelLoadError(f"{path}: is not a file")
+        if path in tflite_paths or path.endswith(".tflite"):
+            check_model_file(path)  # a directory, FIFO or device is refused before anything is measured
 
     def progress_for(label: str) -> Callable[..., None]:
         def on_message(kind: str, done: int, total: int | None) -> None:
@@ -392,8 +395,8 @@ def evaluate(
 
     if reference and reference.endswith(".tflite"):
         baseline = reference
-    else:
-        baseline = _float_baseline(tflite_paths) if len(tflite_paths) > 1 or reference else None
+    else:  # a lone float32 file is its own baseline (ratio 1.00x)
+        baseline = _float_baseline(tflite_paths)
     baseline_size = os.path.getsize(baseline) if baseline else None
 
     start_method = start_method or choose_start_method()
@@ -409,25 +412,31 @@ def evaluate(
 
     order = sorted(range(len(tflite_paths)), key=lambda position: tflite_paths[position] != baseline)
     measurements: dict[int, Measurement] = {}
+    failures: dict[int, TflqError] = {}
     opened_by_specs: dict[Any, Dataset | None] = {}
     for position in order:
         path = tflite_paths[position]
         size = os.path.getsize(path)
         ratio = size / baseline_size if baseline_size else None
-        opened = _opened_in_parent(path, data, settings, opened_by_specs) if data and start_method == "fork" else None
         try:
+            opened = _opened_in_parent(path, data, settings, opened_by_specs) if data and start_method == "fork" else None
             run: TfliteRun = call_isolated(
                 run_tflite, path, settings, data, keywords={"opened": opened},
                 description=path, on_message=progress_for(path), start_method=start_method,
             )
-        except InterpreterError as error:
+            if reference_run is None and reference is None and path == baseline and run.predictions is not None:
+                reference_run = ReferenceRun(path, tuple(t.name for t in run.signature.outputs), run.predictions)
+                measurements[position] = score(run, size, ratio, reference=None, data=data)
+                continue
+            measurements[position] = score(run, size, ratio, reference=reference_run, data=data)
+        except (InterpreterError, UsageError) as error:
+            # One file's failure (corrupt, crashing, data or reference that do not fit it) is its own row's error.
             measurements[position] = Measurement(path, size, ratio, threads=settings.resolved_threads, error=str(error))
-            continue
-        if reference_run is None and reference is None and path == baseline and run.predictions is not None:
-            reference_run = ReferenceRun(path, tuple(t.name for t in run.signature.outputs), run.predictions)
-            measurements[position] = score(run, size, ratio, reference=None, data=data)
-            continue
-        measurements[position] = score(run, size, ratio, reference=reference_run, data=data)
+            failures[position] = error
+    if len(failures) == len(tflite_paths):
+        usage = [failures[position] for position in sorted(failures) if not isinstance(failures[position], InterpreterError)]
+        if usage:  # nothing measured and the data / reference / labels are at fault: a usage error (exit 2)
+            raise usage[0]
     return [measurements[position] for position in range(len(tflite_paths))]
 
 
