@@ -335,3 +335,38 @@ def test_a_folder_means_every_tflite_in_it(classifier: ClassifierFiles, tmp_path
     result = invoke("eval", empty)
     assert result.exit_code == 2
     assert result.stderr.strip() == f"Error: {empty}: no .tflite file in this folder"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Issue 9: -o that cannot be written, the Ratio of a lone float32 file
+
+
+@pytest.mark.parametrize("case", ["parent is a file", "device", "unwritable folder"])
+def test_eval_output_that_cannot_be_written_fails_before_measuring(classifier: ClassifierFiles, tmp_path: Path, case: str) -> None:
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    if case == "parent is a file":
+        output, message = a_file / "report.json", f"{a_file} is a file, not a folder"
+    elif case == "device":
+        output, message = Path(os.devnull), "is not a regular file (a device, FIFO or socket); leave out -o to print to stdout"
+    else:
+        if not os.path.isdir("/proc/self"):
+            pytest.skip("needs Linux /proc (a folder no one can create files in, even root)")
+        output, message = Path("/proc/report.json"), "cannot write in /proc ("
+    # Missing data would fail the measurement: the -o error coming first shows it is checked before measuring.
+    result = invoke("eval", classifier.float32, "--data", tmp_path / "missing.npz", "-o", output, *QUICK)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"Error: -o {output}: {message}"), result.stderr
+    assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.output
+    assert os.path.exists(os.devnull) and not os.path.isfile(os.devnull)  # the device was not replaced
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a_file"]
+
+
+def test_a_lone_float32_file_is_its_own_size_baseline(classifier: ClassifierFiles) -> None:
+    result = invoke("eval", classifier.float32, "--json", *QUICK)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)[0]["size_ratio"] == 1.0
+    table = invoke("eval", classifier.float32, *QUICK)
+    assert " 1.00x " in table.stdout, table.stdout
+    lone_int8 = json.loads(invoke("eval", classifier.int8, "--json", *QUICK).stdout)[0]
+    assert lone_int8["size_ratio"] is None  # no float32 file to compare with: no ratio rather than a made-up one

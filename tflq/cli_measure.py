@@ -1,7 +1,9 @@
 """``tflq eval`` and ``tflq inspect``: thin shells over the harness (tflq.harness, tflq.tflite_info), registered on the ``tflq`` group by importing this module."""
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
 import click
 
@@ -14,7 +16,46 @@ from tflq.cli import (
     handle_errors,
     main,
 )
-from tflq.errors import EXIT_FAILED
+from tflq.errors import EXIT_FAILED, TflqError, UsageError
+
+
+def check_output_file(output: str) -> None:
+    """Raise UsageError unless ``-o output`` can be written as a regular file: it is absent or a writable regular
+    file, and its nearest existing folder is a writable folder. Checked before anything is measured. (A device such
+    as /dev/null would be replaced by the atomic rename, so it is refused.)"""
+    import tempfile
+
+    path = Path(output)
+    if path.is_dir():
+        raise UsageError(f"-o {output}: is a directory; expected a file name")
+    if path.exists() and not path.is_file():
+        raise UsageError(f"-o {output}: is not a regular file (a device, FIFO or socket); leave out -o to print to stdout")
+    folder = path.absolute().parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UsageError(f"-o {output}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UsageError(f"-o {output}: not writable (permission denied in {folder})")
+    if folder == path.absolute().parent:  # the folder the result goes to: create (and remove) the temporary file there
+        try:
+            handle, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+        except OSError as error:
+            raise UsageError(f"-o {output}: cannot write in {folder} ({error.strerror})") from None
+        os.close(handle)
+        os.unlink(probe)
+
+
+def write_output(text: str, output: str, quiet: bool) -> None:
+    """Write the report to ``output`` (complete or absent), or raise TflqError naming it."""
+    from tflq.convert import write_atomically
+
+    try:
+        write_atomically(Path(output), text.encode("utf-8"))
+    except OSError as error:
+        raise TflqError(f"-o {output}: cannot write ({error.strerror or error})") from None
+    if not quiet:
+        echo_err(f"wrote {output}")
 
 
 @main.command("eval")
@@ -49,6 +90,8 @@ def eval_command(
     from tflq.report import notes_of, render_text
 
     chosen_format = _output_format(output_format, as_json, output)
+    if output:
+        check_output_file(output)
     settings = EvalSettings(
         threads=threads, runs=runs, min_seconds=min_seconds, warmup_runs=warmup_runs, warmup_seconds=warmup_seconds,
         use_xnnpack=not no_xnnpack, batch_size=batch_size, limit=limit,
@@ -69,8 +112,10 @@ def eval_command(
     rows = [measurement.to_dict() for measurement in measurements]
     if chosen_format == "table" and not output:
         _print_rows(rows)
+    elif output:
+        write_output(render_text(rows, chosen_format), output, quiet)
     else:
-        _emit(render_text(rows, chosen_format), output, quiet)
+        _emit(render_text(rows, chosen_format), None, quiet)
     if not quiet:
         for note in notes_of(rows, errors=False):
             echo_err(f"Note: {note}")

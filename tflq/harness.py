@@ -431,7 +431,8 @@ def evaluate(
             measurements[position] = score(run, size, ratio, reference=reference_run, data=data)
         except (InterpreterError, UsageError) as error:
             # One file's failure (corrupt, crashing, data or reference that do not fit it) is its own row's error.
-            measurements[position] = Measurement(path, size, ratio, threads=settings.resolved_threads, error=str(error))
+            message = str(error) if str(error).startswith(path) else f"{path}: {error}"
+            measurements[position] = Measurement(path, size, ratio, threads=settings.resolved_threads, error=message)
             failures[position] = error
     if len(failures) == len(tflite_paths):
         usage = [failures[position] for position in sorted(failures) if not isinstance(failures[position], InterpreterError)]
