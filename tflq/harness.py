@@ -126,6 +126,7 @@ class ReferenceRun:
     source: str
     output_names: tuple[str, ...]
     predictions: dict[str, np.ndarray]
+    tensor_names: tuple[str, ...] = ()  # the outputs' tensor names, for a .tflite reference (same order)
 
 
 @dataclass(frozen=True)
@@ -333,7 +334,7 @@ def run_reference(
     """
     if reference.endswith(".tflite"):
         run = run_tflite(reference, settings, data, measure_latency=False, report=report)
-        return ReferenceRun(reference, tuple(tensor.name for tensor in run.signature.outputs), run.predictions or {})
+        return reference_of(run)
     import tempfile
 
     from tflq.models import Reference, export_model
@@ -425,7 +426,7 @@ def evaluate(
                 description=path, on_message=progress_for(path), start_method=start_method,
             )
             if reference_run is None and reference is None and path == baseline and run.predictions is not None:
-                reference_run = ReferenceRun(path, tuple(t.name for t in run.signature.outputs), run.predictions)
+                reference_run = reference_of(run)
                 measurements[position] = score(run, size, ratio, reference=None, data=data)
                 continue
             measurements[position] = score(run, size, ratio, reference=reference_run, data=data)
@@ -439,6 +440,14 @@ def evaluate(
         if usage:  # nothing measured and the data / reference / labels are at fault: a usage error (exit 2)
             raise usage[0]
     return [measurements[position] for position in range(len(tflite_paths))]
+
+
+def reference_of(run: TfliteRun) -> ReferenceRun:
+    """A measured ``.tflite`` as the reference of the others."""
+    outputs = run.signature.outputs
+    return ReferenceRun(
+        run.tflite_path, tuple(t.name for t in outputs), run.predictions or {}, tuple(t.tensor_name for t in outputs)
+    )
 
 
 def _opened_in_parent(
@@ -526,6 +535,11 @@ def match_outputs(run: TfliteRun, reference: ReferenceRun) -> dict[str, str]:
     reference_names = list(reference.output_names)
     if set(names) == set(reference_names):
         return {name: name for name in names}
+    tensor_names = [tensor.tensor_name for tensor in run.signature.outputs]
+    if len(set(tensor_names)) == len(names) and set(tensor_names) == set(reference.tensor_names):
+        # A variant without SignatureDef (outputs named by tensor) next to one with: the same tensors.
+        by_tensor = dict(zip(reference.tensor_names, reference_names))
+        return {name: by_tensor[tensor] for name, tensor in zip(names, tensor_names)}
     generic = all(_is_generic(name) for name in names) or all(_is_generic(name) for name in reference_names)
     if len(names) == len(reference_names) and (len(names) == 1 or generic):
         return dict(zip(names, reference_names))
@@ -535,6 +549,7 @@ def match_outputs(run: TfliteRun, reference: ReferenceRun) -> dict[str, str]:
 
 
 def _is_generic(name: str) -> bool:
+    name = name[:-2] if name.endswith(":0") else name  # tensor names of a model without SignatureDef
     prefix, _, number = name.rpartition("_")
     return prefix in ("output", "Identity", "StatefulPartitionedCall") and number.isdigit() or name == "Identity"
 

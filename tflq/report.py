@@ -255,7 +255,13 @@ def render_inspection(info: Row) -> list[Any]:
         header.append(f"  {info['description']}")
     parts.append(header)
 
-    tensors = Table(title="Signature" + (f" '{info['signature']}'" if info.get("signature") else ""), title_justify="left")
+    if info.get("signature"):
+        title = f"Signature '{info['signature']}'"
+    else:
+        title = "Inputs and outputs (no SignatureDef: the primary subgraph's, in order)"
+    if info.get("signature_source") == "file":
+        title += ", as the file declares them (the interpreter could not load it)"
+    tensors = Table(title=title, title_justify="left")
     for column in ("", "name", "shape", "dtype", "scale", "zero point"):
         tensors.add_column(column)
     for role in ("inputs", "outputs"):

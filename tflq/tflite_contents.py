@@ -295,10 +295,38 @@ def _decode_conversion_metadata(raw: bytes) -> dict[str, Any]:
     return result
 
 
-def flatbuffer_tensor_specs(tflite_path: str) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]] | None:
-    """The data layer's specs (inputs, outputs) of the signature :func:`read_signature` picks, read from the file
-    without loading it in the interpreter (pure Python, so it cannot crash). None when the file cannot be read or
-    its signature is not on the primary subgraph; the interpreter's view is then the only one."""
+@dataclass(frozen=True)
+class FlatbufferTensor:
+    """An input or output as the flatbuffer declares it (the fields of ``tflite_info.TensorInfo``)."""
+
+    name: str  # SignatureDef name, or the tensor name when the model has no SignatureDef
+    tensor_name: str
+    index: int
+    shape: tuple[int | None, ...]
+    dtype: str
+    scales: tuple[float, ...]
+    zero_points: tuple[int, ...]
+
+    @property
+    def logical_dtype(self) -> str:
+        quantized = self.dtype in QUANTIZED_DTYPES and len(self.scales) > 0 and self.scales[0] != 0.0
+        return "float32" if quantized else self.dtype
+
+
+@dataclass(frozen=True)
+class FlatbufferSignature:
+    """The inputs and outputs tflq runs, from the file: ``serving_default`` or the only SignatureDef, else (``key``
+    None) the primary subgraph's inputs and outputs in their declared order."""
+
+    key: str | None
+    inputs: tuple[FlatbufferTensor, ...]
+    outputs: tuple[FlatbufferTensor, ...]
+
+
+def flatbuffer_signature(tflite_path: str) -> FlatbufferSignature | None:
+    """The signature :func:`tflite_info.read_signature` picks, read from the file without loading it in the
+    interpreter (pure Python, so it cannot crash). None when the file cannot be read, is corrupt, or its signature
+    is not on the primary subgraph."""
     try:
         content = read_model_bytes(tflite_path)
     except (ModelLoadError, InterpreterError):
@@ -306,49 +334,75 @@ def flatbuffer_tensor_specs(tflite_path: str) -> tuple[tuple[TensorSpec, ...], t
     from ai_edge_litert import schema_py_generated as schema
 
     try:
-        model = schema.Model.GetRootAs(content, 0)
-        type_names = {value: name.lower() for name, value in vars(schema.TensorType).items() if not name.startswith("_")}
-        subgraph = model.Subgraphs(0)
-
-        def spec(name: str, index: int) -> TensorSpec:
-            tensor = subgraph.Tensors(index)
-            if tensor.ShapeSignatureLength():
-                dims = tensor.ShapeSignatureAsNumpy()
-            else:
-                dims = tensor.ShapeAsNumpy() if tensor.ShapeLength() else []
-            shape = tuple(None if int(dim) < 0 else int(dim) for dim in dims)
-            dtype = type_names.get(tensor.Type(), "unknown")
-            quantization = tensor.Quantization()
-            quantized = (
-                dtype in QUANTIZED_DTYPES and quantization is not None and quantization.ScaleLength() > 0
-                and quantization.Scale(0) != 0.0
-            )
-            return TensorSpec(name, shape, "float32" if quantized else dtype)
-
-        signatures = {
-            (model.SignatureDefs(position).SignatureKey() or b"").decode(): model.SignatureDefs(position)
-            for position in range(model.SignatureDefsLength())
-        }
-        if not signatures:
-            inputs = [(subgraph.Tensors(int(i)).Name().decode(), int(i)) for i in subgraph.InputsAsNumpy()]
-            outputs = [(subgraph.Tensors(int(i)).Name().decode(), int(i)) for i in subgraph.OutputsAsNumpy()]
-            return tuple(spec(*pair) for pair in inputs), tuple(spec(*pair) for pair in outputs)
-        key = "serving_default" if "serving_default" in signatures else sorted(signatures)[0]
-        signature = signatures[key]
-        if signature.SubgraphIndex() != 0:
-            return None
-        inputs_by_name = {
-            signature.Inputs(j).Name().decode(): signature.Inputs(j).TensorIndex() for j in range(signature.InputsLength())
-        }
-        outputs_by_name = {
-            signature.Outputs(j).Name().decode(): signature.Outputs(j).TensorIndex() for j in range(signature.OutputsLength())
-        }
-        return (
-            tuple(spec(name, inputs_by_name[name]) for name in signature_order(inputs_by_name)),
-            tuple(spec(name, outputs_by_name[name]) for name in signature_order(outputs_by_name)),
-        )
+        return _signature_of(schema, schema.Model.GetRootAs(content, 0))
     except FLATBUFFER_READ_ERRORS + (KeyError,):
         return None
+
+
+def _signature_of(schema: Any, model: Any) -> FlatbufferSignature | None:
+    type_names = {value: name.lower() for name, value in vars(schema.TensorType).items() if not name.startswith("_")}
+    subgraph = model.Subgraphs(0)
+
+    def tensor_of(name: str | None, index: int) -> FlatbufferTensor:
+        tensor = subgraph.Tensors(index)
+        if tensor.ShapeSignatureLength():
+            dims = tensor.ShapeSignatureAsNumpy()
+        else:
+            dims = tensor.ShapeAsNumpy() if tensor.ShapeLength() else []
+        quantization = tensor.Quantization()
+        scales: tuple[float, ...] = ()
+        zero_points: tuple[int, ...] = ()
+        if quantization is not None and quantization.ScaleLength():
+            scales = tuple(float(value) for value in quantization.ScaleAsNumpy())
+            if quantization.ZeroPointLength():
+                zero_points = tuple(int(value) for value in quantization.ZeroPointAsNumpy())
+        tensor_name = (tensor.Name() or b"").decode()
+        return FlatbufferTensor(
+            name=name if name is not None else tensor_name,
+            tensor_name=tensor_name,
+            index=int(index),
+            shape=tuple(None if int(dim) < 0 else int(dim) for dim in dims),
+            dtype=type_names.get(tensor.Type(), "unknown"),
+            scales=scales,
+            zero_points=zero_points or tuple(0 for _ in scales),
+        )
+
+    signatures = {
+        (model.SignatureDefs(position).SignatureKey() or b"").decode(): model.SignatureDefs(position)
+        for position in range(model.SignatureDefsLength())
+    }
+    if not signatures:
+        inputs = subgraph.InputsAsNumpy() if subgraph.InputsLength() else []
+        outputs = subgraph.OutputsAsNumpy() if subgraph.OutputsLength() else []
+        return FlatbufferSignature(
+            None, tuple(tensor_of(None, int(i)) for i in inputs), tuple(tensor_of(None, int(i)) for i in outputs)
+        )
+    key = "serving_default" if "serving_default" in signatures else sorted(signatures)[0]
+    signature = signatures[key]
+    if signature.SubgraphIndex() != 0:
+        return None
+    inputs_by_name = {
+        signature.Inputs(j).Name().decode(): signature.Inputs(j).TensorIndex() for j in range(signature.InputsLength())
+    }
+    outputs_by_name = {
+        signature.Outputs(j).Name().decode(): signature.Outputs(j).TensorIndex() for j in range(signature.OutputsLength())
+    }
+    return FlatbufferSignature(
+        key,
+        tuple(tensor_of(name, inputs_by_name[name]) for name in signature_order(inputs_by_name)),
+        tuple(tensor_of(name, outputs_by_name[name]) for name in signature_order(outputs_by_name)),
+    )
+
+
+def flatbuffer_tensor_specs(tflite_path: str) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]] | None:
+    """The data layer's specs (inputs, outputs) of :func:`flatbuffer_signature`, or None."""
+    signature = flatbuffer_signature(tflite_path)
+    if signature is None:
+        return None
+    return (
+        tuple(TensorSpec(tensor.name, tensor.shape, tensor.logical_dtype) for tensor in signature.inputs),
+        tuple(TensorSpec(tensor.name, tensor.shape, tensor.logical_dtype) for tensor in signature.outputs),
+    )
 
 
 def is_float_model(summary: FlatbufferSummary) -> bool:

@@ -26,6 +26,7 @@ from tflq.tflite_contents import (  # noqa: F401 (re-exported: the flatbuffer's 
     FlatbufferSummary,
     OpTypeStats,
     check_model_file,
+    flatbuffer_signature,
     flatbuffer_tensor_specs,
     is_float_model,
     read_flatbuffer,
@@ -278,11 +279,13 @@ class Inspection:
 
     def to_dict(self) -> dict[str, Any]:
         signature = self.signature.to_dict() if self.signature else {"signature": None, "inputs": [], "outputs": []}
+        source = None if self.signature is None else ("file" if self.interpreter_error else "interpreter")
         return {
             "path": self.tflite_path,
             "name": os.path.basename(self.tflite_path),
             "size_bytes": self.size_bytes,
             **signature,
+            "signature_source": source,
             **self.contents.to_dict(),
             "xnnpack": self.delegation.to_dict() if self.delegation else None,
             "xnnpack_error": self.interpreter_error,
@@ -308,6 +311,7 @@ def inspect_tflite(
         )
     except InterpreterError as failure:
         error = str(failure)
+        signature = signature_from_flatbuffer(tflite_path)  # the file's own declaration, when it cannot be loaded
     return Inspection(tflite_path, os.path.getsize(tflite_path), contents, signature, delegation, error)
 
 
@@ -316,3 +320,18 @@ def interpreter_view(tflite_path: str, threads: int, use_xnnpack: bool, *, repor
     interpreter = open_interpreter(tflite_path, threads=threads, use_xnnpack=use_xnnpack)
     allocate(interpreter, tflite_path)
     return read_signature(interpreter, tflite_path), delegation_of(interpreter, enabled=use_xnnpack)
+
+
+def signature_from_flatbuffer(tflite_path: str) -> Signature | None:
+    """The signature as the file declares it (SignatureDef, else the primary subgraph's inputs and outputs), without
+    the interpreter. None when the flatbuffer cannot be read."""
+    declared = flatbuffer_signature(tflite_path)
+    if declared is None:
+        return None
+
+    def info(tensor: Any) -> TensorInfo:
+        return TensorInfo(
+            tensor.name, tensor.tensor_name, tensor.index, tensor.shape, tensor.dtype, tensor.scales, tensor.zero_points
+        )
+
+    return Signature(declared.key, tuple(map(info, declared.inputs)), tuple(map(info, declared.outputs)))
