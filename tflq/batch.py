@@ -186,6 +186,7 @@ def measurement_key(job: ModelJob, key: str, baseline_key: str | None) -> str:
                 "data": content_hash(job.evaluation.get("data")),
                 "samples": job.evaluation.get("samples"),
                 "reference": content_hash(job.evaluation.get("reference")),
+                **({"task": job.evaluation["task"].to_setting()} if job.evaluation.get("task") else {}),
             },
             "latency": dict(job.latency),
             "baseline": baseline_key,
@@ -354,7 +355,7 @@ def run_model(
         try:
             results = evaluate(
                 paths, data=job.evaluation.get("data"), reference=reference, settings=_eval_settings(job),
-                reference_options=None,
+                reference_options=None, tasks=job.evaluation.get("task"),
             )
             for variant, measurement in zip(to_measure, results):
                 measurements[variant.label] = measurement.to_dict()
@@ -413,6 +414,7 @@ def auto_key(job: ModelJob) -> str:
                 "data": content_hash(job.evaluation.get("data")),
                 "samples": job.evaluation.get("samples"),
                 "reference": content_hash(job.evaluation.get("reference")),
+                **({"task": job.evaluation["task"].to_setting()} if job.evaluation.get("task") else {}),
             },
             "auto": dict(job.auto),
             "latency": dict(job.latency) if job.auto.get("objective") == "latency" else None,

@@ -71,6 +71,7 @@ def write_output(text: str, output: str, quiet: bool) -> None:
 @click.option("--warmup-runs", type=click.IntRange(min=0), default=1, show_default=True, help="Warm-up runs at least.")
 @click.option("--warmup-seconds", type=click.FloatRange(min=0), default=0.5, show_default=True, help="Warm-up lasts at least this long.")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Evaluation batch for dynamic-batch models. Default: from the input size.")
+@click.option("--task", "task_options", multiple=True, metavar="[NAME=]TASK", help="classification or regression, for output NAME or every output (repeatable). Default: classification for (N, C) scores with class labels, else regression.")
 @click.option("--samples", "limit", type=click.IntRange(min=1), help="Evaluate only the first N samples.")
 @click.option("--no-xnnpack", is_flag=True, help="Measure without the default XNNPACK delegate.")
 @click.option("--format", "output_format", type=click.Choice(["table", "json", "csv", "md"]), help="Output format. Default: table (or from -o's extension).")
@@ -81,14 +82,18 @@ def write_output(text: str, output: str, quiet: bool) -> None:
 def eval_command(
     models: tuple[str, ...], data: str | None, reference: str | None, signature: str | None,
     custom_objects: tuple[str, ...], unsafe_deserialization: bool, threads: int | None, runs: int,
-    min_seconds: float, warmup_runs: int, warmup_seconds: float, batch_size: int | None, limit: int | None,
-    no_xnnpack: bool, output_format: str | None, output: str | None, as_json: bool, quiet: bool,
+    min_seconds: float, warmup_runs: int, warmup_seconds: float, batch_size: int | None, task_options: tuple[str, ...],
+    limit: int | None, no_xnnpack: bool, output_format: str | None, output: str | None, as_json: bool, quiet: bool,
 ) -> None:
     """Measure .tflite models: size, latency, XNNPACK delegation, accuracy and agreement, one row per model."""
     from tflq.harness import EvalSettings, evaluate, paths_in
     from tflq.models import ModelOptions
     from tflq.report import notes_of, render_text
+    from tflq.tasks import parse_task_options
 
+    tasks = parse_task_options(task_options)
+    if tasks is not None and not data:
+        raise UsageError("--task needs --data: the task says how an output's predictions are scored")
     chosen_format = _output_format(output_format, as_json, output)
     if output:
         check_output_file(output)
@@ -101,7 +106,7 @@ def eval_command(
         progress.start()
     try:
         measurements = evaluate(
-            paths_in(models), data=data, reference=reference, settings=settings, on_progress=on_progress,
+            paths_in(models), data=data, reference=reference, settings=settings, on_progress=on_progress, tasks=tasks,
             reference_options=ModelOptions(
                 signature=signature, custom_objects=custom_objects, unsafe_deserialization=unsafe_deserialization
             ),

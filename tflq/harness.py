@@ -5,7 +5,8 @@ Public API:
 * :func:`evaluate` measures several files, each in its own child process, and returns one :class:`Measurement`
   per file (a file that fails or crashes the interpreter gives a Measurement with ``error`` set);
 * :func:`run_tflite` does the work for one file in the current process and returns the raw :class:`TfliteRun`;
-* :func:`score` turns a TfliteRun into a Measurement (accuracy against labels, agreement with a reference).
+* :func:`score` turns a TfliteRun into a Measurement (accuracy against labels, agreement with a reference), in
+  :mod:`tflq.measurement` with the result types (re-exported here).
 
 Feeding data through the interpreter lives in :mod:`tflq.runner`, the latency protocol in :mod:`tflq.latency`,
 the metrics in :mod:`tflq.metrics`, what a file holds in :mod:`tflq.tflite_info`, the child processes in
@@ -23,12 +24,22 @@ import numpy as np
 
 from tflq.data import Dataset, open_data
 from tflq.errors import DataError, InterpreterError, ModelLoadError, TflqError, UsageError
-from tflq.latency import LatencyStats, time_invocations
-from tflq.metrics import OutputAccuracy, OutputAgreement, output_accuracy, output_agreement
+from tflq.latency import time_invocations
+from tflq.measurement import (  # noqa: F401 (re-exported: the results and their scoring)
+    Measurement,
+    ReferenceRun,
+    TfliteRun,
+    check_label_keys,
+    check_task_names,
+    decide_tasks,
+    match_outputs,
+    reference_of,
+    score,
+)
 from tflq.models import ModelOptions
 from tflq.runner import TfliteRunner, auto_batch_size
+from tflq.tasks import TaskOverrides
 from tflq.tflite_info import (
-    Delegation,
     Signature,
     allocate,
     check_model_file,
@@ -99,93 +110,6 @@ class EvalSettings:
     def evaluation_threads(self) -> int:
         """Threads for the evaluation pass (reads the load average when ``threads`` is not set)."""
         return self.threads if self.threads is not None else idle_threads()
-
-
-@dataclass(frozen=True)
-class TfliteRun:
-    """What running one ``.tflite`` gives before scoring: predictions (dequantized float32, by output name) and the
-    data's labels (by output name) when data was given."""
-
-    tflite_path: str
-    signature: Signature
-    delegation: Delegation
-    threads: int
-    latency: LatencyStats | None
-    predictions: dict[str, np.ndarray] | None
-    labels: dict[str, np.ndarray]
-    samples: int
-    batch_size: int | None
-    batched: bool
-    evaluation_threads: int | None = None
-
-
-@dataclass(frozen=True)
-class ReferenceRun:
-    """Predictions of a reference model (Keras, SavedModel or ``.tflite``) on the evaluation data."""
-
-    source: str
-    output_names: tuple[str, ...]
-    predictions: dict[str, np.ndarray]
-    tensor_names: tuple[str, ...] = ()  # the outputs' tensor names, for a .tflite reference (same order)
-
-
-@dataclass(frozen=True)
-class Measurement:
-    """Everything measured about one ``.tflite``. ``error`` is set (and ``status`` is ``"error"``) when the file could
-    not be measured; the other figures are then mostly None."""
-
-    tflite_path: str
-    size_bytes: int | None
-    size_ratio: float | None = None
-    threads: int | None = None
-    latency: LatencyStats | None = None
-    delegation: Delegation | None = None
-    signature: Signature | None = None
-    accuracy: tuple[OutputAccuracy, ...] = ()
-    agreement: tuple[OutputAgreement, ...] = ()
-    samples: int = 0
-    batch_size: int | None = None
-    evaluation_threads: int | None = None
-    reference: str | None = None
-    warnings: tuple[str, ...] = ()
-    error: str | None = None
-
-    @property
-    def status(self) -> str:
-        return "ok" if self.error is None else "error"
-
-    def to_dict(self) -> dict[str, Any]:
-        """Every figure under stable JSON keys (documented in README.md, "The columns and JSON keys")."""
-        return {
-            "path": self.tflite_path,
-            "name": os.path.basename(self.tflite_path),
-            "size_bytes": self.size_bytes,
-            "size_ratio": self.size_ratio,
-            "threads": self.threads,
-            "latency_ms": self.latency.to_dict() if self.latency else None,
-            "xnnpack": self.delegation.to_dict() if self.delegation else None,
-            "accuracy": _per_output(self.accuracy),
-            "agreement": _per_output(self.agreement),
-            "reference": self.reference,
-            "samples": self.samples,
-            "batch_size": self.batch_size,
-            "evaluation_threads": self.evaluation_threads,
-            "inputs": [tensor.to_dict() for tensor in self.signature.inputs] if self.signature else None,
-            "outputs": [tensor.to_dict() for tensor in self.signature.outputs] if self.signature else None,
-            "status": self.status,
-            "error": self.error,
-            "warnings": list(self.warnings),
-        }
-
-
-def _per_output(results: Sequence[OutputAccuracy] | Sequence[OutputAgreement]) -> dict[str, Any] | None:
-    """``{<output>: {...}}``, plus the figures unnested when there is a single output (``accuracy.top1``)."""
-    if not results:
-        return None
-    nested: dict[str, Any] = {result.output: result.to_dict() for result in results}
-    if len(results) == 1:
-        nested.update(results[0].to_dict())
-    return nested
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -360,12 +284,14 @@ def evaluate(
     reference_options: ModelOptions | None = None,
     on_progress: ProgressCallback | None = None,
     start_method: str | None = None,
+    tasks: TaskOverrides | None = None,
 ) -> list[Measurement]:
     """Measure every ``.tflite`` (each in a child process) and return one Measurement per file, in input order.
 
     Agreement is computed against ``reference`` (Keras model, SavedModel or ``.tflite``) or, without one, against the
     plain float32 model among ``tflite_paths``; sizes are compared with the same file when it is a ``.tflite``.
-    ``reference_options`` say how to load a Keras / SavedModel reference (signature, custom objects, unsafe mode).
+    ``reference_options`` say how to load a Keras / SavedModel reference (signature, custom objects, unsafe mode);
+    ``tasks`` override the classification / regression rule per output.
     A file that cannot be measured (corrupt, crashes the interpreter, data, labels or reference that do not fit it)
     gives a Measurement with ``error`` set; the other files are measured as usual.
 
@@ -400,6 +326,7 @@ def evaluate(
         baseline = _float_baseline(tflite_paths)
     baseline_size = os.path.getsize(baseline) if baseline else None
 
+    check_task_names(tflite_paths, tasks)
     start_method = start_method or choose_start_method()
     reference_run: ReferenceRun | None = None
     if reference and data:
@@ -427,9 +354,9 @@ def evaluate(
             )
             if reference_run is None and reference is None and path == baseline and run.predictions is not None:
                 reference_run = reference_of(run)
-                measurements[position] = score(run, size, ratio, reference=None, data=data)
+                measurements[position] = score(run, size, ratio, reference=None, data=data, tasks=tasks)
                 continue
-            measurements[position] = score(run, size, ratio, reference=reference_run, data=data)
+            measurements[position] = score(run, size, ratio, reference=reference_run, data=data, tasks=tasks)
         except (InterpreterError, UsageError) as error:
             # One file's failure (corrupt, crashing, data or reference that do not fit it) is its own row's error.
             message = str(error) if str(error).startswith(path) else f"{path}: {error}"
@@ -440,14 +367,6 @@ def evaluate(
         if usage:  # nothing measured and the data / reference / labels are at fault: a usage error (exit 2)
             raise usage[0]
     return [measurements[position] for position in range(len(tflite_paths))]
-
-
-def reference_of(run: TfliteRun) -> ReferenceRun:
-    """A measured ``.tflite`` as the reference of the others."""
-    outputs = run.signature.outputs
-    return ReferenceRun(
-        run.tflite_path, tuple(t.name for t in outputs), run.predictions or {}, tuple(t.tensor_name for t in outputs)
-    )
 
 
 def _opened_in_parent(
@@ -475,83 +394,6 @@ def _float_baseline(tflite_paths: Sequence[str]) -> str | None:
             continue
     candidates.sort(key=lambda path: "float32" not in os.path.basename(path))
     return candidates[0] if candidates else None
-
-
-def score(
-    run: TfliteRun, size_bytes: int, size_ratio: float | None, *, reference: ReferenceRun | None, data: str | None
-) -> Measurement:
-    """Turn a TfliteRun into a Measurement: accuracy against the data's labels, agreement with ``reference``.
-
-    Raises DataError for labels that do not fit an output, UsageError for a reference with other outputs.
-    """
-    source = data or "data"
-    accuracy: list[OutputAccuracy] = []
-    agreement: list[OutputAgreement] = []
-    if run.predictions is not None:
-        for name, labels in run.labels.items():
-            if name in run.predictions:
-                accuracy.append(output_accuracy(name, run.predictions[name], labels, source=source))
-        if reference is not None:
-            for name, reference_name in match_outputs(run, reference).items():
-                predictions, expected = run.predictions[name], reference.predictions[reference_name]
-                if len(expected) != len(predictions):
-                    raise DataError(
-                        f"{reference.source} gave {len(expected)} predictions, {run.tflite_path} {len(predictions)}"
-                    )
-                if predictions.shape[1:] != expected.shape[1:]:
-                    raise UsageError(
-                        f"reference {reference.source} output '{reference_name}' has shape {expected.shape[1:]} per "
-                        f"sample; {run.tflite_path} output '{name}' has {predictions.shape[1:]}"
-                    )
-                agreement.append(output_agreement(name, predictions, expected))
-    warnings = []  # a noisy latency is not repeated here: ``latency_ms.noisy`` says it, reports sum it up
-    if run.delegation.enabled and run.delegation.delegated_ops == 0:
-        warnings.append("XNNPACK took no op: everything runs on the built-in kernels")
-    return Measurement(
-        tflite_path=run.tflite_path,
-        size_bytes=size_bytes,
-        size_ratio=size_ratio,
-        threads=run.threads,
-        latency=run.latency,
-        delegation=run.delegation,
-        signature=run.signature,
-        accuracy=tuple(accuracy),
-        agreement=tuple(agreement),
-        samples=run.samples,
-        batch_size=run.batch_size,
-        evaluation_threads=run.evaluation_threads,
-        reference=reference.source if reference is not None else None,
-        warnings=tuple(warnings),
-    )
-
-
-def match_outputs(run: TfliteRun, reference: ReferenceRun) -> dict[str, str]:
-    """Pair the model's outputs with the reference's: by name, or by position when the names differ only because one
-    side uses generic names (``output_0``...) or both have a single output.
-
-    Raises UsageError naming both output lists when they cannot be paired.
-    """
-    names = [tensor.name for tensor in run.signature.outputs]
-    reference_names = list(reference.output_names)
-    if set(names) == set(reference_names):
-        return {name: name for name in names}
-    tensor_names = [tensor.tensor_name for tensor in run.signature.outputs]
-    if len(set(tensor_names)) == len(names) and set(tensor_names) == set(reference.tensor_names):
-        # A variant without SignatureDef (outputs named by tensor) next to one with: the same tensors.
-        by_tensor = dict(zip(reference.tensor_names, reference_names))
-        return {name: by_tensor[tensor] for name, tensor in zip(names, tensor_names)}
-    generic = all(_is_generic(name) for name in names) or all(_is_generic(name) for name in reference_names)
-    if len(names) == len(reference_names) and (len(names) == 1 or generic):
-        return dict(zip(names, reference_names))
-    raise UsageError(
-        f"reference {reference.source} has outputs {reference_names}; {run.tflite_path} has outputs {names}"
-    )
-
-
-def _is_generic(name: str) -> bool:
-    name = name[:-2] if name.endswith(":0") else name  # tensor names of a model without SignatureDef
-    prefix, _, number = name.rpartition("_")
-    return prefix in ("output", "Identity", "StatefulPartitionedCall") and number.isdigit() or name == "Identity"
 
 
 def paths_in(arguments: Iterable[str]) -> list[str]:
