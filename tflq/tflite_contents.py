@@ -143,7 +143,15 @@ def read_flatbuffer(tflite_path: str) -> FlatbufferSummary:
 
 
 def corrupt_message(tflite_path: str, content: bytes, error: BaseException) -> str:
-    return f"{tflite_path}: corrupt or truncated TFLite flatbuffer ({len(content)} bytes; {type(error).__name__})"
+    if isinstance(error, (struct.error, IndexError)):
+        reason = "a read past the end of the file"
+    elif isinstance(error, UnicodeDecodeError):
+        reason = "a name that is not UTF-8"
+    elif isinstance(error, AttributeError):
+        reason = "a required table is missing"
+    else:
+        reason = "an offset or length out of range"
+    return f"{tflite_path}: corrupt or truncated TFLite flatbuffer ({len(content)} bytes; {reason})"
 
 
 def _summarize(schema: Any, model: Any, content: bytes) -> FlatbufferSummary:
