@@ -74,6 +74,7 @@ def test_eval_keeps_the_good_row_whatever_the_corruption(classifier: ClassifierF
         if bad["status"] == "error":
             assert result.exit_code == 1 and errors == [f"Error: {bad['error']}"], context
             assert bad["error"].startswith(str(corrupt)) and "\n" not in bad["error"], context
+            assert ": unexpected " not in bad["error"], context  # every failure named (no stray Python exception)
             outcomes["error"] += 1
         else:
             assert result.exit_code == 0 and not errors, context

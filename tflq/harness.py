@@ -139,7 +139,7 @@ def run_tflite(
     allocate(interpreter, tflite_path)
     init_ms = (time.perf_counter() - started) * 1000.0
     signature = read_signature(interpreter, tflite_path)
-    delegation = delegation_of(interpreter, enabled=settings.use_xnnpack)
+    delegation = delegation_of(interpreter, enabled=settings.use_xnnpack, tflite_path=tflite_path)
     runner = TfliteRunner(interpreter, signature, tflite_path)
     dataset = None
     if data:

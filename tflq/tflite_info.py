@@ -134,8 +134,16 @@ def allocate(interpreter: "Interpreter", tflite_path: str) -> None:
 def read_signature(interpreter: "Interpreter", tflite_path: str = "model") -> Signature:
     """The signature tflq runs: ``serving_default`` or the only SignatureDef, else the model's input/output tensors.
 
-    Raises InterpreterError when the chosen signature is not the primary subgraph (not supported).
+    Raises InterpreterError when the chosen signature is not the primary subgraph (not supported), or a name in the
+    file is not UTF-8 (a corrupt file the interpreter loaded).
     """
+    try:
+        return _read_signature(interpreter, tflite_path)
+    except UnicodeDecodeError:
+        raise InterpreterError(f"{tflite_path}: a tensor or signature name is not UTF-8 (corrupt file?)") from None
+
+
+def _read_signature(interpreter: "Interpreter", tflite_path: str) -> Signature:
     signatures = interpreter._get_full_signature_list()  # name -> {"inputs": {name: index}, "outputs": {...}}
     if not signatures:
         inputs = tuple(_tensor_info(detail["name"], detail) for detail in interpreter.get_input_details())
@@ -217,7 +225,7 @@ class Delegation:
         return text
 
 
-def delegation_of(interpreter: "Interpreter", *, enabled: bool) -> Delegation:
+def delegation_of(interpreter: "Interpreter", *, enabled: bool, tflite_path: str = "model") -> Delegation:
     """Count the ops the delegate took, from the node list of an allocated interpreter.
 
     After ``allocate_tensors`` the node list holds the model's own nodes followed by one ``DELEGATE`` node per
@@ -226,7 +234,10 @@ def delegation_of(interpreter: "Interpreter", *, enabled: bool) -> Delegation:
     outputs through the producing nodes, stopping at the DELEGATE node's inputs. (Checked against
     ``experimental_disable_delegate_node_fusion``, which gives one DELEGATE node per delegated op.)
     """
-    nodes = interpreter._get_ops_details()
+    try:
+        nodes = interpreter._get_ops_details()
+    except UnicodeDecodeError:
+        raise InterpreterError(f"{tflite_path}: an op name is not UTF-8 (corrupt file?)") from None
     delegate_nodes = [node for node in nodes if node["op_name"] == DELEGATE_NODE]
     model_nodes = [node for node in nodes if node["op_name"] != DELEGATE_NODE]
     producer_by_tensor = {int(tensor): node for node in model_nodes for tensor in node["outputs"]}
@@ -319,7 +330,7 @@ def interpreter_view(tflite_path: str, threads: int, use_xnnpack: bool, *, repor
     """Signature and delegation of a ``.tflite`` (loads and allocates it in this process)."""
     interpreter = open_interpreter(tflite_path, threads=threads, use_xnnpack=use_xnnpack)
     allocate(interpreter, tflite_path)
-    return read_signature(interpreter, tflite_path), delegation_of(interpreter, enabled=use_xnnpack)
+    return read_signature(interpreter, tflite_path), delegation_of(interpreter, enabled=use_xnnpack, tflite_path=tflite_path)
 
 
 def signature_from_flatbuffer(tflite_path: str) -> Signature | None:
