@@ -320,6 +320,7 @@ def evaluate(
     # Imported once here, so that children forked from this process do not import it again.
     import ai_edge_litert.interpreter  # noqa: F401
 
+    baseline: str | None
     if reference and reference.endswith(".tflite"):
         baseline = reference
     else:  # a lone float32 file is its own baseline (ratio 1.00x)
