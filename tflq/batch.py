@@ -414,7 +414,6 @@ def auto_key(job: ModelJob) -> str:
                 "data": content_hash(job.evaluation.get("data")),
                 "samples": job.evaluation.get("samples"),
                 "reference": content_hash(job.evaluation.get("reference")),
-                **({"task": job.evaluation["task"].to_setting()} if job.evaluation.get("task") else {}),
             },
             "auto": dict(job.auto),
             "latency": dict(job.latency) if job.auto.get("objective") == "latency" else None,
