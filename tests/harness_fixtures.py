@@ -178,4 +178,24 @@ def broken_files(tmp_path: Path, classifier: ClassifierFiles) -> dict[str, Path]
     return {"random": random_bytes, "truncated": truncated, "empty": empty}
 
 
-__all__ = ["ClassifierFiles", "MultiFiles", "classifier", "multi", "broken_files", "SAMPLES", "CLASSES"]
+def strip_signatures(source: Path, target: Path, *, unknown_custom_op: bool = False) -> Path:
+    """Rewrite a .tflite without its SignatureDefs (as some third-party files come), with the flatbuffer schema that
+    ships with ai_edge_litert. ``unknown_custom_op`` also turns the first op into a custom op no resolver knows, so
+    the interpreter refuses the file while its flatbuffer stays readable."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    content = source.read_bytes()
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(content, 0))
+    model.signatureDefs = []
+    if unknown_custom_op:
+        model.operatorCodes[0].builtinCode = schema.BuiltinOperator.CUSTOM
+        model.operatorCodes[0].deprecatedBuiltinCode = schema.BuiltinOperator.CUSTOM
+        model.operatorCodes[0].customCode = b"TflqNoSuchOp"
+    builder = flatbuffers.Builder(len(content) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    target.write_bytes(bytes(builder.Output()))
+    return target
+
+
+__all__ = ["strip_signatures", "ClassifierFiles", "MultiFiles", "classifier", "multi", "broken_files", "SAMPLES", "CLASSES"]

@@ -335,3 +335,87 @@ def test_a_folder_means_every_tflite_in_it(classifier: ClassifierFiles, tmp_path
     result = invoke("eval", empty)
     assert result.exit_code == 2
     assert result.stderr.strip() == f"Error: {empty}: no .tflite file in this folder"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Issue 9: -o that cannot be written, the Ratio of a lone float32 file
+
+
+@pytest.mark.parametrize("case", ["parent is a file", "device", "unwritable folder"])
+def test_eval_output_that_cannot_be_written_fails_before_measuring(classifier: ClassifierFiles, tmp_path: Path, case: str) -> None:
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    if case == "parent is a file":
+        output, message = a_file / "report.json", f"{a_file} is a file, not a folder"
+    elif case == "device":
+        output, message = Path(os.devnull), "is not a regular file (a device, FIFO or socket); leave out -o to print to stdout"
+    else:
+        if not os.path.isdir("/proc/self"):
+            pytest.skip("needs Linux /proc (a folder no one can create files in, even root)")
+        output, message = Path("/proc/report.json"), "cannot write in /proc ("
+    # Missing data would fail the measurement: the -o error coming first shows it is checked before measuring.
+    result = invoke("eval", classifier.float32, "--data", tmp_path / "missing.npz", "-o", output, *QUICK)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"Error: -o {output}: {message}"), result.stderr
+    assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.output
+    assert os.path.exists(os.devnull) and not os.path.isfile(os.devnull)  # the device was not replaced
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a_file"]
+
+
+def test_a_lone_float32_file_is_its_own_size_baseline(classifier: ClassifierFiles) -> None:
+    result = invoke("eval", classifier.float32, "--json", *QUICK)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)[0]["size_ratio"] == 1.0
+    table = invoke("eval", classifier.float32, *QUICK)
+    assert " 1.00x " in table.stdout, table.stdout
+    lone_int8 = json.loads(invoke("eval", classifier.int8, "--json", *QUICK).stdout)[0]
+    assert lone_int8["size_ratio"] is None  # no float32 file to compare with: no ratio rather than a made-up one
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Issue 9: .tflite files without SignatureDef (inputs/outputs declared only by the subgraph)
+
+
+def test_no_signaturedef_is_measured_by_subgraph_inputs_and_outputs(classifier: ClassifierFiles, tmp_path: Path) -> None:
+    from harness_fixtures import strip_signatures
+
+    bare = strip_signatures(classifier.float32, tmp_path / "bare.tflite")
+    result = invoke("eval", classifier.float32, bare, "--data", classifier.data, "--json", *QUICK)
+    assert result.exit_code == 0, result.output
+    float32, row = json.loads(result.stdout)
+    assert [tensor["shape"] for tensor in row["inputs"]] == [[None, 8, 8, 1]]
+    assert row["outputs"][0]["name"] == row["outputs"][0]["tensor"]  # named by tensor: there is no SignatureDef
+    assert row["accuracy"]["top1"] == float32["accuracy"]["top1"]
+    assert row["agreement"]["top1"] == 1.0 and row["agreement"]["max_abs_error"] == 0.0
+
+
+def test_no_signaturedef_with_two_outputs_pairs_them_by_tensor(classifier: ClassifierFiles, tmp_path: Path) -> None:
+    from harness_fixtures import strip_signatures
+
+    bare = strip_signatures(classifier.two_outputs, tmp_path / "bare_two.tflite")
+    result = invoke("eval", classifier.two_outputs, bare, "--data", classifier.unlabelled, "--json", *QUICK)
+    assert result.exit_code == 0, result.output
+    _, row = json.loads(result.stdout)
+    figures = [value for value in row["agreement"].values() if isinstance(value, dict)]
+    assert len(figures) == 2 and all(value["max_abs_error"] == 0.0 for value in figures), row["agreement"]
+
+
+def test_inspect_without_signaturedef_shows_the_subgraph_tensors(classifier: ClassifierFiles, tmp_path: Path) -> None:
+    from harness_fixtures import strip_signatures
+
+    bare = strip_signatures(classifier.int8_io, tmp_path / "bare.tflite")
+    info = json.loads(invoke("inspect", bare, "--json").stdout)
+    assert info["signature"] is None and info["signature_source"] == "interpreter"
+    assert [(t["shape"], t["dtype"]) for t in info["inputs"]] == [([None, 8, 8, 1], "int8")]
+    assert [(t["shape"], t["dtype"]) for t in info["outputs"]] == [([None, 10], "int8")]
+    text = invoke("inspect", bare)
+    assert "no SignatureDef" in text.stdout and "[?, 8, 8, 1]" in text.stdout
+
+    # The interpreter refuses the file (unknown custom op): the table still shows what the file declares.
+    refused = strip_signatures(classifier.int8_io, tmp_path / "refused.tflite", unknown_custom_op=True)
+    result = invoke("inspect", refused, "--json")
+    assert result.exit_code == 1 and result.stderr.startswith(f"Error: {refused}: ")
+    info = json.loads(result.stdout)
+    assert info["signature_source"] == "file" and info["xnnpack"] is None
+    assert [(t["shape"], t["dtype"]) for t in info["inputs"]] == [([None, 8, 8, 1], "int8")]
+    assert info["inputs"][0]["scale"] > 0 and info["outputs"][0]["zero_point"] is not None

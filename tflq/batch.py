@@ -193,6 +193,7 @@ def measurement_key(job: ModelJob, key: str, baseline_key: str | None) -> str:
                 "data": content_hash(job.evaluation.get("data")),
                 "samples": job.evaluation.get("samples"),
                 "reference": content_hash(job.evaluation.get("reference")),
+                **({"task": job.evaluation["task"].to_setting()} if job.evaluation.get("task") else {}),
             },
             "latency": dict(job.latency),
             "baseline": baseline_key,
@@ -417,7 +418,7 @@ def run_model(plan: _Plan, output_dir: Path, manifest: Manifest, on_event: Event
             try:
                 results = evaluate(
                     paths, data=job.evaluation.get("data"), reference=reference, settings=_eval_settings(job),
-                    reference_options=None,
+                    reference_options=None, tasks=job.evaluation.get("task"),
                 )
                 for variant, path, measurement in zip(to_measure, paths, results):
                     measured = measurement.to_dict()

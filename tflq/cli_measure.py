@@ -1,7 +1,9 @@
 """``tflq eval`` and ``tflq inspect``: thin shells over the harness (tflq.harness, tflq.tflite_info), registered on the ``tflq`` group by importing this module."""
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
 import click
 
@@ -14,7 +16,46 @@ from tflq.cli import (
     handle_errors,
     main,
 )
-from tflq.errors import EXIT_FAILED
+from tflq.errors import EXIT_FAILED, TflqError, UsageError
+
+
+def check_output_file(output: str) -> None:
+    """Raise UsageError unless ``-o output`` can be written as a regular file: it is absent or a writable regular
+    file, and its nearest existing folder is a writable folder. Checked before anything is measured. (A device such
+    as /dev/null would be replaced by the atomic rename, so it is refused.)"""
+    import tempfile
+
+    path = Path(output)
+    if path.is_dir():
+        raise UsageError(f"-o {output}: is a directory; expected a file name")
+    if path.exists() and not path.is_file():
+        raise UsageError(f"-o {output}: is not a regular file (a device, FIFO or socket); leave out -o to print to stdout")
+    folder = path.absolute().parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UsageError(f"-o {output}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UsageError(f"-o {output}: not writable (permission denied in {folder})")
+    if folder == path.absolute().parent:  # the folder the result goes to: create (and remove) the temporary file there
+        try:
+            handle, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+        except OSError as error:
+            raise UsageError(f"-o {output}: cannot write in {folder} ({error.strerror})") from None
+        os.close(handle)
+        os.unlink(probe)
+
+
+def write_output(text: str, output: str, quiet: bool) -> None:
+    """Write the report to ``output`` (complete or absent), or raise TflqError naming it."""
+    from tflq.convert import write_atomically
+
+    try:
+        write_atomically(Path(output), text.encode("utf-8"))
+    except OSError as error:
+        raise TflqError(f"-o {output}: cannot write ({error.strerror or error})") from None
+    if not quiet:
+        echo_err(f"wrote {output}")
 
 
 @main.command("eval")
@@ -30,6 +71,7 @@ from tflq.errors import EXIT_FAILED
 @click.option("--warmup-runs", type=click.IntRange(min=0), default=1, show_default=True, help="Warm-up runs at least.")
 @click.option("--warmup-seconds", type=click.FloatRange(min=0), default=0.5, show_default=True, help="Warm-up lasts at least this long.")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Evaluation batch for dynamic-batch models. Default: from the input size.")
+@click.option("--task", "task_options", multiple=True, metavar="[NAME=]TASK", help="classification or regression, for output NAME or every output (repeatable). Default: classification for (N, C) scores with class labels, else regression.")
 @click.option("--samples", "limit", type=click.IntRange(min=1), help="Evaluate only the first N samples.")
 @click.option("--no-xnnpack", is_flag=True, help="Measure without the default XNNPACK delegate.")
 @click.option("--format", "output_format", type=click.Choice(["table", "json", "csv", "md"]), help="Output format. Default: table (or from -o's extension).")
@@ -40,15 +82,21 @@ from tflq.errors import EXIT_FAILED
 def eval_command(
     models: tuple[str, ...], data: str | None, reference: str | None, signature: str | None,
     custom_objects: tuple[str, ...], unsafe_deserialization: bool, threads: int | None, runs: int,
-    min_seconds: float, warmup_runs: int, warmup_seconds: float, batch_size: int | None, limit: int | None,
-    no_xnnpack: bool, output_format: str | None, output: str | None, as_json: bool, quiet: bool,
+    min_seconds: float, warmup_runs: int, warmup_seconds: float, batch_size: int | None, task_options: tuple[str, ...],
+    limit: int | None, no_xnnpack: bool, output_format: str | None, output: str | None, as_json: bool, quiet: bool,
 ) -> None:
     """Measure .tflite models: size, latency, XNNPACK delegation, accuracy and agreement, one row per model."""
     from tflq.harness import EvalSettings, evaluate, paths_in
     from tflq.models import ModelOptions
     from tflq.report import notes_of, render_text
+    from tflq.tasks import parse_task_options
 
+    tasks = parse_task_options(task_options)
+    if tasks is not None and not data:
+        raise UsageError("--task needs --data: the task says how an output's predictions are scored")
     chosen_format = _output_format(output_format, as_json, output)
+    if output:
+        check_output_file(output)
     settings = EvalSettings(
         threads=threads, runs=runs, min_seconds=min_seconds, warmup_runs=warmup_runs, warmup_seconds=warmup_seconds,
         use_xnnpack=not no_xnnpack, batch_size=batch_size, limit=limit,
@@ -58,7 +106,7 @@ def eval_command(
         progress.start()
     try:
         measurements = evaluate(
-            paths_in(models), data=data, reference=reference, settings=settings, on_progress=on_progress,
+            paths_in(models), data=data, reference=reference, settings=settings, on_progress=on_progress, tasks=tasks,
             reference_options=ModelOptions(
                 signature=signature, custom_objects=custom_objects, unsafe_deserialization=unsafe_deserialization
             ),
@@ -69,8 +117,10 @@ def eval_command(
     rows = [measurement.to_dict() for measurement in measurements]
     if chosen_format == "table" and not output:
         _print_rows(rows)
+    elif output:
+        write_output(render_text(rows, chosen_format), output, quiet)
     else:
-        _emit(render_text(rows, chosen_format), output, quiet)
+        _emit(render_text(rows, chosen_format), None, quiet)
     if not quiet:
         for note in notes_of(rows, errors=False):
             echo_err(f"Note: {note}")

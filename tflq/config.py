@@ -19,6 +19,7 @@ from tflq.config_checks import refuse_colliding_outputs, unused_settings
 from tflq.config_yaml import Located, read_tree
 from tflq.errors import ConfigError, UsageError
 from tflq.modes import MODES, Variant, plan_variants
+from tflq.tasks import check_task_setting
 
 
 @dataclass(frozen=True)
@@ -182,6 +183,7 @@ SECTIONS: dict[str, dict[str, Field]] = {
         "data": Field(_opt_str, None, path=True),
         "samples": Field(_opt_positive_int, None),
         "reference": Field(_opt_str, None, path=True),
+        "task": Field(check_task_setting, None),  # classification|regression, or {output: task} (tflq.tasks)
     },
     "gates": {
         "max_accuracy_drop": Field(_opt_number, None),

@@ -5,7 +5,8 @@ Public API:
 * :func:`evaluate` measures several files, each in its own child process, and returns one :class:`Measurement`
   per file (a file that fails or crashes the interpreter gives a Measurement with ``error`` set);
 * :func:`run_tflite` does the work for one file in the current process and returns the raw :class:`TfliteRun`;
-* :func:`score` turns a TfliteRun into a Measurement (accuracy against labels, agreement with a reference).
+* :func:`score` turns a TfliteRun into a Measurement (accuracy against labels, agreement with a reference), in
+  :mod:`tflq.measurement` with the result types (re-exported here).
 
 Feeding data through the interpreter lives in :mod:`tflq.runner`, the latency protocol in :mod:`tflq.latency`,
 the metrics in :mod:`tflq.metrics`, what a file holds in :mod:`tflq.tflite_info`, the child processes in
@@ -22,15 +23,26 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from tflq.data import Dataset, open_data
-from tflq.errors import DataError, InterpreterError, ModelLoadError, UsageError
-from tflq.latency import LatencyStats, time_invocations
-from tflq.metrics import OutputAccuracy, OutputAgreement, output_accuracy, output_agreement
+from tflq.errors import DataError, InterpreterError, ModelLoadError, TflqError, UsageError
+from tflq.latency import time_invocations
+from tflq.measurement import (  # noqa: F401 (re-exported: the results and their scoring)
+    Measurement,
+    ReferenceRun,
+    TfliteRun,
+    check_label_keys,
+    check_task_names,
+    decide_tasks,
+    match_outputs,
+    reference_of,
+    score,
+)
 from tflq.models import ModelOptions
 from tflq.runner import TfliteRunner, auto_batch_size
+from tflq.tasks import TaskOverrides
 from tflq.tflite_info import (
-    Delegation,
     Signature,
     allocate,
+    check_model_file,
     delegation_of,
     flatbuffer_tensor_specs,
     is_float_model,
@@ -100,92 +112,6 @@ class EvalSettings:
         return self.threads if self.threads is not None else idle_threads()
 
 
-@dataclass(frozen=True)
-class TfliteRun:
-    """What running one ``.tflite`` gives before scoring: predictions (dequantized float32, by output name) and the
-    data's labels (by output name) when data was given."""
-
-    tflite_path: str
-    signature: Signature
-    delegation: Delegation
-    threads: int
-    latency: LatencyStats | None
-    predictions: dict[str, np.ndarray] | None
-    labels: dict[str, np.ndarray]
-    samples: int
-    batch_size: int | None
-    batched: bool
-    evaluation_threads: int | None = None
-
-
-@dataclass(frozen=True)
-class ReferenceRun:
-    """Predictions of a reference model (Keras, SavedModel or ``.tflite``) on the evaluation data."""
-
-    source: str
-    output_names: tuple[str, ...]
-    predictions: dict[str, np.ndarray]
-
-
-@dataclass(frozen=True)
-class Measurement:
-    """Everything measured about one ``.tflite``. ``error`` is set (and ``status`` is ``"error"``) when the file could
-    not be measured; the other figures are then mostly None."""
-
-    tflite_path: str
-    size_bytes: int | None
-    size_ratio: float | None = None
-    threads: int | None = None
-    latency: LatencyStats | None = None
-    delegation: Delegation | None = None
-    signature: Signature | None = None
-    accuracy: tuple[OutputAccuracy, ...] = ()
-    agreement: tuple[OutputAgreement, ...] = ()
-    samples: int = 0
-    batch_size: int | None = None
-    evaluation_threads: int | None = None
-    reference: str | None = None
-    warnings: tuple[str, ...] = ()
-    error: str | None = None
-
-    @property
-    def status(self) -> str:
-        return "ok" if self.error is None else "error"
-
-    def to_dict(self) -> dict[str, Any]:
-        """Every figure under stable JSON keys (documented in README.md, "The columns and JSON keys")."""
-        return {
-            "path": self.tflite_path,
-            "name": os.path.basename(self.tflite_path),
-            "size_bytes": self.size_bytes,
-            "size_ratio": self.size_ratio,
-            "threads": self.threads,
-            "latency_ms": self.latency.to_dict() if self.latency else None,
-            "xnnpack": self.delegation.to_dict() if self.delegation else None,
-            "accuracy": _per_output(self.accuracy),
-            "agreement": _per_output(self.agreement),
-            "reference": self.reference,
-            "samples": self.samples,
-            "batch_size": self.batch_size,
-            "evaluation_threads": self.evaluation_threads,
-            "inputs": [tensor.to_dict() for tensor in self.signature.inputs] if self.signature else None,
-            "outputs": [tensor.to_dict() for tensor in self.signature.outputs] if self.signature else None,
-            "status": self.status,
-            "error": self.error,
-            "warnings": list(self.warnings),
-        }
-
-
-def _per_output(results: Sequence[OutputAccuracy] | Sequence[OutputAgreement]) -> dict[str, Any] | None:
-    """``{<output>: {...}}``, plus the figures unnested when there is a single output (``accuracy.top1``)."""
-    if not results:
-        return None
-    nested: dict[str, Any] = {result.output: result.to_dict() for result in results}
-    if len(results) == 1:
-        nested.update(results[0].to_dict())
-    return nested
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # One file, in the current process (the child process of evaluate())
 
@@ -213,7 +139,7 @@ def run_tflite(
     allocate(interpreter, tflite_path)
     init_ms = (time.perf_counter() - started) * 1000.0
     signature = read_signature(interpreter, tflite_path)
-    delegation = delegation_of(interpreter, enabled=settings.use_xnnpack)
+    delegation = delegation_of(interpreter, enabled=settings.use_xnnpack, tflite_path=tflite_path)
     runner = TfliteRunner(interpreter, signature, tflite_path)
     dataset = None
     if data:
@@ -332,7 +258,7 @@ def run_reference(
     """
     if reference.endswith(".tflite"):
         run = run_tflite(reference, settings, data, measure_latency=False, report=report)
-        return ReferenceRun(reference, tuple(tensor.name for tensor in run.signature.outputs), run.predictions or {})
+        return reference_of(run)
     import tempfile
 
     from tflq.models import Reference, export_model
@@ -358,16 +284,20 @@ def evaluate(
     reference_options: ModelOptions | None = None,
     on_progress: ProgressCallback | None = None,
     start_method: str | None = None,
+    tasks: TaskOverrides | None = None,
 ) -> list[Measurement]:
     """Measure every ``.tflite`` (each in a child process) and return one Measurement per file, in input order.
 
     Agreement is computed against ``reference`` (Keras model, SavedModel or ``.tflite``) or, without one, against the
     plain float32 model among ``tflite_paths``; sizes are compared with the same file when it is a ``.tflite``.
-    ``reference_options`` say how to load a Keras / SavedModel reference (signature, custom objects, unsafe mode).
-    A file that cannot be measured, or crashes the interpreter, gives a Measurement with ``error`` set.
+    ``reference_options`` say how to load a Keras / SavedModel reference (signature, custom objects, unsafe mode);
+    ``tasks`` override the classification / regression rule per output.
+    A file that cannot be measured (corrupt, crashes the interpreter, data, labels or reference that do not fit it)
+    gives a Measurement with ``error`` set; the other files are measured as usual.
 
-    Raises ModelLoadError for a missing file, DataError for data that does not fit, UsageError for a reference whose
-    outputs differ from the models', InterpreterError when the reference itself fails.
+    Raises ModelLoadError for a missing file or one that is not a regular file (checked before measuring anything),
+    DataError / UsageError when no file could be measured and the data, labels or reference are at fault (the first
+    such error), InterpreterError when a ``--reference`` itself fails.
     """
     from tflq.isolation import call_isolated, choose_start_method
 
@@ -377,8 +307,8 @@ def evaluate(
     for path in list(tflite_paths) + ([reference] if reference else []):
         if not os.path.exists(path):
             raise ModelLoadError(f"{path}: no such file or directory")
-        if path.endswith(".tflite") and not os.path.isfile(path):
-            raise ModelLoadError(f"{path}: is not a file")
+        if path in tflite_paths or path.endswith(".tflite"):
+            check_model_file(path)  # a directory, FIFO or device is refused before anything is measured
 
     def progress_for(label: str) -> Callable[..., None]:
         def on_message(kind: str, done: int, total: int | None) -> None:
@@ -390,12 +320,14 @@ def evaluate(
     # Imported once here, so that children forked from this process do not import it again.
     import ai_edge_litert.interpreter  # noqa: F401
 
+    baseline: str | None
     if reference and reference.endswith(".tflite"):
         baseline = reference
-    else:
-        baseline = _float_baseline(tflite_paths) if len(tflite_paths) > 1 or reference else None
+    else:  # a lone float32 file is its own baseline (ratio 1.00x)
+        baseline = _float_baseline(tflite_paths)
     baseline_size = os.path.getsize(baseline) if baseline else None
 
+    check_task_names(tflite_paths, tasks)
     start_method = start_method or choose_start_method()
     reference_run: ReferenceRun | None = None
     if reference and data:
@@ -409,25 +341,32 @@ def evaluate(
 
     order = sorted(range(len(tflite_paths)), key=lambda position: tflite_paths[position] != baseline)
     measurements: dict[int, Measurement] = {}
+    failures: dict[int, TflqError] = {}
     opened_by_specs: dict[Any, Dataset | None] = {}
     for position in order:
         path = tflite_paths[position]
         size = os.path.getsize(path)
         ratio = size / baseline_size if baseline_size else None
-        opened = _opened_in_parent(path, data, settings, opened_by_specs) if data and start_method == "fork" else None
         try:
+            opened = _opened_in_parent(path, data, settings, opened_by_specs) if data and start_method == "fork" else None
             run: TfliteRun = call_isolated(
                 run_tflite, path, settings, data, keywords={"opened": opened},
                 description=path, on_message=progress_for(path), start_method=start_method,
             )
-        except InterpreterError as error:
-            measurements[position] = Measurement(path, size, ratio, threads=settings.resolved_threads, error=str(error))
-            continue
-        if reference_run is None and reference is None and path == baseline and run.predictions is not None:
-            reference_run = ReferenceRun(path, tuple(t.name for t in run.signature.outputs), run.predictions)
-            measurements[position] = score(run, size, ratio, reference=None, data=data)
-            continue
-        measurements[position] = score(run, size, ratio, reference=reference_run, data=data)
+            if reference_run is None and reference is None and path == baseline and run.predictions is not None:
+                reference_run = reference_of(run)
+                measurements[position] = score(run, size, ratio, reference=None, data=data, tasks=tasks)
+                continue
+            measurements[position] = score(run, size, ratio, reference=reference_run, data=data, tasks=tasks)
+        except (InterpreterError, UsageError) as error:
+            # One file's failure (corrupt, crashing, data or reference that do not fit it) is its own row's error.
+            message = str(error) if str(error).startswith(path) else f"{path}: {error}"
+            measurements[position] = Measurement(path, size, ratio, threads=settings.resolved_threads, error=message)
+            failures[position] = error
+    if len(failures) == len(tflite_paths):
+        usage = [failures[position] for position in sorted(failures) if not isinstance(failures[position], InterpreterError)]
+        if usage:  # nothing measured and the data / reference / labels are at fault: a usage error (exit 2)
+            raise usage[0]
     return [measurements[position] for position in range(len(tflite_paths))]
 
 
@@ -456,77 +395,6 @@ def _float_baseline(tflite_paths: Sequence[str]) -> str | None:
             continue
     candidates.sort(key=lambda path: "float32" not in os.path.basename(path))
     return candidates[0] if candidates else None
-
-
-def score(
-    run: TfliteRun, size_bytes: int, size_ratio: float | None, *, reference: ReferenceRun | None, data: str | None
-) -> Measurement:
-    """Turn a TfliteRun into a Measurement: accuracy against the data's labels, agreement with ``reference``.
-
-    Raises DataError for labels that do not fit an output, UsageError for a reference with other outputs.
-    """
-    source = data or "data"
-    accuracy: list[OutputAccuracy] = []
-    agreement: list[OutputAgreement] = []
-    if run.predictions is not None:
-        for name, labels in run.labels.items():
-            if name in run.predictions:
-                accuracy.append(output_accuracy(name, run.predictions[name], labels, source=source))
-        if reference is not None:
-            for name, reference_name in match_outputs(run, reference).items():
-                predictions, expected = run.predictions[name], reference.predictions[reference_name]
-                if len(expected) != len(predictions):
-                    raise DataError(
-                        f"{reference.source} gave {len(expected)} predictions, {run.tflite_path} {len(predictions)}"
-                    )
-                if predictions.shape[1:] != expected.shape[1:]:
-                    raise UsageError(
-                        f"reference {reference.source} output '{reference_name}' has shape {expected.shape[1:]} per "
-                        f"sample; {run.tflite_path} output '{name}' has {predictions.shape[1:]}"
-                    )
-                agreement.append(output_agreement(name, predictions, expected))
-    warnings = []  # a noisy latency is not repeated here: ``latency_ms.noisy`` says it, reports sum it up
-    if run.delegation.enabled and run.delegation.delegated_ops == 0:
-        warnings.append("XNNPACK took no op: everything runs on the built-in kernels")
-    return Measurement(
-        tflite_path=run.tflite_path,
-        size_bytes=size_bytes,
-        size_ratio=size_ratio,
-        threads=run.threads,
-        latency=run.latency,
-        delegation=run.delegation,
-        signature=run.signature,
-        accuracy=tuple(accuracy),
-        agreement=tuple(agreement),
-        samples=run.samples,
-        batch_size=run.batch_size,
-        evaluation_threads=run.evaluation_threads,
-        reference=reference.source if reference is not None else None,
-        warnings=tuple(warnings),
-    )
-
-
-def match_outputs(run: TfliteRun, reference: ReferenceRun) -> dict[str, str]:
-    """Pair the model's outputs with the reference's: by name, or by position when the names differ only because one
-    side uses generic names (``output_0``...) or both have a single output.
-
-    Raises UsageError naming both output lists when they cannot be paired.
-    """
-    names = [tensor.name for tensor in run.signature.outputs]
-    reference_names = list(reference.output_names)
-    if set(names) == set(reference_names):
-        return {name: name for name in names}
-    generic = all(_is_generic(name) for name in names) or all(_is_generic(name) for name in reference_names)
-    if len(names) == len(reference_names) and (len(names) == 1 or generic):
-        return dict(zip(names, reference_names))
-    raise UsageError(
-        f"reference {reference.source} has outputs {reference_names}; {run.tflite_path} has outputs {names}"
-    )
-
-
-def _is_generic(name: str) -> bool:
-    prefix, _, number = name.rpartition("_")
-    return prefix in ("output", "Identity", "StatefulPartitionedCall") and number.isdigit() or name == "Identity"
 
 
 def paths_in(arguments: Iterable[str]) -> list[str]:

@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from tflq.errors import DataError
+from tflq.errors import DataError, UsageError
+from tflq.tasks import CLASSIFICATION, REGRESSION
 
 
 @dataclass(frozen=True)
@@ -27,16 +28,17 @@ class OutputAccuracy:
     rmse: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        if self.kind == "classification":
-            return {"top1": self.top1, "top5": self.top5}
-        return {"mae": self.mae, "rmse": self.rmse}
+        if self.kind == CLASSIFICATION:
+            return {"task": self.kind, "top1": self.top1, "top5": self.top5}
+        return {"task": self.kind, "mae": self.mae, "rmse": self.rmse}
 
 
 @dataclass(frozen=True)
 class OutputAgreement:
     """How closely one output follows the reference's.
 
-    ``top1``: fraction of samples with the same arg-max class (None for outputs that are not class scores); ``sqnr_db``:
+    ``task``: classification or regression; ``top1``: fraction of samples with the same arg-max class (None for a
+    regression output); ``sqnr_db``:
     10·log10(Σref² / Σ(ref−out)²), None when not finite (identical outputs, or an all-zero reference);
     ``max_abs_error``; ``cosine``:
     mean over samples of the cosine similarity of the flattened outputs.
@@ -47,9 +49,13 @@ class OutputAgreement:
     sqnr_db: float | None
     max_abs_error: float
     cosine: float
+    task: str = CLASSIFICATION
 
     def to_dict(self) -> dict[str, Any]:
-        return {"top1": self.top1, "sqnr_db": self.sqnr_db, "max_abs_error": self.max_abs_error, "cosine": self.cosine}
+        return {
+            "task": self.task, "top1": self.top1, "sqnr_db": self.sqnr_db, "max_abs_error": self.max_abs_error,
+            "cosine": self.cosine,
+        }
 
 
 def is_class_scores(predictions: np.ndarray) -> bool:
@@ -57,19 +63,47 @@ def is_class_scores(predictions: np.ndarray) -> bool:
     return predictions.ndim == 2 and predictions.shape[1] >= 2
 
 
-def output_accuracy(output: str, predictions: np.ndarray, labels: np.ndarray, *, source: str = "data") -> OutputAccuracy:
-    """Accuracy of ``predictions`` (N, ...) against ``labels``.
+def decide_task(output: str, predictions: np.ndarray, labels: np.ndarray | None, override: str | None = None) -> str:
+    """Classification or regression for one output (the rule in :mod:`tflq.tasks`): ``override`` when given (checked:
+    classification needs class scores (N, C), C >= 2), else class scores whose labels (if any) are class labels.
 
-    Class scores (N, C) with integer labels (N,) / (N, 1) or one-hot labels (N, C) give top-1/top-5; any other output
-    with labels of its own shape gives MAE/RMSE. Raises DataError when the labels fit neither (wrong length, shape or
-    class index out of range), naming ``source`` and the output.
+    Raises UsageError when ``override`` is classification for an output that gives no class scores.
+    """
+    if override == CLASSIFICATION and not is_class_scores(predictions):
+        raise UsageError(
+            f"task classification for output '{output}' needs class scores of shape (N, C) with C >= 2; "
+            f"the output gives {tuple(predictions.shape)}"
+        )
+    if override is not None:
+        return override
+    if not is_class_scores(predictions):
+        return REGRESSION
+    if labels is not None and not _looks_like_class_labels(np.asarray(labels), predictions.shape[1]):
+        return REGRESSION
+    return CLASSIFICATION
+
+
+def output_accuracy(
+    output: str, predictions: np.ndarray, labels: np.ndarray, *, source: str = "data", task: str | None = None
+) -> OutputAccuracy:
+    """Accuracy of ``predictions`` (N, ...) against ``labels`` for ``task`` (default: :func:`decide_task`).
+
+    Classification (class scores (N, C) with integer labels (N,) / (N, 1) or one-hot labels (N, C)) gives
+    top-1/top-5; regression (labels of the output's own shape) gives MAE/RMSE. Raises DataError when the labels do not
+    fit the task (wrong length, shape or class index out of range), naming ``source`` and the output.
     """
     labels = np.asarray(labels)
     count = len(predictions)
     if len(labels) != count:
         raise DataError(f"{source}: {len(labels)} labels for output '{output}' but {count} samples")
-    if is_class_scores(predictions) and _looks_like_class_labels(labels, predictions.shape[1]):
+    task = task or decide_task(output, predictions, labels)
+    if task == CLASSIFICATION:
         classes = predictions.shape[1]
+        if not _looks_like_class_labels(labels, classes):
+            raise DataError(
+                f"{source}: output '{output}' is scored as classification, so its labels must be class indices (N,) "
+                f"or one-hot rows (N, {classes}); found labels of shape {labels.shape} and dtype {labels.dtype}"
+            )
         if labels.ndim == 2 and labels.shape[1] == classes:
             label_classes = labels.argmax(axis=1)
         else:
@@ -92,8 +126,8 @@ def output_accuracy(output: str, predictions: np.ndarray, labels: np.ndarray, *,
             target = target.reshape(values.shape)
         else:
             raise DataError(
-                f"{source}: labels for output '{output}' have shape {labels.shape}; "
-                f"the output gives {predictions.shape}"
+                f"{source}: labels for output '{output}' have shape {labels.shape}; the output gives "
+                f"{predictions.shape} (a regression output needs labels of its own shape)"
             )
     errors = values - target
     return OutputAccuracy(
@@ -105,15 +139,25 @@ def output_accuracy(output: str, predictions: np.ndarray, labels: np.ndarray, *,
 
 
 def _looks_like_class_labels(labels: np.ndarray, classes: int) -> bool:
+    """Class indices ((N,) or (N, 1), integer values) or one-hot / probability rows ((N, C), values in [0, 1] that
+    sum to 1): not, say, box coordinates of the output's shape."""
+    if labels.dtype.kind not in "biuf":
+        return False
     if labels.ndim == 2 and labels.shape[1] == classes and classes > 1:
-        return True  # one-hot or soft labels
+        values = labels.astype(np.float64)
+        return bool(
+            np.all((values >= 0.0) & (values <= 1.0)) and np.allclose(values.sum(axis=1), 1.0, atol=1e-3)
+        )
     if labels.ndim == 1 or (labels.ndim == 2 and labels.shape[1] == 1):
         return bool(np.issubdtype(labels.dtype, np.integer) or np.all(np.mod(labels, 1) == 0))
     return False
 
 
-def output_agreement(output: str, predictions: np.ndarray, reference: np.ndarray) -> OutputAgreement:
-    """Agreement of ``predictions`` with ``reference`` (same shape, (N, ...)). Raises DataError on a shape mismatch."""
+def output_agreement(
+    output: str, predictions: np.ndarray, reference: np.ndarray, *, task: str | None = None
+) -> OutputAgreement:
+    """Agreement of ``predictions`` with ``reference`` (same shape, (N, ...)); top-1 only for a classification
+    output (``task``, default: :func:`decide_task` without labels). Raises DataError on a shape mismatch."""
     if predictions.shape != reference.shape:
         raise DataError(
             f"output '{output}' has shape {predictions.shape}; the reference gives {reference.shape}"
@@ -128,11 +172,13 @@ def output_agreement(output: str, predictions: np.ndarray, reference: np.ndarray
     dots = np.sum(values * expected, axis=1)
     both_zero = (np.linalg.norm(values, axis=1) == 0) & (np.linalg.norm(expected, axis=1) == 0)
     cosines = np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), np.where(both_zero, 1.0, 0.0))
+    task = task or decide_task(output, predictions, None)
     top1 = None
-    if is_class_scores(predictions):
+    if task == CLASSIFICATION:
         top1 = float(np.mean(predictions.argmax(axis=1) == reference.argmax(axis=1)))
     return OutputAgreement(
         output,
+        task=task,
         top1=top1,
         sqnr_db=sqnr_db,
         max_abs_error=float(np.max(np.abs(difference))) if difference.size else 0.0,

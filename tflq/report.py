@@ -75,12 +75,18 @@ def _xnnpack(row: Row) -> str:
 
 
 def _per_output_text(section: dict[str, Any] | None, describe: Callable[[dict[str, Any]], str]) -> str:
+    """One output's figure, or ``name: figure`` for each output that has one (empty figures are left out)."""
     if not section:
         return ""
     outputs = {name: value for name, value in section.items() if isinstance(value, dict)}
     if len(outputs) == 1:
         return describe(next(iter(outputs.values())))
-    return ", ".join(f"{name}: {describe(value)}" for name, value in outputs.items())
+    texts = {name: describe(value) for name, value in outputs.items()}
+    return ", ".join(f"{name}: {text}" for name, text in texts.items() if text)
+
+
+def _is_regression(figures: dict[str, Any]) -> bool:
+    return figures.get("task") == "regression"
 
 
 def _accuracy_text(figures: dict[str, Any]) -> str:
@@ -92,9 +98,19 @@ def _accuracy_text(figures: dict[str, Any]) -> str:
 
 
 def _agreement_text(figures: dict[str, Any]) -> str:
+    """Top-1 agreement of a classifier output; nothing for a regression output (its figures: SQNR, max error)."""
     if figures.get("top1") is not None:
         return f"{figures['top1'] * 100:.2f}%"
+    if _is_regression(figures):
+        return ""
     return f"cos {figures['cosine']:.4f}"
+
+
+def _max_error_text(figures: dict[str, Any]) -> str:
+    """Max abs error of a regression output (in the output's units)."""
+    if not _is_regression(figures) or figures.get("max_abs_error") is None:
+        return ""
+    return f"{figures['max_abs_error']:.3g}"
 
 
 def _sqnr_text(figures: dict[str, Any]) -> str:
@@ -120,11 +136,32 @@ EVAL_COLUMNS: tuple[Column, ...] = (
     Column("Status", _status, justify="left"),
 )
 
+MAX_ERROR_COLUMN = Column("Max err", lambda row: _per_output_text(row.get("agreement"), _max_error_text))
 
-def render_table(rows: Sequence[Row], *, columns: Sequence[Column] = EVAL_COLUMNS, title: str | None = None) -> Any:
-    """A ``rich.table.Table`` of the rows (errors in red, noisy latency marked ``!``)."""
+
+def _has_regression_agreement(rows: Sequence[Row]) -> bool:
+    return any(
+        isinstance(figures, dict) and _is_regression(figures)
+        for row in rows
+        for figures in (row.get("agreement") or {}).values()
+    )
+
+
+def eval_columns(rows: Sequence[Row]) -> tuple[Column, ...]:
+    """:data:`EVAL_COLUMNS`, plus "Max err" (after "SQNR dB") when a row has a regression output compared with a
+    reference."""
+    if not _has_regression_agreement(rows):
+        return EVAL_COLUMNS
+    position = [column.header for column in EVAL_COLUMNS].index("SQNR dB") + 1
+    return EVAL_COLUMNS[:position] + (MAX_ERROR_COLUMN,) + EVAL_COLUMNS[position:]
+
+
+def render_table(rows: Sequence[Row], *, columns: Sequence[Column] | None = None, title: str | None = None) -> Any:
+    """A ``rich.table.Table`` of the rows (errors in red, noisy latency marked ``!``); columns default to
+    :func:`eval_columns`."""
     from rich.table import Table
 
+    columns = eval_columns(rows) if columns is None else columns
     table = Table(title=title, header_style="bold")
     for column in columns:
         table.add_column(column.header, justify=column.justify)  # type: ignore[arg-type]
@@ -134,8 +171,9 @@ def render_table(rows: Sequence[Row], *, columns: Sequence[Column] = EVAL_COLUMN
     return table
 
 
-def to_markdown(rows: Sequence[Row], *, columns: Sequence[Column] = EVAL_COLUMNS) -> str:
+def to_markdown(rows: Sequence[Row], *, columns: Sequence[Column] | None = None) -> str:
     """A GitHub Markdown table, followed by one line per failed row and per warning."""
+    columns = eval_columns(rows) if columns is None else columns
     def cell(text: str) -> str:
         return text.replace("|", "\\|").replace("\n", " ")
 
@@ -223,7 +261,7 @@ def _finite(value: Any) -> Any:
 FORMATS = ("table", "json", "csv", "md")
 
 
-def render_text(rows: Sequence[Row], output_format: str, *, columns: Sequence[Column] = EVAL_COLUMNS) -> str:
+def render_text(rows: Sequence[Row], output_format: str, *, columns: Sequence[Column] | None = None) -> str:
     """The rows as text in ``output_format`` (``table`` gives the rich table rendered without colours)."""
     if output_format == "json":
         return to_json(rows)
@@ -255,7 +293,13 @@ def render_inspection(info: Row) -> list[Any]:
         header.append(f"  {info['description']}")
     parts.append(header)
 
-    tensors = Table(title="Signature" + (f" '{info['signature']}'" if info.get("signature") else ""), title_justify="left")
+    if info.get("signature"):
+        title = f"Signature '{info['signature']}'"
+    else:
+        title = "Inputs and outputs (no SignatureDef: the primary subgraph's, in order)"
+    if info.get("signature_source") == "file":
+        title += ", as the file declares them (the interpreter could not load it)"
+    tensors = Table(title=title, title_justify="left")
     for column in ("", "name", "shape", "dtype", "scale", "zero point"):
         tensors.add_column(column)
     for role in ("inputs", "outputs"):
@@ -360,8 +404,14 @@ TRAINING_COLUMN = Column("Training", _training, justify="left")
 
 
 def batch_columns(rows: Sequence[Row]) -> tuple[Column, ...]:
-    """The batch table's columns: :data:`BATCH_COLUMNS`, plus "Training" when a row comes from a training mode."""
-    return BATCH_COLUMNS + (TRAINING_COLUMN,) if any(isinstance(row.get("training"), dict) for row in rows) else BATCH_COLUMNS
+    """The batch table's columns: :data:`BATCH_COLUMNS`, plus "SQNR dB" and "Max err" (after "Agree top-1") when a
+    row has a regression output compared with a reference, plus "Training" when a row comes from a training mode."""
+    columns = BATCH_COLUMNS
+    if _has_regression_agreement(rows):
+        position = [column.header for column in columns].index("Agree top-1") + 1
+        sqnr = Column("SQNR dB", lambda row: _per_output_text(row.get("agreement"), _sqnr_text))
+        columns = columns[:position] + (sqnr, MAX_ERROR_COLUMN) + columns[position:]
+    return columns + (TRAINING_COLUMN,) if any(isinstance(row.get("training"), dict) for row in rows) else columns
 
 
 def batch_notes(rows: Sequence[Row]) -> list[str]:
