@@ -20,6 +20,7 @@ from tflq.errors import ConversionError, QatTrainingError, TflqError, UsageError
 from tflq.layer_map import ModelOp, nodes_for_layers, nodes_for_op_types, read_ops
 from tflq.models import ExportedModel, ModelOptions, export_model, model_kind
 from tflq.modes import MODES, ModeSettings, Variant, plan_variants
+from tflq.outputs import os_error_text, output_folder, write_atomically  # noqa: F401 (write_atomically re-exported)
 from tflq.training import QatOptions, TrainedModel, TrainingSummary, train_for_conversion  # noqa: F401 (re-exported)
 
 log = logging.getLogger("tflq")
@@ -137,27 +138,21 @@ def default_name(model_path: Path) -> str:
 
 
 def output_name(model_path: Path, name: str | None) -> str:
-    """The output file-name stem: ``name`` or the model's. Raises UsageError for a stem that is not a plain name."""
-    name = name or default_name(model_path)
-    if any(sep in name for sep in ("/", "\\")) or name.startswith("."):
-        raise UsageError(f"--name {name!r}: expected a plain file-name stem")
+    """The output file-name stem: ``name`` or the model's. Raises UsageError for a stem that is not a plain name
+    (empty, blank, with a path separator, starting with a dot, or with control characters)."""
+    if name is None:
+        return default_name(model_path)
+    problem = (
+        "it is empty" if not name else "it is blank" if not name.strip()
+        else "it holds a path separator" if any(sep in name for sep in ("/", "\\", os.sep))
+        else "it starts with a dot" if name.startswith(".")
+        else "it holds a control character" if any(ord(char) < 32 or ord(char) == 127 for char in name)
+        else "it starts or ends with a space" if name != name.strip()
+        else None
+    )
+    if problem:
+        raise UsageError(f"--name {name!r}: expected a plain file-name stem, but {problem}")
     return name
-
-
-def write_atomically(path: Path, content: bytes) -> None:
-    """Write to a temporary file beside ``path`` and rename: ``path`` is either complete or absent."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(content)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp_name)
-        raise
 
 
 class ModelSession:
@@ -428,7 +423,9 @@ def convert_model(
     variants = options.variants()
     model_kind(model_path)
     name = output_name(model_path, name)
+    targets = [output_path(output_dir, name, variant) for variant in variants]
     with contextlib.ExitStack() as stack:
+        stack.enter_context(output_folder(output_dir, targets))  # before the export: a bad -o fails first
         if workdir is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tflq-")))
         session = ModelSession(model_path, options, workdir)
@@ -442,7 +439,7 @@ def convert_model(
             with contextlib.suppress(QatTrainingError, ConversionError):  # reported by each training variant
                 session.trained_calibrated_model()
         probe = session.verification_inputs()
-        artifacts = [_produce(session, variant, output_path(output_dir, name, variant), probe) for variant in variants]
+        artifacts = [_produce(session, variant, target, probe) for variant, target in zip(variants, targets)]
         return ConvertResult(
             model=model_path,
             name=name,
@@ -480,9 +477,12 @@ def _produce(session: ModelSession, variant: Variant, path: Path, probe: dict[st
             if details:
                 float_layers = _float_layers(content, session, {name for _, name in details})
             _note_quantized_anyway(session, variant, asked, details)
-        write_atomically(path, content)
+        try:
+            write_atomically(path, content)
+        except OSError as error:  # disk full, folder gone read-only...: this variant fails, the next ones still try
+            raise ConversionError(f"cannot write {path}: {os_error_text(error)}") from error
     except (ConversionError, QatTrainingError) as error:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             path.unlink()  # a stale file from an earlier run must not pass for this run's output
         log.debug("%s failed", variant.label, exc_info=error)
         return Artifact(
