@@ -243,6 +243,9 @@ def convert_command(
             raise UsageError(f"{flag} does not apply to mode(s) {', '.join(chosen)}; it applies to {', '.join(takers)}")
     if not str(output_dir):
         raise UsageError("-o/--output-dir is empty: expected a folder")
+    for flag, values in (("--skip-layers", skip_layers), ("--skip-ops", skip_ops)):
+        if values and not split_names(values):
+            raise UsageError(f"{flag} {','.join(values)!r}: expected one or more comma-separated names")
     defaults = QatOptions()
     qat_options = QatOptions(
         train_data=train_data,

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from tflq import _calibrated, _tf
+from tflq.conversion_errors import explain_converter_error, no_kernel_message
 from tflq.data import ImageOptions, open_data
 from tflq.errors import ConversionError, QatTrainingError, TflqError, UsageError
 from tflq.layer_map import ModelOp, nodes_for_layers, nodes_for_op_types, read_ops
@@ -217,7 +218,7 @@ class ModelSession:
             samples = self.calibration_samples()
             start = time.perf_counter()
             try:
-                with _converter_errors("calibration"):
+                with _converter_errors("calibration", self.exported):
                     self._calibrated = _calibrated.calibrate(self.new_converter(), samples)
             except ConversionError as error:
                 self._calibration_error = error
@@ -297,12 +298,12 @@ class ModelSession:
         settings = self.options.settings(variant)
         if mode.needs_training:  # ranges from training; calibrated once, quantized per I/O type like int8
             calibrated = self.trained_calibrated_model()
-            with _converter_errors(variant.label):
+            with _converter_errors(variant.label, self.exported):
                 return _calibrated.quantize(calibrated, io_type=variant.io_type, per_tensor=False)
         if mode.activations == "int8":
             calibrated = self.calibrated_model()
             float_nodes = self.float_nodes()
-            with _converter_errors(variant.label):
+            with _converter_errors(variant.label, self.exported):
                 return _calibrated.quantize(
                     calibrated,
                     io_type=variant.io_type,
@@ -315,7 +316,7 @@ class ModelSession:
         if mode.calibrated:
             samples = self.calibration_samples()
             converter.representative_dataset = lambda: iter(samples)
-        with _converter_errors(variant.label):
+        with _converter_errors(variant.label, self.exported):
             return bytes(converter.convert())
 
     def verification_inputs(self, variant: Variant | None = None) -> dict[str, np.ndarray]:
@@ -332,8 +333,9 @@ class ModelSession:
 
 
 @contextlib.contextmanager
-def _converter_errors(what: str) -> Iterator[None]:
-    """Turn the converter's exceptions (and its captured native output) into one ConversionError line."""
+def _converter_errors(what: str, exported: ExportedModel | None = None) -> Iterator[None]:
+    """Turn the converter's exceptions (and its captured native output) into one ConversionError line (naming the
+    cause and the fix when known: see :mod:`tflq.conversion_errors`)."""
     with _tf.quiet() as chatter:
         try:
             yield
@@ -341,7 +343,7 @@ def _converter_errors(what: str) -> Iterator[None]:
             raise
         except Exception as error:  # the converter raises many types; each becomes a ConversionError
             detail = _tf.last_error_line(str(error)) or type(error).__name__
-            raise ConversionError(f"{what}: the converter failed: {detail}") from error
+            raise ConversionError(explain_converter_error(what, detail, exported)) from error
     del chatter
 
 
@@ -465,14 +467,12 @@ def _produce(session: ModelSession, variant: Variant, path: Path, probe: dict[st
         if mode.integer:
             details = float_op_details(content)
             asked = set(session.float_nodes()) if mode.activations == "int8" and not mode.needs_training else set()
-            unexpected = [f"{op_type}({name})" for op_type, name in details if not _same_tensor(name, asked)]
+            unexpected = [(op_type, name) for op_type, name in details if not _same_tensor(name, asked)]
             if unexpected and not session.options.allow_float_fallback:
-                shown = ", ".join(unexpected[:8]) + (" ..." if len(unexpected) > 8 else "")
-                also = " besides the ones asked for" if asked else ""
-                raise ConversionError(
-                    f"{len(unexpected)} op(s){also} have no {mode.activations} kernel and would stay in float: "
-                    f"{shown}; pass --allow-float-fallback to keep them in float"
-                )
+                raise ConversionError(no_kernel_message(
+                    variant.label, mode.activations, content, session.exported, unexpected,
+                    besides_asked=bool(asked), skip_layers_applies="skip_layers" in mode.settings,
+                ))
             remaining_float = tuple(f"{op_type}({name})" for op_type, name in details)
             if details:
                 float_layers = _float_layers(content, session, {name for _, name in details})
