@@ -35,10 +35,12 @@ def no_kernel_message(
     *,
     besides_asked: bool,
     skip_layers_applies: bool,
+    skipped_layers: Sequence[str] = (),
 ) -> str:
     """``int8: 4 op(s) have no int8 kernel: SIN x4 (layers: sine_a, sine_b) -- pass ...``.
 
     ``unexpected``: (op type, output tensor name) of each op left in float that nobody asked for, in model order.
+    ``skipped_layers``: the ``--skip-layers`` already given (kept in the suggested ``--skip-layers``).
     """
     by_tensor = {op.tensor: op for op in read_ops(content, exported)}
     counts: dict[str, int] = {}
@@ -63,7 +65,8 @@ def no_kernel_message(
     also = " besides the ones asked for" if besides_asked else ""
     fix = "pass --allow-float-fallback to keep them in float"
     if skip_layers_applies and all_layers:
-        fix += f", or --skip-layers {','.join(list(all_layers)[:_SHOWN_LAYERS * 2])} to keep just those layers in float"
+        suggested = list(dict.fromkeys([*skipped_layers, *all_layers]))  # the ones already asked for stay asked
+        fix += f", or --skip-layers {','.join(suggested[:_SHOWN_LAYERS * 2])} to keep just those layers in float"
     return f"{label}: {len(unexpected)} op(s){also} have no {activations} kernel: {groups}{cause} -- {fix}"
 
 

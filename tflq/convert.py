@@ -472,6 +472,7 @@ def _produce(session: ModelSession, variant: Variant, path: Path, probe: dict[st
                 raise ConversionError(no_kernel_message(
                     variant.label, mode.activations, content, session.exported, unexpected,
                     besides_asked=bool(asked), skip_layers_applies="skip_layers" in mode.settings,
+                    skipped_layers=session.options.skip_layers,
                 ))
             remaining_float = tuple(f"{op_type}({name})" for op_type, name in details)
             if details:
