@@ -101,7 +101,7 @@ def test_a_bad_input_removes_the_output_folders_it_created(tmp_path):
 
 
 def test_written_files_respect_the_umask(tmp_path):
-    from tflq.outputs import write_atomically
+    from tflq.convert import write_atomically  # where batch, report and the CLI import it from
 
     previous = os.umask(0o027)
     try:
