@@ -120,3 +120,16 @@ def test_options_that_would_be_ignored_or_misused_are_errors(args, fragments, tm
     out = tmp_path / "out"
     assert_usage_error(convert(CNN, *args, out=out), *fragments)
     assert_nothing_written(out)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--eval", "nowhere.npz"], ["--mode", "int8", "--calib", "nowhere.npz"], ["--mode", "int8", "--calib", "nowhere.npy"]],
+    ids=["eval", "calib-npz", "calib-npy"],
+)
+def test_a_missing_data_file_fails_before_the_export(args, tmp_path):
+    out = tmp_path / "out"
+    result = convert(CNN, *args, out=out)
+    assert_usage_error(result, f"{args[-1]}: no such file")
+    assert "export" not in result.output  # no summary line: nothing was converted
+    assert_nothing_written(out)

@@ -210,7 +210,7 @@ def convert_command(
     Mode qat fine-tunes the model with quantization-aware training on --train-data first (never part of
     --all-modes).
     """
-    from tflq.convert import ConvertOptions, QatOptions, convert_model
+    from tflq.convert import ConvertOptions, QatOptions, check_data_file, convert_model
     from tflq.data import ImageOptions
     from tflq.errors import EXIT_FAILED, UsageError
     from tflq.models import ModelOptions
@@ -271,6 +271,7 @@ def convert_command(
         model=ModelOptions(signature=signature, custom_objects=custom_objects, unsafe_deserialization=unsafe_deserialization),
         qat=qat_options,
     )
+    check_data_file(eval_data)  # before the conversion, not after it
     result = convert_model(model, Path(output_dir), options, name=name)
     measurements = _evaluate_conversion(result, model, eval_data, options.model, quiet=as_json) if eval_data else {}
     if as_json:

@@ -17,7 +17,7 @@ import numpy as np
 from tflq import _calibrated, _tf
 from tflq.conversion_errors import explain_converter_error, no_kernel_message
 from tflq.data import ImageOptions, open_data
-from tflq.errors import ConversionError, QatTrainingError, TflqError, UsageError
+from tflq.errors import ConversionError, DataError, QatTrainingError, TflqError, UsageError
 from tflq.layer_map import ModelOp, nodes_for_layers, nodes_for_op_types, read_ops
 from tflq.models import ExportedModel, ModelOptions, export_model, model_kind
 from tflq.modes import MODES, ModeSettings, Variant, plan_variants
@@ -408,6 +408,13 @@ def _same_tensor(name: str, asked: set[str]) -> bool:
     )
 
 
+def check_data_file(spec: str | None) -> None:
+    """A missing ``.npz``/``.npy`` data file is a DataError now, not after a long export (the data layer reads it
+    later; other kinds of data are checked there)."""
+    if spec and Path(spec).suffix.lower() in (".npz", ".npy") and not Path(spec).exists():
+        raise DataError(f"{spec}: no such file")
+
+
 def convert_model(
     model_path: Path,
     output_dir: Path,
@@ -425,6 +432,8 @@ def convert_model(
     variants = options.variants()
     model_kind(model_path)
     name = output_name(model_path, name)
+    for data in (options.calibration, options.qat.train_data, options.qat.val_data):
+        check_data_file(data)
     targets = [output_path(output_dir, name, variant) for variant in variants]
     with contextlib.ExitStack() as stack:
         stack.enter_context(output_folder(output_dir, targets))  # before the export: a bad -o fails first
