@@ -156,3 +156,19 @@ def test_nothing_written_on_a_name_error(tmp_path):
     out = tmp_path / "out"
     assert_usage_error(convert(CNN, "--name", "", out=out), "--name ''", "empty")
     assert_nothing_written(out)
+
+
+def test_output_folder_is_a_dangling_symlink(tmp_path):
+    link = tmp_path / "out"
+    link.symlink_to(tmp_path / "gone")
+    assert_usage_error(convert(CNN, out=link), f"{link} is a symbolic link to {tmp_path / 'gone'}, which does not exist")
+    assert not (tmp_path / "gone").exists()
+
+
+def test_output_folder_is_a_symlink_to_a_file(tmp_path):
+    target = tmp_path / "plain_file"
+    target.write_text("mine")
+    link = tmp_path / "out"
+    link.symlink_to(target)
+    assert_usage_error(convert(CNN, out=link), str(link), "exists and is not a folder")
+    assert target.read_text() == "mine"
