@@ -21,7 +21,7 @@ from tflq.errors import ConversionError, DataError, QatTrainingError, TflqError,
 from tflq.layer_map import ModelOp, nodes_for_layers, nodes_for_op_types, read_ops
 from tflq.models import ExportedModel, ModelOptions, export_model, model_kind
 from tflq.modes import MODES, ModeSettings, Variant, plan_variants
-from tflq.outputs import os_error_text, output_folder, write_atomically  # noqa: F401 (write_atomically re-exported)
+from tflq.outputs import os_error_text, output_folder, write_atomically
 from tflq.training import QatOptions, TrainedModel, TrainingSummary, train_for_conversion  # noqa: F401 (re-exported)
 
 log = logging.getLogger("tflq")
