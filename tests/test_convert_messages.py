@@ -43,6 +43,15 @@ def message_models(tmp_path_factory) -> dict[str, Path]:
     pooled = keras.layers.GlobalAveragePooling1D(name="pool")(keras.layers.Embedding(50, 8, name="embedding")(tokens))
     keras.Model(tokens, keras.layers.Dense(3, name="head")(pooled)).save(folder / "tokens.keras")
     np.savez(folder / "tokens.npz", tokens=rng.integers(0, 50, (16, 12)).astype(np.int32))
+    # dead: a ReLU6 depthwise convolution whose output is ~0, so 16x8's int16 output scale is so small that
+    # quantizing the ReLU6 bound overflows int32: the 16x8 model converts but fails to prepare (verification fails)
+    image = keras.Input((8, 8, 2), name="image")
+    depthwise = keras.layers.DepthwiseConv2D(3, padding="same", activation="relu6", name="dw")
+    dead = keras.Model(image, keras.layers.Flatten(name="flat")(depthwise(image)))
+    kernel, bias = depthwise.get_weights()
+    depthwise.set_weights([np.full_like(kernel, 1e-12), np.zeros_like(bias)])
+    dead.save(folder / "dead.keras")
+    np.savez(folder / "dead.npz", image=rng.random((8, 8, 8, 2), dtype=np.float32))
     models = {path.stem: path for path in folder.glob("*.keras")}
     return models | {f"{path.stem}_calib": path for path in folder.glob("*.npz")}
 
@@ -133,3 +142,31 @@ def test_a_missing_data_file_fails_before_the_export(args, tmp_path):
     assert_usage_error(result, f"{args[-1]}: no such file")
     assert "export" not in result.output  # no summary line: nothing was converted
     assert_nothing_written(out)
+
+
+@pytest.mark.slow
+def test_a_variant_that_fails_verification_leaks_no_tensorflow_chatter(message_models, tmp_path):
+    """The real CLI in a fresh process, without TF_CPP_MIN_LOG_LEVEL in its environment (as a user runs it): 16x8
+    fails verification, dynamic is converted and measured against the Keras model (a child process imports
+    TensorFlow); stderr holds tflq's own lines only."""
+    import os
+    import subprocess
+    import sys
+
+    env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
+    calib = str(message_models["dead_calib"])
+    done = subprocess.run(
+        [sys.executable, "-m", "tflq.cli", "convert", str(message_models["dead"]), "--mode", "dynamic", "--mode", "16x8",
+         "--calib", calib, "--eval", calib, "-o", str(tmp_path / "out")],
+        capture_output=True, text=True, env=env, timeout=600, check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "16x8             the converted model does not run in the LiteRT interpreter" in done.stdout, done.stdout
+    assert "dead.dynamic.tflite" in done.stdout  # measured: the table
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert lines[-1] == "Error: 1 of 2 variant(s) failed: 16x8", done.stderr
+    for line in lines:
+        assert line.startswith(("Note: ", "WARNING: ", "Error: ")), done.stderr
+    for chatter in ("absl::InitializeLog", "cudart_stub", "cpu_feature_guard", "cuInit", "oneDNN"):
+        assert chatter not in done.stderr, done.stderr
