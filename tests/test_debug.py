@@ -279,7 +279,8 @@ def test_strict_mode_still_catches_other_float_ops_when_layers_are_skipped(tmp_p
     assert result.exit_code == 1, result.output
     row = json.loads(result.stdout)[0]
     assert row["status"] == "error"
-    assert "1 op(s) besides the ones asked for have no int8 kernel" in row["error"] and "SIN(" in row["error"]
+    assert "1 op(s) besides the ones asked for have no int8 kernel: SIN x1 (layers: sine)" in row["error"]
+    assert "--skip-layers d1,sine" in row["error"]
     assert "FULLY_CONNECTED" not in row["error"]
 
     result = invoke("convert", path, "--mode", "int8", "--calib", calib, "--skip-layers", "sine", "-o", tmp_path / "b", "--json")

@@ -46,6 +46,9 @@ def main() -> None:
     """Convert TensorFlow/Keras models to quantized TensorFlow Lite models and measure which one to ship."""
 
 
+MAX_CALIB_SAMPLES = 10_000_000  # a sane upper bound for --calib-samples (the data decides below it)
+
+
 def echo_err(message: str) -> None:
     click.echo(message, err=True)
 
@@ -164,7 +167,8 @@ def modes_command() -> None:
     help="Model input/output type for the integer modes (repeatable): int8 takes float32/int8/uint8, 16x8 float32/int16.",
 )
 @click.option("--calib", "calibration", metavar="DATA", help="Calibration data: .npz, .npy, image folder, module:function, or 'random'.")
-@click.option("--calib-samples", type=click.IntRange(min=1), default=200, show_default=True, help="Calibration samples to use.")
+@click.option("--calib-samples", type=click.IntRange(min=1, max=MAX_CALIB_SAMPLES), default=200, show_default=True,
+              help="Calibration samples to use.")
 @click.option("--image-scale", type=click.Choice(["unit", "symmetric", "raw", "imagenet"]), default="unit", show_default=True,
               help="How image-folder pixels are scaled: unit [0,1], symmetric [-1,1], raw [0,255], imagenet mean/std.")
 @click.option("--per-tensor", is_flag=True, help="Per-tensor instead of per-channel weight quantization.")
@@ -173,7 +177,7 @@ def modes_command() -> None:
               help="int8: keep these Keras layers in float, quantize the rest (comma-separated or repeated; see tflq debug).")
 @click.option("--skip-ops", "skip_ops", multiple=True, metavar="OP,...",
               help="int8: keep every op of these TFLite types in float, e.g. FULLY_CONNECTED (comma-separated or repeated).")
-@click.option("-o", "--output-dir", type=click.Path(path_type=Path), default=Path("build"), show_default=True)
+@click.option("-o", "--output-dir", type=click.Path(), default="build", show_default=True)
 @click.option("--name", help="Output file-name stem (default: the model's name).")
 @click.option("--signature", help="SavedModel signature to convert (default: serving_default or the only one).")
 @click.option("--custom-objects", multiple=True, metavar="MODULE:ATTR", help="Custom Keras layer/object to load the model with (repeatable).")
@@ -195,7 +199,7 @@ def modes_command() -> None:
 def convert_command(
     model: Path, modes: tuple[str, ...], all_modes: bool, io_types: tuple[str, ...], calibration: str | None,
     calib_samples: int, image_scale: str, per_tensor: bool, allow_float_fallback: bool,
-    skip_layers: tuple[str, ...], skip_ops: tuple[str, ...], output_dir: Path,
+    skip_layers: tuple[str, ...], skip_ops: tuple[str, ...], output_dir: str,
     name: str | None, signature: str | None, custom_objects: tuple[str, ...], unsafe_deserialization: bool,
     train_data: str | None, val_data: str | None, epochs: int | None, batch_size: int | None,
     learning_rate: float | None, loss: str | None, from_logits: bool | None, seed: int | None,
@@ -206,7 +210,7 @@ def convert_command(
     Mode qat fine-tunes the model with quantization-aware training on --train-data first (never part of
     --all-modes).
     """
-    from tflq.convert import ConvertOptions, QatOptions, convert_model
+    from tflq.convert import ConvertOptions, QatOptions, check_data_file, convert_model
     from tflq.data import ImageOptions
     from tflq.errors import EXIT_FAILED, UsageError
     from tflq.models import ModelOptions
@@ -232,6 +236,16 @@ def convert_command(
                          "an image folder with class subfolders, or module:function)")
     if per_tensor and all(MODES[name_].needs_training for name_ in chosen):
         raise UsageError("--per-tensor does not apply to mode qat: the trained model decides the weight granularity")
+    for flag, setting, given in (("--per-tensor", "per_tensor", per_tensor),
+                                 ("--allow-float-fallback", "allow_float_fallback", allow_float_fallback)):
+        if given and not any(setting in MODES[name_].settings for name_ in chosen):
+            takers = [mode.name for mode in MODES.values() if setting in mode.settings]
+            raise UsageError(f"{flag} does not apply to mode(s) {', '.join(chosen)}; it applies to {', '.join(takers)}")
+    if not str(output_dir):
+        raise UsageError("-o/--output-dir is empty: expected a folder")
+    for flag, values in (("--skip-layers", skip_layers), ("--skip-ops", skip_ops)):
+        if values and not split_names(values):
+            raise UsageError(f"{flag} {','.join(values)!r}: expected one or more comma-separated names")
     defaults = QatOptions()
     qat_options = QatOptions(
         train_data=train_data,
@@ -257,7 +271,8 @@ def convert_command(
         model=ModelOptions(signature=signature, custom_objects=custom_objects, unsafe_deserialization=unsafe_deserialization),
         qat=qat_options,
     )
-    result = convert_model(model, output_dir, options, name=name)
+    check_data_file(eval_data)  # before the conversion, not after it
+    result = convert_model(model, Path(output_dir), options, name=name)
     measurements = _evaluate_conversion(result, model, eval_data, options.model, quiet=as_json) if eval_data else {}
     if as_json:
         rows = []
@@ -375,7 +390,8 @@ def calibration_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """--calib, --calib-samples, --image-scale, --per-tensor, as ``tflq convert`` has them."""
     for decorator in reversed([
         click.option("--calib", "calibration", metavar="DATA", help="Calibration data: .npz, .npy, image folder, module:function, or 'random'."),
-        click.option("--calib-samples", type=click.IntRange(min=1), default=200, show_default=True, help="Calibration samples to use."),
+        click.option("--calib-samples", type=click.IntRange(min=1, max=MAX_CALIB_SAMPLES), default=200, show_default=True,
+              help="Calibration samples to use."),
         click.option("--image-scale", type=click.Choice(["unit", "symmetric", "raw", "imagenet"]), default="unit", show_default=True,
                      help="How image-folder pixels are scaled: unit [0,1], symmetric [-1,1], raw [0,255], imagenet mean/std."),
         click.option("--per-tensor", is_flag=True, help="Per-tensor instead of per-channel weight quantization."),

@@ -15,11 +15,13 @@ from typing import Any
 import numpy as np
 
 from tflq import _calibrated, _tf
+from tflq.conversion_errors import explain_converter_error, no_kernel_message
 from tflq.data import ImageOptions, open_data
-from tflq.errors import ConversionError, QatTrainingError, TflqError, UsageError
+from tflq.errors import ConversionError, DataError, QatTrainingError, TflqError, UsageError
 from tflq.layer_map import ModelOp, nodes_for_layers, nodes_for_op_types, read_ops
 from tflq.models import ExportedModel, ModelOptions, export_model, model_kind
 from tflq.modes import MODES, ModeSettings, Variant, plan_variants
+from tflq.outputs import os_error_text, output_folder, write_atomically
 from tflq.training import QatOptions, TrainedModel, TrainingSummary, train_for_conversion  # noqa: F401 (re-exported)
 
 log = logging.getLogger("tflq")
@@ -137,27 +139,21 @@ def default_name(model_path: Path) -> str:
 
 
 def output_name(model_path: Path, name: str | None) -> str:
-    """The output file-name stem: ``name`` or the model's. Raises UsageError for a stem that is not a plain name."""
-    name = name or default_name(model_path)
-    if any(sep in name for sep in ("/", "\\")) or name.startswith("."):
-        raise UsageError(f"--name {name!r}: expected a plain file-name stem")
+    """The output file-name stem: ``name`` or the model's. Raises UsageError for a stem that is not a plain name
+    (empty, blank, with a path separator, starting with a dot, or with control characters)."""
+    if name is None:
+        return default_name(model_path)
+    problem = (
+        "it is empty" if not name else "it is blank" if not name.strip()
+        else "it holds a path separator" if any(sep in name for sep in ("/", "\\", os.sep))
+        else "it starts with a dot" if name.startswith(".")
+        else "it holds a control character" if any(ord(char) < 32 or ord(char) == 127 for char in name)
+        else "it starts or ends with a space" if name != name.strip()
+        else None
+    )
+    if problem:
+        raise UsageError(f"--name {name!r}: expected a plain file-name stem, but {problem}")
     return name
-
-
-def write_atomically(path: Path, content: bytes) -> None:
-    """Write to a temporary file beside ``path`` and rename: ``path`` is either complete or absent."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(content)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp_name)
-        raise
 
 
 class ModelSession:
@@ -222,7 +218,7 @@ class ModelSession:
             samples = self.calibration_samples()
             start = time.perf_counter()
             try:
-                with _converter_errors("calibration"):
+                with _converter_errors("calibration", self.exported):
                     self._calibrated = _calibrated.calibrate(self.new_converter(), samples)
             except ConversionError as error:
                 self._calibration_error = error
@@ -302,12 +298,12 @@ class ModelSession:
         settings = self.options.settings(variant)
         if mode.needs_training:  # ranges from training; calibrated once, quantized per I/O type like int8
             calibrated = self.trained_calibrated_model()
-            with _converter_errors(variant.label):
+            with _converter_errors(variant.label, self.exported):
                 return _calibrated.quantize(calibrated, io_type=variant.io_type, per_tensor=False)
         if mode.activations == "int8":
             calibrated = self.calibrated_model()
             float_nodes = self.float_nodes()
-            with _converter_errors(variant.label):
+            with _converter_errors(variant.label, self.exported):
                 return _calibrated.quantize(
                     calibrated,
                     io_type=variant.io_type,
@@ -320,7 +316,7 @@ class ModelSession:
         if mode.calibrated:
             samples = self.calibration_samples()
             converter.representative_dataset = lambda: iter(samples)
-        with _converter_errors(variant.label):
+        with _converter_errors(variant.label, self.exported):
             return bytes(converter.convert())
 
     def verification_inputs(self, variant: Variant | None = None) -> dict[str, np.ndarray]:
@@ -337,8 +333,9 @@ class ModelSession:
 
 
 @contextlib.contextmanager
-def _converter_errors(what: str) -> Iterator[None]:
-    """Turn the converter's exceptions (and its captured native output) into one ConversionError line."""
+def _converter_errors(what: str, exported: ExportedModel | None = None) -> Iterator[None]:
+    """Turn the converter's exceptions (and its captured native output) into one ConversionError line (naming the
+    cause and the fix when known: see :mod:`tflq.conversion_errors`)."""
     with _tf.quiet() as chatter:
         try:
             yield
@@ -346,7 +343,7 @@ def _converter_errors(what: str) -> Iterator[None]:
             raise
         except Exception as error:  # the converter raises many types; each becomes a ConversionError
             detail = _tf.last_error_line(str(error)) or type(error).__name__
-            raise ConversionError(f"{what}: the converter failed: {detail}") from error
+            raise ConversionError(explain_converter_error(what, detail, exported)) from error
     del chatter
 
 
@@ -411,6 +408,13 @@ def _same_tensor(name: str, asked: set[str]) -> bool:
     )
 
 
+def check_data_file(spec: str | None) -> None:
+    """A missing ``.npz``/``.npy`` data file is a DataError now, not after a long export (the data layer reads it
+    later; other kinds of data are checked there)."""
+    if spec and Path(spec).suffix.lower() in (".npz", ".npy") and not Path(spec).exists():
+        raise DataError(f"{spec}: no such file")
+
+
 def convert_model(
     model_path: Path,
     output_dir: Path,
@@ -428,7 +432,11 @@ def convert_model(
     variants = options.variants()
     model_kind(model_path)
     name = output_name(model_path, name)
+    for data in (options.calibration, options.qat.train_data, options.qat.val_data):
+        check_data_file(data)
+    targets = [output_path(output_dir, name, variant) for variant in variants]
     with contextlib.ExitStack() as stack:
+        stack.enter_context(output_folder(output_dir, targets))  # before the export: a bad -o fails first
         if workdir is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tflq-")))
         session = ModelSession(model_path, options, workdir)
@@ -442,7 +450,7 @@ def convert_model(
             with contextlib.suppress(QatTrainingError, ConversionError):  # reported by each training variant
                 session.trained_calibrated_model()
         probe = session.verification_inputs()
-        artifacts = [_produce(session, variant, output_path(output_dir, name, variant), probe) for variant in variants]
+        artifacts = [_produce(session, variant, target, probe) for variant, target in zip(variants, targets)]
         return ConvertResult(
             model=model_path,
             name=name,
@@ -468,21 +476,23 @@ def _produce(session: ModelSession, variant: Variant, path: Path, probe: dict[st
         if mode.integer:
             details = float_op_details(content)
             asked = set(session.float_nodes()) if mode.activations == "int8" and not mode.needs_training else set()
-            unexpected = [f"{op_type}({name})" for op_type, name in details if not _same_tensor(name, asked)]
+            unexpected = [(op_type, name) for op_type, name in details if not _same_tensor(name, asked)]
             if unexpected and not session.options.allow_float_fallback:
-                shown = ", ".join(unexpected[:8]) + (" ..." if len(unexpected) > 8 else "")
-                also = " besides the ones asked for" if asked else ""
-                raise ConversionError(
-                    f"{len(unexpected)} op(s){also} have no {mode.activations} kernel and would stay in float: "
-                    f"{shown}; pass --allow-float-fallback to keep them in float"
-                )
+                raise ConversionError(no_kernel_message(
+                    variant.label, mode.activations, content, session.exported, unexpected,
+                    besides_asked=bool(asked), skip_layers_applies="skip_layers" in mode.settings,
+                    skipped_layers=session.options.skip_layers,
+                ))
             remaining_float = tuple(f"{op_type}({name})" for op_type, name in details)
             if details:
                 float_layers = _float_layers(content, session, {name for _, name in details})
             _note_quantized_anyway(session, variant, asked, details)
-        write_atomically(path, content)
+        try:
+            write_atomically(path, content)
+        except OSError as error:  # disk full, folder gone read-only...: this variant fails, the next ones still try
+            raise ConversionError(f"cannot write {path}: {os_error_text(error)}") from error
     except (ConversionError, QatTrainingError) as error:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             path.unlink()  # a stale file from an earlier run must not pass for this run's output
         log.debug("%s failed", variant.label, exc_info=error)
         return Artifact(
