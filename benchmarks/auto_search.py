@@ -80,8 +80,8 @@ def prepare(folder: Path, size: int, alpha: float, calib_samples: int, eval_samp
 
 
 def run_tflq(model_path: Path, calib: Path, data: Path, args: argparse.Namespace, out: Path) -> tuple[Any, float]:
-    from tflq.auto import AutoOptions, NoCandidateFits, auto_search
-    from tflq.convert import ConvertOptions
+    from tflq.convert.session import ConvertOptions
+    from tflq.debug.auto import AutoOptions, NoCandidateFits, auto_search
 
     options = AutoOptions(
         max_drop=args.max_drop, data=str(data), max_float_layers=args.max_float_layers, output_dir=out,
@@ -99,9 +99,9 @@ def run_naive(model_path: Path, calib: Path, data: Path, tried: list[Any], workd
     """Every tried candidate from a fresh public converter, calibrating each time; scored like tflq scores."""
     import tensorflow as tf
 
-    from tflq.models import export_model
+    from tflq.debug.scoring import Evaluator
+    from tflq.model.load import export_model
     from tflq.modes import MODES, ModeSettings
-    from tflq.scoring import Evaluator
 
     timings: dict[str, float] = {}
     started = time.perf_counter()
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the figures as JSON")
     args = parser.parse_args(argv)
 
-    from tflq import _tf
+    from tflq._tf import imports as _tf
 
     _tf.tf()  # tensorflow, keras and LiteRT imported before any clock starts
     _tf.keras()

@@ -5,7 +5,7 @@
 The config (written to a temporary folder, printed with ``--keep``) lists the shipped sample models: digits_cnn
 (every mode, int8 with float32 and int8 I/O), digits_gru (float32, dynamic, int8) and digits_multi_io (every mode),
 with calibration and evaluation data. The calibration files are copies in the temporary folder, so the script can
-change one. Each run is a fresh ``python -m tflq.cli run CONFIG`` process, timed from start to exit, so the figures
+change one. Each run is a fresh ``python -m tflq.cli.app run CONFIG`` process, timed from start to exit, so the figures
 include the interpreter start-up, imports, config validation, hashing, and the reports (pareto.png included).
 
 1. cold: an empty output folder: every variant is converted and measured;
@@ -64,7 +64,7 @@ def run(config: Path) -> tuple[float, list[dict[str, Any]]]:
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     started = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-m", "tflq.cli", "run", str(config), "--json"], capture_output=True, text=True, env=env
+        [sys.executable, "-m", "tflq.cli.app", "run", str(config), "--json"], capture_output=True, text=True, env=env
     )
     seconds = time.perf_counter() - started
     if done.returncode != 0:

@@ -11,7 +11,7 @@ For each .tflite, best of ``--repeats`` wall-clock times, each from the file pat
 
 * naive: ``Interpreter(model_path)``, ``allocate_tensors``, then one ``set_tensor/invoke/get_tensor`` per sample
   (quantizing int8 inputs by hand), as tutorials and most model repositories do;
-* tflq: ``tflq.harness.evaluate([path], data=npz, settings=EvalSettings(runs=0))``: the ``tflq eval`` code path,
+* tflq: ``tflq.measure.harness.evaluate([path], data=npz, settings=EvalSettings(runs=0))``: the ``tflq eval`` code path,
   with its child process, the data layer's checks, batching, and the default threads (for the evaluation pass: the
   cores other processes leave idle);
 * tflq, 1 thread: the same with ``threads=1``, so the gain from batching alone shows;
@@ -41,12 +41,12 @@ REPOSITORY = Path(__file__).resolve().parent.parent
 SAMPLE_MODELS = REPOSITORY / "sample_models"
 sys.path.insert(0, str(REPOSITORY))
 
-from tflq.harness import EvalSettings, evaluate, idle_threads, machine_threads, run_tflite  # noqa: E402
+from tflq.measure.harness import EvalSettings, evaluate, idle_threads, machine_threads, run_tflite  # noqa: E402
 
 
 def tflq_command(*arguments: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPOSITORY), os.environ.get("PYTHONPATH")])))
-    return subprocess.run([sys.executable, "-m", "tflq.cli", *arguments], capture_output=True, text=True, env=env)
+    return subprocess.run([sys.executable, "-m", "tflq.cli.app", *arguments], capture_output=True, text=True, env=env)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -49,7 +49,7 @@ IO_TYPES = ("float32", "int8")
 
 
 def _import_everything() -> None:
-    from tflq import _tf
+    from tflq._tf import imports as _tf
 
     _tf.set_verbose(False)
     _tf.tf()
@@ -89,7 +89,7 @@ def _parse_qat(text: str) -> tuple[int, float]:
 
 
 def run(qat_settings: list[tuple[int, float]], calib_samples: int, out_dir: Path) -> dict[str, Any]:
-    from tflq.convert import ConvertOptions, QatOptions, convert_model
+    from tflq.convert.session import ConvertOptions, QatOptions, convert_model
 
     with np.load(TEST) as archive:
         x_test, y_test = archive["x"], archive["y"]

@@ -30,7 +30,7 @@ re-estimated on one batch so activations keep their scale; with the raw initial 
 fails at ``allocate_tensors`` (DEPTHWISE_CONV_2D), with the re-estimated ones it runs. Either way the benchmark
 records what happened and carries on.
 
-Numerical check: tflq quantizes int8 through a calibrate-once private path (``tflq/_calibrated.py``), so after
+Numerical check: tflq quantizes int8 through a calibrate-once private path (``tflq/_tf/calibrated.py``), so after
 timing, every variant both ways produced is run on the same few samples (integer inputs quantized with the model's
 own input parameters, integer outputs dequantized) and compared: the model's input/output dtypes, and the max abs
 output difference (for int8 also in output quantization steps). For scale, the naive variant's difference from
@@ -81,8 +81,8 @@ CHECK_SAMPLES = 8
 def _child_imports() -> Any:
     """Import what both ways need before the clock starts (both children pay the same imports)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import tensorflow as tf
     import keras  # noqa: F401
+    import tensorflow as tf
     from ai_edge_litert.interpreter import Interpreter  # noqa: F401
 
     tf.get_logger().setLevel("ERROR")
@@ -194,8 +194,8 @@ def child_naive(model_path: Path, data_path: Path, out_dir: Path) -> dict[str, A
 def child_tflq(model_path: Path, data_path: Path, out_dir: Path, samples: int) -> dict[str, Any]:
     """tflq: export once, calibrate once, convert the 7 variants (library call = ``tflq convert``)."""
     _child_imports()
-    from tflq import convert as tflq_convert
-    from tflq.convert import ConvertOptions, convert_model
+    from tflq.convert import session as tflq_convert
+    from tflq.convert.session import ConvertOptions, convert_model
 
     phase_timer = _PhaseTimer(tflq_convert)
     options = ConvertOptions(

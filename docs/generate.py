@@ -41,7 +41,7 @@ def _option_row(parameter: click.Parameter) -> str:
 
 def cli_reference() -> str:
     """The Markdown CLI reference of every ``tflq`` command."""
-    from tflq.cli import main
+    from tflq.cli.app import main
 
     context = click.Context(main, info_name="tflq")
     lines = [HEADER, "# CLI reference\n", "Every command takes `-h`/`--help`. Exit codes: see [exit codes](../exit-codes.md).\n"]
@@ -66,7 +66,7 @@ def cli_reference() -> str:
 
 def yaml_reference() -> str:
     """The Markdown schema of a batch file (``tflq run``)."""
-    from tflq import config
+    from tflq.batch import config
 
     lines = [HEADER, "# YAML batch file reference\n", config.SCHEMA_INTRO.strip() + "\n"]
     for title, rows in config.schema_rows():

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from tflq.cli import main
+from tflq.cli.app import main
 
 
 def invoke(*args: object):
@@ -42,7 +42,7 @@ def assert_config_error(path: Path, *fragments: str) -> None:
     """Loading the batch file at ``path`` fails with a ConfigError that starts with the path and holds every fragment."""
     import pytest
 
-    from tflq.config import load_config
+    from tflq.batch.config import load_config
     from tflq.errors import ConfigError
 
     with pytest.raises(ConfigError) as caught:

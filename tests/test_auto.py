@@ -9,10 +9,10 @@ import pytest
 
 from tests.cli_helpers import error_line, invoke
 from tests.conftest import SAMPLES, run_tflite
-from tflq.auto import AutoOptions, NoCandidateFits, auto_search
-from tflq.convert import ConvertOptions
+from tflq.convert.session import ConvertOptions
+from tflq.debug.auto import AutoOptions, NoCandidateFits, auto_search
+from tflq.debug.scoring import points
 from tflq.errors import EXIT_GATE, EXIT_USAGE, UsageError
-from tflq.scoring import points
 
 TRAIN = str(SAMPLES / "digits_train.npz")
 TEST = str(SAMPLES / "digits_test.npz")

@@ -45,7 +45,7 @@ def test_auto_without_labels_or_reference_compares_with_the_float32_conversion(u
     # the written model, checked independently against the model's own float32 conversion
     import tempfile
 
-    from tflq.convert import ConvertOptions, ModelSession
+    from tflq.convert.session import ConvertOptions, ModelSession
     from tflq.modes import Variant
 
     with np.load(unlabelled) as archive:

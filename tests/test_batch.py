@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from tests.conftest import SAMPLES
-from tflq.cli import main
+from tflq.cli.app import main
 
 pytestmark = pytest.mark.slow
 

@@ -17,10 +17,10 @@ from click.testing import CliRunner
 
 from tests.cli_helpers import assert_usage_error
 from tests.conftest import SAMPLES
-from tflq.batch import run_batch
-from tflq.batch_manifest import LOCK, MANIFEST, Manifest
-from tflq.cli import main
-from tflq.config import load_config
+from tflq.batch.config import load_config
+from tflq.batch.manifest import LOCK, MANIFEST, Manifest
+from tflq.batch.run import run_batch
+from tflq.cli.app import main
 from tflq.errors import UsageError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -115,7 +115,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from tflq.plot import write_pareto_plot
+from tflq.report.plot import write_pareto_plot
 rows = [{"model": "m", "variant": v, "status": "ok", "size_bytes": s, "accuracy": {"top1": a},
          "latency_ms": {"p50": l}} for v, s, a, l in (("float32", 40000, 0.98, 0.1), ("int8", 16000, 0.97, 0.02))]
 write_pareto_plot(rows, Path(sys.argv[1] + ".warm.png"))  # imports done: both processes then start together

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import SAMPLES, run_tflite
-from tflq.convert import ConvertOptions, ModelSession
+from tflq.convert.session import ConvertOptions, ModelSession
 from tflq.modes import MODES, Variant
 
 
@@ -28,7 +28,7 @@ def test_requantized_int8_matches_public_converter(session, io_type: str, per_te
     public.representative_dataset = lambda: iter(samples)
     public_model = public.convert()
 
-    from tflq import _calibrated
+    from tflq._tf import calibrated as _calibrated
 
     ours = _calibrated.quantize(session.calibrated_model(), io_type=io_type, per_tensor=per_tensor)
     with np.load(SAMPLES / "digits_multi_io_test.npz") as archive:

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from tests.cli_helpers import assert_nothing_written, assert_usage_error, convert
 from tests.conftest import SAMPLES
-from tflq.cli import main
+from tflq.cli.app import main
 
 CNN = str(SAMPLES / "digits_cnn.keras")
 TRAIN = str(SAMPLES / "digits_train.npz")

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from harness_fixtures import *  # noqa: F401,F403 - session fixtures
 from harness_fixtures import ClassifierFiles
-from tflq.cli import main
-from tflq.isolation import ABORT_HOOK_VARIABLE
+
+from tflq.cli.app import main
+from tflq.measure.isolation import ABORT_HOOK_VARIABLE
 
 QUICK = ["--threads", "1", "--runs", "3", "--min-seconds", "0", "--warmup-seconds", "0"]
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -240,8 +240,8 @@ def test_inspect_corrupt_and_missing(broken_files, tmp_path: Path) -> None:
 
 def test_cli_modules_do_not_import_tensorflow() -> None:
     code = (
-        "import sys, tflq.cli, tflq.harness, tflq.report, tflq.tflite_info, tflq.isolation, tflq.metrics,"
-        " tflq.runner, tflq.latency;"
+        "import sys, tflq.cli.app, tflq.measure.harness, tflq.report.render, tflq.measure.tflite_info, tflq.measure.isolation, tflq.measure.metrics,"
+        " tflq.measure.runner, tflq.measure.latency;"
         "print('tensorflow' in sys.modules, 'keras' in sys.modules)"
     )
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=_env()).stdout
@@ -251,7 +251,7 @@ def test_cli_modules_do_not_import_tensorflow() -> None:
 def test_command_line_in_a_fresh_process_matches_in_process(classifier: ClassifierFiles) -> None:
     arguments = ["eval", str(classifier.float32), str(classifier.int8), "--data", str(classifier.data), "--json", "--runs", "0"]
     completed = subprocess.run(
-        [sys.executable, "-m", "tflq.cli", *arguments], capture_output=True, text=True, env=_env(), timeout=120
+        [sys.executable, "-m", "tflq.cli.app", *arguments], capture_output=True, text=True, env=_env(), timeout=120
     )
     assert completed.returncode == 0, completed.stderr
     assert "INFO: Created TensorFlow Lite XNNPACK delegate" not in completed.stderr
@@ -287,7 +287,7 @@ def test_convert_eval_measures_what_it_produced(samples_dir: Path, tmp_path: Pat
 def test_progress_bar_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     import io
 
-    from tflq.cli import _progress_reporter
+    from tflq.cli.app import _progress_reporter
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:

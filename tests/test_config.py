@@ -7,7 +7,7 @@ import pytest
 
 from tests.cli_helpers import assert_config_error
 from tests.conftest import SAMPLES
-from tflq.config import Overrides, load_config
+from tflq.batch.config import Overrides, load_config
 from tflq.errors import ConfigError
 
 HEADER = f"""\
@@ -119,7 +119,7 @@ def test_shipped_example_configs_run_green(tmp_path, name):
 
     from click.testing import CliRunner
 
-    from tflq.cli import main
+    from tflq.cli.app import main
 
     result = CliRunner().invoke(main, ["run", str(SAMPLES.parent / "configs" / f"{name}.yaml"), "-o", str(tmp_path), "--json"])
     assert result.exit_code == 0, result.output

@@ -11,7 +11,7 @@ import pytest
 
 from tests.cli_helpers import assert_nothing_written, assert_usage_error, invoke
 from tests.conftest import SAMPLES
-from tflq.config import MAX_MODEL_NAME_BYTES, Overrides, load_config
+from tflq.batch.config import MAX_MODEL_NAME_BYTES, Overrides, load_config
 
 CNN = SAMPLES / "digits_cnn.keras"
 TRAIN = SAMPLES / "digits_train.npz"
@@ -165,7 +165,7 @@ def test_dot_dot_name_never_deletes_beside_the_output_folder(tmp_path):
 
 
 def test_the_longest_allowed_name_fits_name_max(tmp_path):
-    from tflq.config_checks import planned_outputs
+    from tflq.batch.config_checks import planned_outputs
 
     name = "x" * MAX_MODEL_NAME_BYTES
     config = write(

@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from tests.conftest import SAMPLES, run_tflite
-from tflq.cli import main
-from tflq.convert import ConvertOptions, convert_model
+from tflq.cli.app import main
+from tflq.convert.session import ConvertOptions, convert_model
 from tflq.modes import MODES, Variant, plan_variants
 
 ALL_IO = ("float32", "int8", "uint8", "int16")
@@ -201,7 +201,7 @@ def test_cli_convert_hides_tensorflow_noise(tmp_path):
     import sys
 
     completed = subprocess.run(
-        [sys.executable, "-m", "tflq.cli", "convert", str(SAMPLES / "digits_cnn.keras"), "--mode", "int8",
+        [sys.executable, "-m", "tflq.cli.app", "convert", str(SAMPLES / "digits_cnn.keras"), "--mode", "int8",
          "--calib", str(SAMPLES / "digits_train.npz"), "--calib-samples", "20", "-o", str(tmp_path)],
         capture_output=True, text=True, timeout=300,
     )

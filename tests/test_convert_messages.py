@@ -157,7 +157,7 @@ def test_a_variant_that_fails_verification_leaks_no_tensorflow_chatter(message_m
     env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
     calib = str(message_models["dead_calib"])
     done = subprocess.run(
-        [sys.executable, "-m", "tflq.cli", "convert", str(message_models["dead"]), "--mode", "dynamic", "--mode", "16x8",
+        [sys.executable, "-m", "tflq.cli.app", "convert", str(message_models["dead"]), "--mode", "dynamic", "--mode", "16x8",
          "--calib", calib, "--eval", calib, "-o", str(tmp_path / "out")],
         capture_output=True, text=True, env=env, timeout=600, check=False,
     )

@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tflq.data import Dataset, open_data
 from tflq.errors import DataError
-from tflq.models import TensorSpec
+from tflq.model.data import Dataset, open_data
+from tflq.model.load import TensorSpec
 
 IMAGE = TensorSpec("image", (None, 4, 4, 1), "float32")
 LOGITS = TensorSpec("logits", (None, 3), "float32")

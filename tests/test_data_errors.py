@@ -11,9 +11,9 @@ import pytest
 
 from tests.cli_helpers import assert_usage_error, convert
 from tests.conftest import SAMPLES
-from tflq.data import open_data
 from tflq.errors import DataError, UsageError
-from tflq.models import TensorSpec
+from tflq.model.data import open_data
+from tflq.model.load import TensorSpec
 
 IMAGE = TensorSpec("image", (None, 4, 4, 1), "float32")
 LOGITS = TensorSpec("logits", (None, 3), "float32")

@@ -11,9 +11,9 @@ import pytest
 
 from tests.cli_helpers import error_line, invoke
 from tests.conftest import SAMPLES, run_tflite
-from tflq.convert import ConvertOptions, ModelSession
-from tflq.debug import DebugOptions, debug_quantization
-from tflq.scoring import points
+from tflq.convert.session import ConvertOptions, ModelSession
+from tflq.debug.layer_error import DebugOptions, debug_quantization
+from tflq.debug.scoring import points
 
 TRAIN = str(SAMPLES / "digits_train.npz")
 TEST = str(SAMPLES / "digits_test.npz")
@@ -133,8 +133,8 @@ def test_layer_errors_match_tensorflows_quantization_debugger():
     """Our debug model and statistics give the numbers tf.lite.experimental.QuantizationDebugger gives."""
     import tensorflow as tf
 
-    from tflq import _calibrated
-    from tflq.debug import _DebugRun
+    from tflq._tf import calibrated as _calibrated
+    from tflq.debug.layer_error import _DebugRun
 
     options = ConvertOptions(modes=("int8",), calibration=TRAIN, calibration_samples=50)
     import tempfile
@@ -175,7 +175,7 @@ def test_layer_errors_match_tensorflows_quantization_debugger():
     ids=["keras3-fused", "tf_keras-h5", "savedmodel-no-keras", "multi-io"],
 )
 def test_ops_are_named_after_their_keras_layers(model: str, expected: list[str], tmp_path):
-    from tflq.layer_map import read_ops
+    from tflq.convert.layer_map import read_ops
     from tflq.modes import Variant
 
     session = ModelSession(SAMPLES / model, ConvertOptions(), tmp_path)
@@ -193,7 +193,7 @@ def test_layer_names_that_collide_with_tensorflow_scope_suffixes_map_back_numeri
     import keras
     from ai_edge_litert.interpreter import Interpreter
 
-    from tflq.layer_map import read_ops
+    from tflq.convert.layer_map import read_ops
     from tflq.modes import Variant
 
     keras.utils.set_random_seed(1)

@@ -97,7 +97,7 @@ def test_a_keras_call_error_keeps_its_reason() -> None:
     """Keras puts the reason below "Exception encountered when calling ..."; the one line keeps it."""
     import keras
 
-    from tflq.models import keras_reason
+    from tflq.model.load import keras_reason
 
     class Refuses(keras.layers.Layer):
         def call(self, x):

@@ -2,7 +2,7 @@
 touching one input rebuilds only what depends on it, and a failed conversion leaves no target.
 
 The fast tests use ``make -n`` and empty stand-in files (no TensorFlow); the slow ones run the real tflq, as
-``sys.executable -m tflq.cli`` behind a wrapper script that logs every call.
+``sys.executable -m tflq.cli.app`` behind a wrapper script that logs every call.
 """
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def make_repo(root: Path) -> Path:
         "#!/bin/sh\n"
         f"printf '%s\\n' \"$*\" >> {shlex.quote(str(root / 'tflq-calls.log'))}\n"
         f"PYTHONPATH={shlex.quote(str(ROOT))}${{PYTHONPATH:+:$PYTHONPATH}} "
-        f"exec {shlex.quote(sys.executable)} -m tflq.cli \"$@\"\n"
+        f"exec {shlex.quote(sys.executable)} -m tflq.cli.app \"$@\"\n"
     )
     wrapper.chmod(0o755)
     return root

@@ -6,16 +6,16 @@ import os
 
 import numpy as np
 import pytest
-
 from harness_fixtures import *  # noqa: F401,F403 - session fixtures
 from harness_fixtures import SAMPLES, ClassifierFiles, MultiFiles
+
 from tflq.errors import DataError, InterpreterError, UsageError
-from tflq.harness import EvalSettings, Measurement, TfliteRun, evaluate, match_outputs, run_tflite
-from tflq.latency import LatencyStats
-from tflq.runner import auto_batch_size, dequantize, quantize
-from tflq.isolation import ABORT_HOOK_VARIABLE, ChildProcessFailed, call_isolated
-from tflq.metrics import output_accuracy, output_agreement
-from tflq.tflite_info import (
+from tflq.measure.harness import EvalSettings, Measurement, TfliteRun, evaluate, match_outputs, run_tflite
+from tflq.measure.isolation import ABORT_HOOK_VARIABLE, ChildProcessFailed, call_isolated
+from tflq.measure.latency import LatencyStats
+from tflq.measure.metrics import output_accuracy, output_agreement
+from tflq.measure.runner import auto_batch_size, dequantize, quantize
+from tflq.measure.tflite_info import (
     TensorInfo,
     allocate,
     delegation_of,
@@ -86,7 +86,7 @@ def test_specs_read_from_the_flatbuffer_equal_the_interpreters(classifier: Class
 
 
 def test_data_opened_by_the_parent_gives_the_same_run(classifier: ClassifierFiles, broken_files) -> None:
-    from tflq.data import open_data
+    from tflq.model.data import open_data
 
     inputs, outputs = flatbuffer_tensor_specs(str(classifier.int8_io))
     opened = open_data(str(classifier.data), inputs, outputs=outputs, role="evaluation")
@@ -205,8 +205,8 @@ def test_data_that_does_not_fit_the_reference_names_the_reference(classifier: Cl
 
 
 def test_match_outputs_pairs_generic_names_by_position() -> None:
-    from tflq.harness import ReferenceRun
-    from tflq.tflite_info import Signature
+    from tflq.measure.harness import ReferenceRun
+    from tflq.measure.tflite_info import Signature
 
     outputs = tuple(TensorInfo(f"output_{i}", "t", i, (None, 2), "float32") for i in range(2))
     run = TfliteRun("m.tflite", Signature("s", (), outputs), None, 1, None, {}, {}, 0, None, True)  # type: ignore[arg-type]
@@ -243,7 +243,7 @@ def test_predictions_do_not_depend_on_threads(classifier: ClassifierFiles) -> No
 
 
 def test_evaluation_threads_default_to_the_idle_cores(monkeypatch: pytest.MonkeyPatch) -> None:
-    import tflq.harness as harness
+    import tflq.measure.harness as harness
 
     monkeypatch.setattr(harness, "machine_threads", lambda: 8)
     monkeypatch.setattr(harness.os, "getloadavg", lambda: (2.6, 2.0, 2.0))

@@ -1,4 +1,4 @@
-"""Ctrl-C, SIGTERM and SIGKILL of a real ``python -m tflq.cli`` process: it stops at once, keeps what it finished,
+"""Ctrl-C, SIGTERM and SIGKILL of a real ``python -m tflq.cli.app`` process: it stops at once, keeps what it finished,
 and leaves no child process behind (issue 9). Real subprocesses and signals, bounded waits."""
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import pytest
 from click.testing import CliRunner
 
 from tests.conftest import SAMPLES
-from tflq.batch_manifest import MANIFEST
-from tflq.cli import main
+from tflq.batch.manifest import MANIFEST
+from tflq.cli.app import main
 
 pytestmark = pytest.mark.slow
 
@@ -25,11 +25,11 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 class Tflq:
-    """``python -m tflq.cli ARGS`` in its own session (like a shell job), its stderr read line by line."""
+    """``python -m tflq.cli.app ARGS`` in its own session (like a shell job), its stderr read line by line."""
 
     def __init__(self, *args: str, cwd: Path) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tflq.cli", *args], cwd=cwd, env=dict(os.environ, PYTHONPATH=str(REPO)),
+            [sys.executable, "-m", "tflq.cli.app", *args], cwd=cwd, env=dict(os.environ, PYTHONPATH=str(REPO)),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
         )
         self.lines: list[str] = []

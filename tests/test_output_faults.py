@@ -89,7 +89,7 @@ def test_empty_output_dir_is_an_error_not_the_current_folder(tmp_path, monkeypat
 def convert_raw(*args: str):
     from click.testing import CliRunner
 
-    from tflq.cli import main
+    from tflq.cli.app import main
 
     return CliRunner().invoke(main, ["convert", *args])
 
@@ -101,7 +101,7 @@ def test_a_bad_input_removes_the_output_folders_it_created(tmp_path):
 
 
 def test_written_files_respect_the_umask(tmp_path):
-    from tflq.convert import write_atomically  # where batch, report and the CLI import it from
+    from tflq.convert.session import write_atomically  # where batch, report and the CLI import it from
 
     previous = os.umask(0o027)
     try:

@@ -13,10 +13,9 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from tflq import qat  # noqa: E402
-from tflq.bridge import bridge_to_tf_keras, sample_inputs_for  # noqa: E402
 from tflq.errors import ConversionError, DataError, ModelLoadError, QatError, QatTrainingError, UsageError  # noqa: E402
-
+from tflq.qat import quantize_aware as qat  # noqa: E402
+from tflq.qat.bridge import bridge_to_tf_keras, sample_inputs_for  # noqa: E402
 
 # ------------------------------------------------------------------------------------------------ fixtures
 

@@ -16,9 +16,9 @@ from click.testing import CliRunner
 
 from tests.cli_helpers import assert_config_error, assert_nothing_written, assert_usage_error, convert
 from tests.conftest import SAMPLES, run_tflite
-from tflq.cli import main
-from tflq.config import load_config
-from tflq.convert import ConvertOptions, QatOptions, convert_model
+from tflq.batch.config import load_config
+from tflq.cli.app import main
+from tflq.convert.session import ConvertOptions, QatOptions, convert_model
 from tflq.errors import UsageError
 from tflq.modes import MODES, plan_variants
 
@@ -208,7 +208,7 @@ def test_yaml_loss_is_checked_as_a_string_only_so_validation_stays_instant(tmp_p
 
     path = write(tmp_path, f"models:\n  - name: a\n    path: {CNN}\n    modes: [qat]\n"
                            f"    qat: {{train_data: {TRAIN}, loss: not_a_loss}}\n")
-    code = (f"import sys; from pathlib import Path; from tflq.config import load_config; "
+    code = (f"import sys; from pathlib import Path; from tflq.batch.config import load_config; "
             f"load_config(Path({str(path)!r})); print(sorted(m for m in ('tensorflow', 'tf_keras', 'keras') if m in sys.modules))")
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert completed.returncode == 0, completed.stderr
@@ -218,7 +218,7 @@ def test_yaml_loss_is_checked_as_a_string_only_so_validation_stays_instant(tmp_p
 def test_batch_key_covers_the_qat_settings(tmp_path):
     from dataclasses import replace
 
-    from tflq.batch import conversion_key
+    from tflq.batch.run import conversion_key
     from tflq.modes import Variant
 
     path = write(tmp_path, f"models:\n  - name: a\n    path: {CNN}\n    modes: [int8, qat]\n"
@@ -296,7 +296,7 @@ def test_one_training_run_feeds_every_io_type_and_is_reported(digits_run):
 def test_calibrated_qat_path_matches_the_public_converter(digits_run, digits_test):
     """The session calibrates the QAT export once and quantizes per I/O type; the public converter configured by the
     registry (what ``qat.convert_qat`` does) gives the same outputs."""
-    from tflq import qat
+    from tflq.qat import quantize_aware as qat
 
     result, workdir = digits_run
     export = qat.QatExport(workdir / "qat_saved_model", ("image",), ("logits",))
@@ -332,7 +332,7 @@ def test_cli_json_shows_training_and_the_seed_reproduces_the_model(tmp_path):
 
 @pytest.fixture()
 def reset_verbosity():
-    from tflq import _tf
+    from tflq._tf import imports as _tf
 
     yield
     _tf.set_verbose(False)  # -v is process-wide; later tests expect the quiet default
@@ -353,7 +353,7 @@ def test_explicit_loss_and_progress_with_verbose(tmp_path):
 def test_batch_child_trains_from_the_yaml_qat_section(tmp_path):
     """What ``tflq run`` does per model (in a child process there; in-process here): the qat: section reaches the
     fine-tune and each qat artifact carries its training figures into the report row."""
-    from tflq.batch import JobResult, _convert_in_child
+    from tflq.batch.run import JobResult, _convert_in_child
 
     path = write(tmp_path, f"output_dir: out\nmodels:\n  - name: cnn\n    path: {CNN}\n    modes: [int8, qat]\n"
                            f"    io_types: [int8]\n    calibration: {{data: {TRAIN}, samples: 20}}\n"
@@ -428,7 +428,7 @@ def test_diverging_training_fails_the_qat_variants_only(diverging, tmp_path):
 
 
 def test_batch_report_shows_training_beside_the_int8_rows():
-    from tflq.report import BATCH_COLUMNS, batch_columns, to_csv, to_markdown
+    from tflq.report.render import BATCH_COLUMNS, batch_columns, to_csv, to_markdown
 
     training = {"epochs": 2, "seconds": 1.43, "val_metric": "val_accuracy", "val_value": 0.988889, "final": {"loss": 0.01}}
     rows = [

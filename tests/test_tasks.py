@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from harness_fixtures import *  # noqa: F401,F403 - session fixtures
 from harness_fixtures import ClassifierFiles, _convert
-from tflq.cli import main
+
+from tflq.cli.app import main
 from tflq.errors import ConfigError, DataError, UsageError
-from tflq.metrics import decide_task, output_accuracy, output_agreement
-from tflq.tasks import TaskOverrides, check_task_setting, parse_task_options
+from tflq.measure.metrics import decide_task, output_accuracy, output_agreement
+from tflq.measure.tasks import TaskOverrides, check_task_setting, parse_task_options
 
 FAST = ["--threads", "1", "--runs", "0", "-q"]
 SAMPLES = 40
@@ -113,7 +113,7 @@ def test_task_options_and_yaml_settings() -> None:
 
 
 def test_yaml_task_is_read_per_model(tmp_path: Path, classifier: ClassifierFiles) -> None:
-    from tflq.config import load_config
+    from tflq.batch.config import load_config
 
     config = tmp_path / "batch.yaml"
     config.write_text(
@@ -220,8 +220,8 @@ def test_single_output_label_key_with_another_name(classifier: ClassifierFiles, 
 
 
 def test_debug_and_auto_scoring_reads_only_classifier_outputs(boxes: BoxFiles) -> None:
-    """tflq.scoring averages the top-1 of the outputs the harness gives a top-1: the regression output has none."""
-    from tflq.harness import EvalSettings, run_tflite, score
+    """tflq.debug.scoring averages the top-1 of the outputs the harness gives a top-1: the regression output has none."""
+    from tflq.measure.harness import EvalSettings, run_tflite, score
 
     run = run_tflite(str(boxes.dynamic), EvalSettings(threads=1, runs=0), str(boxes.labelled))
     measurement = score(run, 1, None, reference=None, data=str(boxes.labelled))

@@ -1,4 +1,4 @@
-"""The one exception family of tflq. Libraries raise these; only ``cli.py`` turns them into exits.
+"""The one exception family of tflq. Libraries raise these; only ``cli/app.py`` turns them into exits.
 
 Exit codes (documented in the README):
   0  everything asked for was done

@@ -1,0 +1,536 @@
+"""Export once, calibrate once, convert every requested variant, verify it runs, write it atomically."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tflq._tf import calibrated as _calibrated
+from tflq._tf import imports as _tf
+from tflq.convert.conversion_errors import explain_converter_error, no_kernel_message
+from tflq.convert.layer_map import ModelOp, nodes_for_layers, nodes_for_op_types, read_ops
+from tflq.errors import ConversionError, DataError, QatTrainingError, TflqError, UsageError
+from tflq.model.data import ImageOptions, open_data
+from tflq.model.load import ExportedModel, ModelOptions, export_model, model_kind
+from tflq.modes import MODES, ModeSettings, Variant, plan_variants
+from tflq.outputs import os_error_text, output_folder, write_atomically
+from tflq.qat.training import QatOptions, TrainedModel, TrainingSummary, train_for_conversion  # noqa: F401 (re-exported)
+
+log = logging.getLogger("tflq")
+
+DEFAULT_CALIB_SAMPLES = 200
+_BOUNDARY_OPS = {"QUANTIZE", "DEQUANTIZE"}
+_FLOAT_DTYPES = {"float32", "float16", "float64"}
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    """What to produce from one model. ``qat`` applies to the training modes only."""
+
+    modes: tuple[str, ...] = ("float32",)
+    io_types: tuple[str, ...] = ()
+    calibration: str | None = None
+    calibration_samples: int = DEFAULT_CALIB_SAMPLES
+    per_tensor: bool = False
+    allow_float_fallback: bool = False
+    images: ImageOptions = field(default_factory=ImageOptions)
+    model: ModelOptions = field(default_factory=ModelOptions)
+    qat: QatOptions = field(default_factory=QatOptions)
+    skip_layers: tuple[str, ...] = ()  # int8: Keras layers left in float (selective quantization)
+    skip_ops: tuple[str, ...] = ()  # int8: TFLite op types left in float, e.g. FULLY_CONNECTED
+
+    def __post_init__(self) -> None:
+        if (self.skip_layers or self.skip_ops) and "int8" not in self.modes:
+            flag = "--skip-layers" if self.skip_layers else "--skip-ops"
+            raise UsageError(f"{flag} applies to mode int8 (selective quantization); add --mode int8")
+
+    def variants(self) -> list[Variant]:
+        """The variants these options ask for. Raises UsageError (also for training modes without training data)."""
+        variants = plan_variants(list(self.modes), list(self.io_types))
+        training = [name for name in self.modes if MODES[name].needs_training]
+        if training and not self.qat.train_data:
+            raise UsageError(
+                f"mode {', '.join(training)} needs labelled training data: pass --train-data DATA "
+                "(.npz with x and y, an image folder with class subfolders, or module:function)"
+            )
+        if not training and (self.qat.train_data or self.qat.val_data):
+            raise UsageError("--train-data/--val-data apply to mode qat only; add --mode qat or drop them")
+        return variants
+
+    def settings(self, variant: Variant) -> ModeSettings:
+        return ModeSettings(
+            io_type=variant.io_type, per_tensor=self.per_tensor, allow_float_fallback=self.allow_float_fallback
+        )
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One produced (or failed) variant."""
+
+    mode: str
+    io_type: str
+    path: Path
+    status: str  # "ok" or "error"
+    size_bytes: int | None = None
+    sha256: str | None = None
+    seconds: float = 0.0
+    error: str | None = None
+    float_ops: tuple[str, ...] = ()
+    float_layers: tuple[str, ...] = ()  # the Keras layers of float_ops, same order
+    training: Mapping[str, Any] | None = None  # training modes: see TrainingSummary.to_dict
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def label(self) -> str:
+        return Variant(self.mode, self.io_type).label
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stable JSON form (``tflq convert --json``)."""
+        return {
+            "mode": self.mode,
+            "io_type": self.io_type,
+            "path": str(self.path),
+            "size_bytes": self.size_bytes,
+            "sha256": self.sha256,
+            "seconds": round(self.seconds, 3),
+            "status": self.status,
+            "error": self.error,
+            "float_ops": list(self.float_ops),
+            "float_layers": list(self.float_layers),
+            "training": dict(self.training) if self.training is not None else None,
+        }
+
+
+@dataclass(frozen=True)
+class ConvertResult:
+    """Everything one ``convert_model`` call produced."""
+
+    model: Path
+    name: str
+    artifacts: tuple[Artifact, ...]
+    export_seconds: float
+    calibration_seconds: float
+    training_seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return all(artifact.ok for artifact in self.artifacts)
+
+
+def output_path(output_dir: Path, name: str, variant: Variant) -> Path:
+    """``<out>/<name>.<mode>[.<io>].tflite``: the I/O part only when it is not float32."""
+    return output_dir / f"{name}.{variant.label}.tflite"
+
+
+def default_name(model_path: Path) -> str:
+    """The model's file name without suffix (a SavedModel: its directory name)."""
+    return model_path.name if model_path.is_dir() else model_path.stem
+
+
+def output_name(model_path: Path, name: str | None) -> str:
+    """The output file-name stem: ``name`` or the model's. Raises UsageError for a stem that is not a plain name
+    (empty, blank, with a path separator, starting with a dot, or with control characters)."""
+    if name is None:
+        return default_name(model_path)
+    problem = (
+        "it is empty" if not name else "it is blank" if not name.strip()
+        else "it holds a path separator" if any(sep in name for sep in ("/", "\\", os.sep))
+        else "it starts with a dot" if name.startswith(".")
+        else "it holds a control character" if any(ord(char) < 32 or ord(char) == 127 for char in name)
+        else "it starts or ends with a space" if name != name.strip()
+        else None
+    )
+    if problem:
+        raise UsageError(f"--name {name!r}: expected a plain file-name stem, but {problem}")
+    return name
+
+
+class ModelSession:
+    """One model prepared for conversion: exported once, calibrated once, trained once (training modes), shared by
+    all its variants."""
+
+    def __init__(self, model_path: Path, options: ConvertOptions, workdir: Path) -> None:
+        self.model_path = model_path
+        self.options = options
+        self.workdir = workdir
+        self._exported: ExportedModel | None = None
+        self._samples: list[dict[str, np.ndarray]] | None = None
+        self._calibrated: bytes | None = None
+        self._calibration_error: ConversionError | None = None
+        self._model_ops: tuple[ModelOp, ...] | None = None
+        self._float_nodes: tuple[str, ...] | None = None
+        self._trained: TrainedModel | None = None
+        self._training_error: TflqError | None = None
+        self._trained_calibrated: bytes | None = None
+        self._trained_calibration_error: ConversionError | None = None
+        self.export_seconds = 0.0
+        self.calibration_seconds = 0.0
+        self.training_seconds = 0.0
+
+    @property
+    def exported(self) -> ExportedModel:
+        """The SavedModel export (made on first use)."""
+        if self._exported is None:
+            start = time.perf_counter()
+            self._exported = export_model(self.model_path, self.workdir / "saved_model", self.options.model)
+            self.export_seconds = time.perf_counter() - start
+        return self._exported
+
+    def calibration_samples(self) -> list[dict[str, np.ndarray]]:
+        """The validated calibration samples (read once). Raises UsageError/DataError."""
+        if self._samples is None:
+            if not self.options.calibration:
+                calibrated = [name for name in self.options.modes if MODES[name].calibrated]
+                raise UsageError(
+                    f"mode(s) {', '.join(calibrated)} need calibration data: pass --calib DATA "
+                    "(.npz, .npy, image folder or module:function), or --calib random for a smoke test"
+                )
+            dataset = open_data(
+                self.options.calibration,
+                self.exported.inputs,
+                limit=self.options.calibration_samples,
+                role="calibration",
+                images=self.options.images,
+            )
+            self._samples = list(dataset.samples())
+        return self._samples
+
+    def new_converter(self) -> Any:
+        """A fresh TFLiteConverter on the export (never shared between variants)."""
+        return _calibrated.saved_model_converter(str(self.exported.saved_model_dir), self.exported.signature_key)
+
+    def calibrated_model(self) -> bytes:
+        """The model with calibration statistics (computed once)."""
+        if self._calibration_error is not None:
+            raise self._calibration_error
+        if self._calibrated is None:
+            samples = self.calibration_samples()
+            start = time.perf_counter()
+            try:
+                with _converter_errors("calibration", self.exported):
+                    self._calibrated = _calibrated.calibrate(self.new_converter(), samples)
+            except ConversionError as error:
+                self._calibration_error = error
+                raise
+            finally:
+                self.calibration_seconds = time.perf_counter() - start
+        return self._calibrated
+
+    def model_ops(self) -> tuple[ModelOp, ...]:
+        """The ops of the calibrated (float) model, named after their Keras layers (read once)."""
+        if self._model_ops is None:
+            self._model_ops = read_ops(self.calibrated_model(), self.exported)
+        return self._model_ops
+
+    def float_nodes(self) -> tuple[str, ...]:
+        """The output tensors of the ops ``skip_layers``/``skip_ops`` keep in float (the quantizer's node denylist).
+
+        Raises UsageError for a layer or op type the model does not have (listing the valid ones).
+        """
+        if self._float_nodes is None:
+            nodes: dict[str, None] = {}
+            if self.options.skip_layers or self.options.skip_ops:
+                ops = self.model_ops()
+                nodes.update(dict.fromkeys(nodes_for_layers(ops, self.options.skip_layers, self.exported)))
+                nodes.update(dict.fromkeys(nodes_for_op_types(ops, self.options.skip_ops)))
+            self._float_nodes = tuple(nodes)
+        return self._float_nodes
+    def trained(self) -> TrainedModel:
+        """The ``qat`` fine-tune (done once, on first use; every I/O type converts from its one export).
+
+        Raises QatError/UsageError/DataError when the model, loss or data cannot be used (before training), and
+        QatTrainingError/ConversionError when training or its export fails (cached: each variant reports it).
+        """
+        if self._training_error is not None:
+            raise self._training_error
+        if self._trained is None:
+            start = time.perf_counter()
+            try:
+                self._trained = train_for_conversion(
+                    self.model_path, self.exported, self.options.qat, model_options=self.options.model,
+                    images=self.options.images, representative_samples=self.options.calibration_samples,
+                    workdir=self.workdir,
+                )
+            except (QatTrainingError, ConversionError) as error:
+                self._training_error = error
+                raise
+            finally:
+                self.training_seconds = time.perf_counter() - start
+        return self._trained
+
+    def trained_calibrated_model(self) -> bytes:
+        """The trained export with calibration statistics for the tensors training left without a range (once).
+
+        Quantizing it per I/O type gives the same models as the public converter configured by the ``qat`` mode
+        (``tests/test_qat_mode.py`` checks it), at a fraction of the cost.
+        """
+        if self._trained_calibration_error is not None:
+            raise self._trained_calibration_error
+        if self._trained_calibrated is None:
+            trained = self.trained()
+            start = time.perf_counter()
+            try:
+                with _converter_errors("qat calibration"):
+                    converter = _calibrated.saved_model_converter(str(trained.saved_model_dir), trained.signature_key)
+                    self._trained_calibrated = _calibrated.calibrate(converter, trained.samples)
+            except ConversionError as error:
+                self._trained_calibration_error = error
+                raise
+            finally:
+                self.calibration_seconds += time.perf_counter() - start
+        return self._trained_calibrated
+
+
+    def convert_variant(self, variant: Variant) -> bytes:
+        """Convert one variant to TFLite bytes. Raises ConversionError (QatTrainingError for a failed fine-tune)."""
+        mode = MODES[variant.mode]
+        settings = self.options.settings(variant)
+        if mode.needs_training:  # ranges from training; calibrated once, quantized per I/O type like int8
+            calibrated = self.trained_calibrated_model()
+            with _converter_errors(variant.label, self.exported):
+                return _calibrated.quantize(calibrated, io_type=variant.io_type, per_tensor=False)
+        if mode.activations == "int8":
+            calibrated = self.calibrated_model()
+            float_nodes = self.float_nodes()
+            with _converter_errors(variant.label, self.exported):
+                return _calibrated.quantize(
+                    calibrated,
+                    io_type=variant.io_type,
+                    per_tensor=settings.per_tensor,
+                    denylisted_nodes=float_nodes,
+                )
+        tf = _tf.tf()
+        converter = self.new_converter()
+        mode.configure(converter, tf, settings)
+        if mode.calibrated:
+            samples = self.calibration_samples()
+            converter.representative_dataset = lambda: iter(samples)
+        with _converter_errors(variant.label, self.exported):
+            return bytes(converter.convert())
+
+    def verification_inputs(self, variant: Variant | None = None) -> dict[str, np.ndarray]:
+        """One sample to run each converted model on: training data for a training mode, calibration data when
+        given, else zeros."""
+        if variant is not None and MODES[variant.mode].needs_training:
+            return self.trained().samples[0]
+        if self.options.calibration:
+            return self.calibration_samples()[0]
+        return {
+            spec.name: np.zeros([1 if dim is None else dim for dim in spec.shape], dtype=spec.dtype)
+            for spec in self.exported.inputs
+        }
+
+
+@contextlib.contextmanager
+def _converter_errors(what: str, exported: ExportedModel | None = None) -> Iterator[None]:
+    """Turn the converter's exceptions (and its captured native output) into one ConversionError line (naming the
+    cause and the fix when known: see :mod:`tflq.convert.conversion_errors`)."""
+    with _tf.quiet() as chatter:
+        try:
+            yield
+        except TflqError:
+            raise
+        except Exception as error:  # the converter raises many types; each becomes a ConversionError
+            detail = _tf.last_error_line(str(error)) or type(error).__name__
+            raise ConversionError(explain_converter_error(what, detail, exported)) from error
+    del chatter
+
+
+def verify_runs(content: bytes, inputs: dict[str, np.ndarray]) -> None:
+    """Load, allocate and run ``content`` once in the LiteRT interpreter. Raises ConversionError."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    with _tf.quiet():
+        try:
+            interpreter = Interpreter(model_content=content)
+            runner = interpreter.get_signature_runner()
+            details = runner.get_input_details()
+            feeds = {name: _to_input(inputs[name], detail) for name, detail in details.items() if name in inputs}
+            missing = sorted(set(details) - set(feeds))
+            if missing:
+                raise ConversionError(f"the converted model has inputs {missing} the source model does not have")
+            runner(**feeds)
+        except ConversionError:
+            raise
+        except Exception as error:  # the interpreter raises RuntimeError/ValueError with its reason
+            raise ConversionError(
+                f"the converted model does not run in the LiteRT interpreter: {' '.join(str(error).split())}"
+            ) from None
+
+
+def _to_input(value: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    dtype = np.dtype(detail["dtype"])
+    if dtype.kind in "iu" and np.asarray(value).dtype.kind == "f":
+        scale, zero_point = detail["quantization"]
+        info = np.iinfo(dtype)
+        return np.clip(np.round(value / (scale or 1.0) + zero_point), info.min, info.max).astype(dtype)
+    return np.asarray(value, dtype=dtype)
+
+
+def float_op_details(content: bytes) -> tuple[tuple[str, str], ...]:
+    """Ops of a quantized model that still compute in float: (op type, output tensor name), in model order."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    with _tf.quiet():
+        interpreter = Interpreter(model_content=content)
+    tensors = {detail["index"]: detail for detail in interpreter.get_tensor_details()}
+    found = []
+    for op in interpreter._get_ops_details():
+        if op["op_name"] in _BOUNDARY_OPS or op["op_name"] == "DELEGATE":
+            continue
+        outputs = [tensors[index] for index in op["outputs"] if index in tensors]
+        if any(np.dtype(t["dtype"]).name in _FLOAT_DTYPES for t in outputs):
+            found.append((op["op_name"], outputs[0]["name"] if outputs else "?"))
+    return tuple(found)
+
+
+def float_ops(content: bytes) -> tuple[str, ...]:
+    """Ops of a quantized model that still compute in float: ``OP_TYPE(output tensor)``, in model order."""
+    return tuple(f"{op_type}({name})" for op_type, name in float_op_details(content))
+
+
+def _same_tensor(name: str, asked: set[str]) -> bool:
+    """Whether ``name`` is one of the ``asked`` tensors; the quantizer may append digits (``MaxPool2d1``)."""
+    return name in asked or any(
+        (name.startswith(other) and name[len(other):].isdigit()) or (other.startswith(name) and other[len(name):].isdigit())
+        for other in asked
+    )
+
+
+def check_data_file(spec: str | None) -> None:
+    """A missing ``.npz``/``.npy`` data file is a DataError now, not after a long export (the data layer reads it
+    later; other kinds of data are checked there)."""
+    if spec and Path(spec).suffix.lower() in (".npz", ".npy") and not Path(spec).exists():
+        raise DataError(f"{spec}: no such file")
+
+
+def convert_model(
+    model_path: Path,
+    output_dir: Path,
+    options: ConvertOptions,
+    *,
+    name: str | None = None,
+    workdir: Path | None = None,
+) -> ConvertResult:
+    """Convert ``model_path`` into every variant ``options`` ask for, under ``output_dir``.
+
+    Returns a ConvertResult whose artifacts carry each variant's status; a variant that fails to convert or
+    to run does not stop the others. Raises UsageError/ModelLoadError/DataError for bad input (before any
+    conversion starts).
+    """
+    variants = options.variants()
+    model_kind(model_path)
+    name = output_name(model_path, name)
+    for data in (options.calibration, options.qat.train_data, options.qat.val_data):
+        check_data_file(data)
+    targets = [output_path(output_dir, name, variant) for variant in variants]
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(output_folder(output_dir, targets))  # before the export: a bad -o fails first
+        if workdir is None:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tflq-")))
+        session = ModelSession(model_path, options, workdir)
+        session.exported  # noqa: B018 -- load and export before anything else: bad models fail first
+        if any(MODES[v.mode].calibrated for v in variants):
+            session.calibration_samples()
+            with contextlib.suppress(ConversionError):  # reported by each calibrated variant
+                session.calibrated_model()
+                session.float_nodes()  # unknown --skip-layers/--skip-ops names fail before any output
+        if any(MODES[v.mode].needs_training for v in variants):
+            with contextlib.suppress(QatTrainingError, ConversionError):  # reported by each training variant
+                session.trained_calibrated_model()
+        probe = session.verification_inputs()
+        artifacts = [_produce(session, variant, target, probe) for variant, target in zip(variants, targets)]
+        return ConvertResult(
+            model=model_path,
+            name=name,
+            artifacts=tuple(artifacts),
+            export_seconds=session.export_seconds,
+            calibration_seconds=session.calibration_seconds,
+            training_seconds=session.training_seconds,
+        )
+
+
+def _produce(session: ModelSession, variant: Variant, path: Path, probe: dict[str, np.ndarray]) -> Artifact:
+    start = time.perf_counter()
+    mode = MODES[variant.mode]
+    training: Mapping[str, Any] | None = None
+    try:
+        content = session.convert_variant(variant)
+        if mode.needs_training:
+            training = session.trained().summary.to_dict()
+            probe = session.verification_inputs(variant)
+        verify_runs(content, probe)
+        remaining_float: tuple[str, ...] = ()
+        float_layers: tuple[str, ...] = ()
+        if mode.integer:
+            details = float_op_details(content)
+            asked = set(session.float_nodes()) if mode.activations == "int8" and not mode.needs_training else set()
+            unexpected = [(op_type, name) for op_type, name in details if not _same_tensor(name, asked)]
+            if unexpected and not session.options.allow_float_fallback:
+                raise ConversionError(no_kernel_message(
+                    variant.label, mode.activations, content, session.exported, unexpected,
+                    besides_asked=bool(asked), skip_layers_applies="skip_layers" in mode.settings,
+                    skipped_layers=session.options.skip_layers,
+                ))
+            remaining_float = tuple(f"{op_type}({name})" for op_type, name in details)
+            if details:
+                float_layers = _float_layers(content, session, {name for _, name in details})
+            _note_quantized_anyway(session, variant, asked, details)
+        try:
+            write_atomically(path, content)
+        except OSError as error:  # disk full, folder gone read-only...: this variant fails, the next ones still try
+            raise ConversionError(f"cannot write {path}: {os_error_text(error)}") from error
+    except (ConversionError, QatTrainingError) as error:
+        with contextlib.suppress(OSError):
+            path.unlink()  # a stale file from an earlier run must not pass for this run's output
+        log.debug("%s failed", variant.label, exc_info=error)
+        return Artifact(
+            variant.mode, variant.io_type, path, "error", seconds=time.perf_counter() - start, error=str(error),
+            training=training,
+        )
+    return Artifact(
+        mode=variant.mode,
+        io_type=variant.io_type,
+        path=path,
+        status="ok",
+        size_bytes=len(content),
+        sha256=hashlib.sha256(content).hexdigest(),
+        seconds=time.perf_counter() - start,
+        float_ops=remaining_float,
+        float_layers=float_layers,
+        training=training,
+    )
+
+
+def _float_layers(content: bytes, session: ModelSession, names: set[str]) -> tuple[str, ...]:
+    """The layer label of each float op of a converted model (its tensor name when no layer is known)."""
+    return tuple(op.label for op in read_ops(content, session.exported) if op.tensor in names)
+
+
+def _note_quantized_anyway(
+    session: ModelSession, variant: Variant, asked: set[str], details: tuple[tuple[str, str], ...]
+) -> None:
+    """Say so when an op asked to stay in float was quantized all the same (MAX_POOL_2D follows its input's type)."""
+    if not asked:
+        return
+    floated = {name for _, name in details}
+    kept = [f"{op.op_type}({op.label})" for op in session.model_ops() if op.tensor in asked and not _same_tensor(op.tensor, floated)]
+    if kept:
+        log.warning(
+            "%s: %d op(s) asked to stay in float were quantized anyway (ops that only move or select values, "
+            "such as MAX_POOL_2D or RESHAPE next to integer ops, take their input's type): %s",
+            variant.label, len(kept), ", ".join(kept),
+        )
+

@@ -1,0 +1,1 @@
+"""Measure .tflite files with the LiteRT interpreter: runner, latency protocol, metrics, inspection."""

@@ -1,0 +1,1 @@
+"""The user's model: load .keras / .h5 / SavedModel and export it once; the one data layer."""

@@ -1,0 +1,1 @@
+"""Quantization-aware training with tensorflow-model-optimization."""
