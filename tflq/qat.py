@@ -23,13 +23,13 @@ import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from tflq.bridge import POST_TRAINING_HINT, bridge_to_tf_keras
 from tflq.errors import ConversionError, DataError, ModelLoadError, QatError, QatTrainingError, UsageError
-from tflq.losses import LossSpec, build_loss, resolve_loss, saved_loss_specs
+from tflq.losses import LossSpec, build_loss, check_labels, resolve_loss, saved_loss_specs
 
 __all__ = [
     "IO_TYPES",
@@ -39,6 +39,7 @@ __all__ = [
     "bridge_to_tf_keras",
     "build_loss",
     "check_qat_support",
+    "check_training_labels",
     "convert_qat",
     "export_qat_saved_model",
     "load_for_qat",
@@ -316,7 +317,10 @@ def train_qat(
             raise UsageError(f"{len(specs)} losses for {len(model.outputs)} outputs")
     output_names = tuple(model.output_names)
     x, y = _arrays_for(model, train, "training data")
+    check_training_labels(model, specs, y, "training data")
     validation = _arrays_for(model, val, "validation data") if val is not None else None
+    if validation is not None:
+        check_training_labels(model, specs, validation[1], "validation data")
     tf_keras.utils.set_random_seed(seed)
     qat_model = prepare_qat(model)
     losses = [build_loss(spec) for spec in specs]
@@ -352,6 +356,18 @@ def train_qat(
             key = key.replace(quantized, original)
         history[key] = tuple(float(value) for value in values)
     return QatResult(qat_model, history, seconds, tuple(specs), output_names)
+
+
+def check_training_labels(model: Any, specs: Sequence[LossSpec], labels: Any, source: str) -> None:
+    """Refuse labels the losses cannot train on (strings, class ids outside the model's classes, wrong shapes...).
+
+    ``labels`` is one array per output, in output order (a list), or a dict by output name. ``source`` names the data
+    in the message (its file, or "training data"). Raises :class:`DataError`.
+    """
+    names = list(model.output_names)
+    arrays = [labels[name] for name in names] if isinstance(labels, Mapping) else list(labels)
+    for spec, array, tensor, name in zip(specs, arrays, model.outputs, names):
+        check_labels(spec, array, tuple(tensor.shape)[1:], source=source, output=name)
 
 
 def _single_or_list(arrays: list[np.ndarray]) -> np.ndarray | list[np.ndarray]:
