@@ -23,7 +23,7 @@ import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -294,8 +294,9 @@ def train_qat(
 
     ``x`` is an array (one input), a list in input order or a dict by input name; ``y`` likewise by output.
     ``loss`` is a loss name (with ``from_logits``), already resolved :class:`LossSpec` s, or None for the model's
-    saved loss. Adam at ``learning_rate``; seeds fixed by ``seed``; tf_keras's per-epoch progress bar (on stderr)
-    when ``progress``.
+    saved loss. Adam at ``learning_rate``; Python, NumPy and TensorFlow seeded by ``seed`` (so is the per-epoch
+    shuffling) and TensorFlow op determinism on while training (:func:`op_determinism`), so the same seed, data and
+    settings give the same model on one machine; tf_keras's per-epoch progress bar (on stderr) when ``progress``.
 
     Returns a :class:`QatResult`. Raises :class:`UsageError` for bad settings or no loss, :class:`DataError` for data
     that does not fit the model, :class:`QatError` when tfmot cannot quantize the model, and
@@ -332,7 +333,7 @@ def train_qat(
     )
     started = time.perf_counter()
     # The progress bar goes to stderr, so that stdout stays clean for machine-readable output (--json).
-    with contextlib.redirect_stdout(sys.stderr):
+    with contextlib.redirect_stdout(sys.stderr), op_determinism():
         fitted = qat_model.fit(
             _single_or_list(x),
             _single_or_list(y),
@@ -356,6 +357,26 @@ def train_qat(
             key = key.replace(quantized, original)
         history[key] = tuple(float(value) for value in values)
     return QatResult(qat_model, history, seconds, tuple(specs), output_names)
+
+
+@contextlib.contextmanager
+def op_determinism() -> Iterator[None]:
+    """TensorFlow op determinism (``tf.config.experimental.enable_op_determinism``) while the block runs.
+
+    The switch is process-wide: when it was off before, it is switched off again afterwards (through TensorFlow's
+    non-public ``disable_op_determinism``, when this TensorFlow has it; otherwise it stays on for the process).
+    """
+    import tensorflow as tf
+    from tensorflow.python.framework import config as tf_config
+
+    was_enabled = getattr(tf_config, "is_op_determinism_enabled", lambda: False)()
+    tf.config.experimental.enable_op_determinism()
+    try:
+        yield
+    finally:
+        disable = getattr(tf_config, "disable_op_determinism", None)
+        if not was_enabled and disable is not None:
+            disable()
 
 
 def check_training_labels(model: Any, specs: Sequence[LossSpec], labels: Any, source: str) -> None:
