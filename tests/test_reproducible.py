@@ -71,6 +71,22 @@ def test_qat_labels_it_cannot_train_on_are_one_line_exit_2(case, role, fragments
     assert_nothing_written(out)
 
 
+@pytest.mark.slow
+def test_image_folder_with_more_classes_than_the_model_is_one_line_exit_2(tmp_path):
+    """12 class subfolders (0..11) for the 10-class CNN: before the fix, TensorFlow's multi-line 'Received a label
+    value of 11 which is outside the valid range of [0, 10)', exit 1."""
+    import shutil
+
+    folder = tmp_path / "images"
+    shutil.copytree(SAMPLES / "digits_images", folder)
+    for extra, source in (("10", "9"), ("11", "8")):
+        shutil.copytree(folder / source, folder / extra)
+    out = tmp_path / "out"
+    result = convert(CNN, "--mode", "qat", "--train-data", str(folder), "--epochs", "1", out=out)
+    assert_usage_error(result, f"{folder}: labels for output 'logits' range 0..11 (20 of 120 outside)", CLASS_IDS)
+    assert_nothing_written(out)
+
+
 def test_class_ids_beyond_the_model_classes_message(tmp_path):
     """An image folder with 12 class subfolders for a 10-class model gives labels 0..11."""
     spec = LossSpec("sparse_categorical_crossentropy", from_logits=True)
