@@ -217,3 +217,17 @@ def test_qat_recovers_most_of_what_ptq_int8_loses(fragile_models, tmp_path):
     print(f"\nfloat32 {float32:.4f}  PTQ int8 {ptq:.4f}  QAT int8 {qat:.4f}")
     assert float32 - ptq > 0.04  # PTQ loses clearly, so recovering means something
     assert qat >= float32 - 0.25 * (float32 - ptq)
+
+
+def test_train_qat_refuses_bad_labels_before_training():
+    """The library path names the data by its role ("training data", "validation data")."""
+    import keras
+
+    from tflq import qat
+
+    model = keras.saving.load_model(CNN)
+    images, labels = _digits(32)
+    with pytest.raises(DataError, match=r"^training data: labels for output 'logits' are strings"):
+        qat.train_qat(model, (images, labels.astype(str)), epochs=1)
+    with pytest.raises(DataError, match=r"^validation data: labels for output 'logits' range 0\.\.10 "):
+        qat.train_qat(model, (images, labels), val=(images[:11], np.arange(11)), epochs=1)
