@@ -99,9 +99,9 @@ def test_class_ids_beyond_the_model_classes_message(tmp_path):
 @pytest.mark.parametrize(
     "name, labels, shape, fragment",
     [
-        ("categorical_crossentropy", np.arange(8), (10,), "have shape (8,); categorical_crossentropy needs one-hot "
+        ("categorical_crossentropy", np.arange(8), (10,), ("have shape (8,); categorical_crossentropy needs one-hot "
          "labels of 10 columns (the model's output has 10 classes) (class ids need the loss "
-         "sparse_categorical_crossentropy)"),
+         "sparse_categorical_crossentropy)")),
         ("binary_crossentropy", np.array([0.0, 1.0, 2.0]), (1,), "range 0..2; binary_crossentropy needs numbers in [0, 1]"),
         ("mean_squared_error", np.array(["a", "b"]), (1,), "are strings (first: 'a'); mean_squared_error needs finite numbers"),
         ("mean_squared_error", np.array([[0.5], [np.inf]]), (1,), "hold 1 NaN or inf value(s)"),
