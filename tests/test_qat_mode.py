@@ -1,9 +1,10 @@
 """Mode ``qat`` end to end: the registry entry, ``tflq convert --mode qat``, the YAML ``qat:`` section, the batch
 key, every error path (one line, exit 2, nothing written) and the accuracy it buys on the digits CNN.
 
-The accuracy bar (issue 5): QAT int8 >= PTQ int8 - 0.25 points and >= float32 - 0.5 points on the 360 test digits.
-One test digit is 0.28 points, so QAT may not lose a single digit against PTQ. The smallest settings that pass it
-on the sample CNN are 2 epochs at learning rate 1e-3, the defaults (2 epochs at 1e-4 lose 6 digits: see README).
+The accuracy bar (issue 9): QAT int8 stays within 1 point of float32 on the 360 test digits (one digit is 0.28
+points). QAT is deterministic on one machine but not across CPUs: seeds 0-4 gave -0.28 to 0.00 points here (seeds
+0-5 before op determinism: -0.28 to +0.28), and another machine -0.55, so the bar leaves room for that. The defaults, 2 epochs at learning rate 1e-3, pass it (2
+epochs at 1e-4 lose 6 digits: see README). What QAT buys where PTQ loses is in tests/test_reproducible.py.
 """
 from __future__ import annotations
 
@@ -250,7 +251,7 @@ def digits_run(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_qat_int8_keeps_ptq_and_float_accuracy(digits_run, digits_test):
+def test_qat_int8_stays_within_a_point_of_float32(digits_run, digits_test):
     result, _ = digits_run
     by_label = {artifact.label: artifact for artifact in result.artifacts}
     float_accuracy = accuracy(by_label["float32"].path, digits_test)
@@ -258,8 +259,8 @@ def test_qat_int8_keeps_ptq_and_float_accuracy(digits_run, digits_test):
     qat = accuracy(by_label["qat.int8"].path, digits_test)
     print(f"\nfloat32 {float_accuracy:.4f}  PTQ int8 {ptq:.4f}  QAT int8 {qat:.4f}")
     assert float_accuracy > 0.95  # the bar below means something
-    assert qat >= ptq - 0.0025
-    assert qat >= float_accuracy - 0.005
+    assert ptq >= float_accuracy - 0.01  # PTQ int8 is fine on this model too
+    assert qat >= float_accuracy - 0.01
 
 
 @pytest.mark.slow

@@ -11,7 +11,9 @@ import inspect
 from dataclasses import dataclass
 from typing import Any
 
-from tflq.errors import QatError, UsageError
+import numpy as np
+
+from tflq.errors import DataError, QatError, UsageError
 
 HOW_TO_GIVE_LOSS = (
     "give it with `--loss NAME [--from-logits]` on the command line or `qat: {loss: NAME, from_logits: true}` "
@@ -212,3 +214,74 @@ def resolve_loss(model: Any, *, loss: str | None = None, from_logits: bool | Non
                     f"it, give the loss too: --loss {spec.name}{' --from-logits' if from_logits else ''}"
                 )
     return saved
+
+
+# ---------------------------------------------------------------------------------------------- label checks
+
+_CLASS_ID_LOSSES = frozenset({"sparse_categorical_crossentropy", "sparse_categorical_hinge"})
+_ONE_HOT_LOSSES = frozenset({"categorical_crossentropy", "categorical_hinge", "categorical_focal_crossentropy"})
+_UNIT_INTERVAL_LOSSES = frozenset({"binary_crossentropy", "binary_focal_crossentropy"})
+
+
+def check_labels(spec: LossSpec, labels: Any, output_shape: tuple[Any, ...], *, source: str, output: str) -> None:
+    """Refuse labels ``spec``'s loss cannot train on, before training: one line naming ``source`` (the data file,
+    or "training data") and the model ``output`` the labels are for.
+
+    ``output_shape`` is the model output's shape without the batch axis; its last axis is the number of classes.
+    Class ids (sparse losses) must be integers in ``0..classes-1``; one-hot labels must have one column per class;
+    binary labels must be in [0, 1]; every label must be a finite number (never strings).
+
+    Raises :class:`DataError`.
+    """
+    labels = np.asarray(labels)
+    what = f"{source}: labels for output '{output}'"
+    classes = output_shape[-1] if output_shape and isinstance(output_shape[-1], int) else None
+    wanted = _wanted_labels(spec, classes)
+    if labels.dtype.kind not in "biuf":
+        example = labels.reshape(-1)[:1].tolist()
+        kind = "strings" if labels.dtype.kind in "US" else f"of dtype {labels.dtype}"
+        shown = f" (first: {example[0]!r})" if example else ""
+        raise DataError(f"{what} are {kind}{shown}; {spec.name} needs {wanted}")
+    if labels.dtype.kind == "f" and not np.all(np.isfinite(labels)):
+        bad = int(np.count_nonzero(~np.isfinite(labels)))
+        raise DataError(f"{what} hold {bad} NaN or inf value(s); {spec.name} needs {wanted}")
+    if labels.size == 0:
+        return
+    if spec.name in _CLASS_ID_LOSSES:
+        if labels.ndim > 2 or (labels.ndim == 2 and labels.shape[1] != 1):
+            hint = (" (one-hot labels need the loss categorical_crossentropy)"
+                    if labels.ndim == 2 and labels.shape[1] == classes else "")
+            raise DataError(f"{what} have shape {labels.shape}; {spec.name} needs {wanted}, one per "
+                            f"sample{hint}")
+        if labels.dtype.kind == "f" and not np.array_equal(labels, np.round(labels)):
+            fractional = labels[labels != np.round(labels)].reshape(-1)[0]
+            raise DataError(f"{what} are not whole numbers (found {fractional:g}); {spec.name} needs {wanted}")
+        low, high = labels.min(), labels.max()
+        if classes is not None and (low < 0 or high >= classes):
+            outside = int(np.count_nonzero((labels < 0) | (labels >= classes)))
+            raise DataError(f"{what} range {low:g}..{high:g} ({outside} of {labels.size} outside); "
+                            f"{spec.name} needs {wanted}")
+    elif spec.name in _ONE_HOT_LOSSES:
+        if classes is not None and (labels.ndim < 2 or labels.shape[-1] != classes):
+            hint = (f" (class ids need the loss sparse_{spec.name})"
+                    if labels.ndim == 1 or (labels.ndim == 2 and labels.shape[1] == 1) else "")
+            raise DataError(f"{what} have shape {labels.shape}; {spec.name} needs {wanted}{hint}")
+    elif spec.name in _UNIT_INTERVAL_LOSSES:
+        low, high = labels.min(), labels.max()
+        if low < 0 or high > 1:
+            raise DataError(f"{what} range {low:g}..{high:g}; {spec.name} needs {wanted}")
+
+
+def _wanted_labels(spec: LossSpec, classes: int | None) -> str:
+    """What ``spec``'s loss wants as labels, in words, with the model's number of classes."""
+    if spec.name in _CLASS_ID_LOSSES:
+        if classes is None:
+            return "integer class ids"
+        return f"integer class ids 0..{classes - 1} (the model's output has {classes} classes)"
+    if spec.name in _ONE_HOT_LOSSES:
+        if classes is None:
+            return "one-hot labels"
+        return f"one-hot labels of {classes} columns (the model's output has {classes} classes)"
+    if spec.name in _UNIT_INTERVAL_LOSSES:
+        return "numbers in [0, 1]"
+    return "finite numbers"

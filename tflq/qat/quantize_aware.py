@@ -21,15 +21,16 @@ import tempfile
 import time
 import warnings
 import zipfile
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from tflq.errors import ConversionError, DataError, ModelLoadError, QatError, QatTrainingError, UsageError
 from tflq.qat.bridge import POST_TRAINING_HINT, bridge_to_tf_keras
-from tflq.qat.losses import LossSpec, build_loss, resolve_loss, saved_loss_specs
+from tflq.qat.losses import LossSpec, build_loss, check_labels, resolve_loss, saved_loss_specs
 
 __all__ = [
     "IO_TYPES",
@@ -39,6 +40,7 @@ __all__ = [
     "bridge_to_tf_keras",
     "build_loss",
     "check_qat_support",
+    "check_training_labels",
     "convert_qat",
     "export_qat_saved_model",
     "load_for_qat",
@@ -293,8 +295,9 @@ def train_qat(
 
     ``x`` is an array (one input), a list in input order or a dict by input name; ``y`` likewise by output.
     ``loss`` is a loss name (with ``from_logits``), already resolved :class:`LossSpec` s, or None for the model's
-    saved loss. Adam at ``learning_rate``; seeds fixed by ``seed``; tf_keras's per-epoch progress bar (on stderr)
-    when ``progress``.
+    saved loss. Adam at ``learning_rate``; Python, NumPy and TensorFlow seeded by ``seed`` (so is the per-epoch
+    shuffling) and TensorFlow op determinism on while training (:func:`op_determinism`), so the same seed, data and
+    settings give the same model on one machine; tf_keras's per-epoch progress bar (on stderr) when ``progress``.
 
     Returns a :class:`QatResult`. Raises :class:`UsageError` for bad settings or no loss, :class:`DataError` for data
     that does not fit the model, :class:`QatError` when tfmot cannot quantize the model, and
@@ -316,7 +319,10 @@ def train_qat(
             raise UsageError(f"{len(specs)} losses for {len(model.outputs)} outputs")
     output_names = tuple(model.output_names)
     x, y = _arrays_for(model, train, "training data")
+    check_training_labels(model, specs, y, "training data")
     validation = _arrays_for(model, val, "validation data") if val is not None else None
+    if validation is not None:
+        check_training_labels(model, specs, validation[1], "validation data")
     tf_keras.utils.set_random_seed(seed)
     qat_model = prepare_qat(model)
     losses = [build_loss(spec) for spec in specs]
@@ -328,7 +334,7 @@ def train_qat(
     )
     started = time.perf_counter()
     # The progress bar goes to stderr, so that stdout stays clean for machine-readable output (--json).
-    with contextlib.redirect_stdout(sys.stderr):
+    with contextlib.redirect_stdout(sys.stderr), op_determinism():
         fitted = qat_model.fit(
             _single_or_list(x),
             _single_or_list(y),
@@ -352,6 +358,38 @@ def train_qat(
             key = key.replace(quantized, original)
         history[key] = tuple(float(value) for value in values)
     return QatResult(qat_model, history, seconds, tuple(specs), output_names)
+
+
+@contextlib.contextmanager
+def op_determinism() -> Iterator[None]:
+    """TensorFlow op determinism (``tf.config.experimental.enable_op_determinism``) while the block runs.
+
+    The switch is process-wide: when it was off before, it is switched off again afterwards (through TensorFlow's
+    non-public ``disable_op_determinism``, when this TensorFlow has it; otherwise it stays on for the process).
+    """
+    import tensorflow as tf
+    from tensorflow.python.framework import config as tf_config
+
+    was_enabled = getattr(tf_config, "is_op_determinism_enabled", lambda: False)()
+    tf.config.experimental.enable_op_determinism()
+    try:
+        yield
+    finally:
+        disable = getattr(tf_config, "disable_op_determinism", None)
+        if not was_enabled and disable is not None:
+            disable()
+
+
+def check_training_labels(model: Any, specs: Sequence[LossSpec], labels: Any, source: str) -> None:
+    """Refuse labels the losses cannot train on (strings, class ids outside the model's classes, wrong shapes...).
+
+    ``labels`` is one array per output, in output order (a list), or a dict by output name. ``source`` names the data
+    in the message (its file, or "training data"). Raises :class:`DataError`.
+    """
+    names = list(model.output_names)
+    arrays = [labels[name] for name in names] if isinstance(labels, Mapping) else list(labels)
+    for spec, array, tensor, name in zip(specs, arrays, model.outputs, names):
+        check_labels(spec, array, tuple(tensor.shape)[1:], source=source, output=name)
 
 
 def _single_or_list(arrays: list[np.ndarray]) -> np.ndarray | list[np.ndarray]:
