@@ -16,7 +16,7 @@ import pytest
 from tests.cli_helpers import assert_nothing_written, assert_usage_error, convert
 from tests.conftest import SAMPLES
 from tflq.errors import DataError
-from tflq.losses import LossSpec, check_labels
+from tflq.qat.losses import LossSpec, check_labels
 
 CNN = str(SAMPLES / "digits_cnn.keras")
 TRAIN = SAMPLES / "digits_train.npz"
