@@ -180,7 +180,7 @@ def test_sample_build_gives_identical_weights_whatever_the_thread_count(tmp_path
 def test_op_determinism_is_on_while_training_and_restored_after():
     from tensorflow.python.framework import config as tf_config
 
-    from tflq.qat import op_determinism
+    from tflq.qat.quantize_aware import op_determinism
 
     before = tf_config.is_op_determinism_enabled()
     with op_determinism():
@@ -202,7 +202,8 @@ def test_qat_recovers_most_of_what_ptq_int8_loses(fragile_models, tmp_path):
     Measured with seeds 0-6 (1-6 before op determinism was on; seed 0 gives 98.33 % either way): 95.28 % to
     98.33 %, at or above float32 (QAT trains every layer; the float model's
     logits were fitted in closed form), so the bar (~93.3 %) holds with a 2-point margin."""
-    from tflq.convert import ConvertOptions, QatOptions, convert_model
+    from tflq.convert import ConvertOptions, convert_model
+    from tflq.qat.training import QatOptions
 
     with np.load(TEST) as archive:
         images, labels = archive["x"], archive["y"]
