@@ -1,14 +1,20 @@
 """THE registry of conversion modes: the only list of modes in tflq.
 
-The CLI choices, YAML validation, ``tflq modes``, the docs and the parametrized tests all read :data:`MODES`.
-Adding a mode is one :class:`Mode` entry here. Each mode configures a *fresh* converter (settings never leak
-from one mode to the next).
+A mode is a strategy: its :class:`Mode` entry says how a variant is built (its :class:`Build`), which conversion
+settings it reads, which model I/O types it takes, what its weights and activations become, and whether it is the
+baseline the others are compared with. The CLI choices, YAML validation, ``tflq modes``, the docs, the cache keys
+and the parametrized tests all read :data:`MODES`; nothing else in tflq names a mode. Adding a mode is one entry
+here (and its build, if it is built a new way). Every converter a build configures is *fresh*, so settings never
+leak from one variant to the next.
+
+The builds only describe the work: they call back into the conversion session (:class:`Session`: the export, the
+one calibration, the one training run), which lives in :mod:`tflq.convert.session` above this module.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
 
 from tflq.errors import UsageError
 
@@ -17,43 +23,147 @@ FLOAT_IO = "float32"
 
 @dataclass(frozen=True)
 class ModeSettings:
-    """What one variant of a mode asks of the converter."""
+    """What one variant of a mode asks of the converter: its I/O type and the settings its mode reads."""
 
     io_type: str = FLOAT_IO
     per_tensor: bool = False
     allow_float_fallback: bool = False
+    float_nodes: tuple[str, ...] = ()  # tensors to keep in float (skip_layers / skip_ops, resolved by the session)
+    options: Any = None  # the variant's view of the ConvertOptions: its mode's settings, every other at its default
+
+
+class Session(Protocol):
+    """What a build needs from the conversion session (see :class:`tflq.convert.session.ModelSession`)."""
+
+    def new_converter(self) -> Any: ...
+    def calibration_samples(self) -> list[dict[str, Any]]: ...
+    def calibrated_model(self) -> bytes: ...
+    def trained_calibrated_model(self) -> bytes: ...
+    def float_nodes(self) -> tuple[str, ...]: ...
+
+
+class Build(Protocol):
+    """How the variants of a mode are made."""
+
+    #: what the session must prepare for this build once per model: "calibration", "training" or nothing
+    needs: str | None
+
+    def build(self, session: Session, settings: ModeSettings) -> bytes: ...
+
+
+Configure = Callable[[Any, Any, ModeSettings], None]
+
+
+@dataclass(frozen=True)
+class ConverterBuild:
+    """A fresh TFLiteConverter on the model's one export, configured by the mode (``calibrated``: fed the
+    calibration samples as its representative dataset)."""
+
+    configure: Configure
+    calibrated: bool = False
+
+    @property
+    def needs(self) -> str | None:
+        return "calibration" if self.calibrated else None
+
+    def build(self, session: Session, settings: ModeSettings) -> bytes:
+        from tflq._tf import imports as _tf
+
+        converter = session.new_converter()
+        self.configure(converter, _tf.tf(), settings)
+        if self.calibrated:
+            samples = session.calibration_samples()
+            converter.representative_dataset = lambda: iter(samples)
+        return bytes(converter.convert())
+
+
+@dataclass(frozen=True)
+class RequantizeBuild:
+    """Quantized from the model's one calibration (``_tf.calibrated.quantize``), as the public converter would
+    after calibrating: every I/O type, per-channel or per-tensor, layers left in float."""
+
+    needs: str | None = "calibration"
+
+    def build(self, session: Session, settings: ModeSettings) -> bytes:
+        from tflq._tf import calibrated as _calibrated
+
+        return _calibrated.quantize(
+            session.calibrated_model(), io_type=settings.io_type, per_tensor=settings.per_tensor,
+            denylisted_nodes=settings.float_nodes,
+        )
+
+
+@dataclass(frozen=True)
+class TrainThenRequantizeBuild:
+    """Fine-tuned once per model (QAT), its export calibrated once for the tensors training left without a range,
+    then quantized per I/O type. ``public_configure`` configures the public converter the same way (the slower
+    path the tests compare with)."""
+
+    public_configure: Configure
+    needs: str | None = "training"
+
+    def build(self, session: Session, settings: ModeSettings) -> bytes:
+        from tflq._tf import calibrated as _calibrated
+
+        return _calibrated.quantize(session.trained_calibrated_model(), io_type=settings.io_type, per_tensor=False)
 
 
 @dataclass(frozen=True)
 class Mode:
     """One conversion mode.
 
-    ``io_types``: the model input/output types the mode supports, default first.
-    ``activations``: for calibrated modes, the activation type ("int8" or "int16"); None otherwise.
-    ``configure``: sets up a fresh ``TFLiteConverter`` (and its ``tensorflow`` module) for one variant.
-    ``needs_training``: the mode trains (QAT) and needs training data; its quantization ranges come from training,
-    so it needs no calibration data (its representative samples come from the training data).
-    ``settings``: the conversion options (besides ``io_type``) this mode reads; the batch runner's cache keys
-    include only these, so changing ``per_tensor`` does not rebuild a float32 model.
+    ``io_types``: the model input/output types the mode takes, default first. ``weights``/``activations``: what
+    they become (``activations`` None: float compute). ``build``: how a variant is made. ``settings``: the
+    conversion options (besides ``io_type``) the mode reads; a variant sees only these (the others keep their
+    defaults), and the batch runner's cache keys include only these, so changing ``per_tensor`` does not rebuild
+    a float32 model. ``baseline``: the mode every other is compared with (exactly one).
     """
 
     name: str
     summary: str
     io_types: tuple[str, ...]
+    weights: str
     activations: str | None
-    configure: Callable[[Any, Any, ModeSettings], None]
-    needs_training: bool = False
+    build: Build
     settings: tuple[str, ...] = ()
+    baseline: bool = False
 
     @property
     def calibrated(self) -> bool:
         """True when the mode needs a representative (calibration) dataset."""
-        return self.activations is not None and not self.needs_training
+        return self.build.needs == "calibration"
+
+    @property
+    def needs_training(self) -> bool:
+        """True when the mode trains (QAT) and needs labelled training data (no calibration data: its
+        representative samples come from the training data)."""
+        return self.build.needs == "training"
 
     @property
     def integer(self) -> bool:
         """True when the mode quantizes activations, so every op should have an integer kernel."""
         return self.activations is not None
+
+    @property
+    def selective(self) -> bool:
+        """True when layers or op types can be left in float (``skip_layers`` / ``skip_ops``)."""
+        return "skip_layers" in self.settings
+
+    @property
+    def in_all_modes(self) -> bool:
+        """Part of ``--all-modes`` and of a batch's default modes (a training mode needs training data)."""
+        return not self.needs_training
+
+    def settings_for(self, options: Any, io_type: str, float_nodes: Sequence[str] = ()) -> ModeSettings:
+        """What one variant of this mode reads of ``options`` (a ``ConvertOptions``): its declared settings only.
+
+        The settings the mode does not declare keep their defaults in the view a build gets, so a build cannot
+        depend on a setting its cache key leaves out."""
+        view = replace(type(options)(), modes=options.modes, **{name: getattr(options, name) for name in self.settings})
+        return ModeSettings(
+            io_type=io_type, per_tensor=view.per_tensor, allow_float_fallback=view.allow_float_fallback,
+            float_nodes=tuple(float_nodes) if self.selective else (), options=view,
+        )
 
 
 def _float32(converter: Any, tf: Any, settings: ModeSettings) -> None:
@@ -71,7 +181,7 @@ def _float16(converter: Any, tf: Any, settings: ModeSettings) -> None:
     converter.target_spec.supported_types = [tf.float16]
 
 
-def _full_integer(ops_set: str) -> Callable[[Any, Any, ModeSettings], None]:
+def _full_integer(ops_set: str) -> Configure:
     """A configure function for a calibrated integer mode whose builtin op set is ``tf.lite.OpsSet.<ops_set>``."""
 
     def configure(converter: Any, tf: Any, settings: ModeSettings) -> None:
@@ -85,10 +195,6 @@ def _full_integer(ops_set: str) -> Callable[[Any, Any, ModeSettings], None]:
         converter._experimental_disable_per_channel = settings.per_tensor
 
     return configure
-
-
-_int8 = _full_integer("TFLITE_BUILTINS_INT8")
-_int16x8 = _full_integer("EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8")
 
 
 def _qat(converter: Any, tf: Any, settings: ModeSettings) -> None:
@@ -108,38 +214,40 @@ def _qat(converter: Any, tf: Any, settings: ModeSettings) -> None:
 MODES: dict[str, Mode] = {
     mode.name: mode
     for mode in (
-        Mode("float32", "float32 baseline: no quantization", (FLOAT_IO,), None, _float32),
-        Mode("float16", "float16 weights, float32 compute (half the size, GPU-friendly)", (FLOAT_IO,), None, _float16),
-        Mode("dynamic", "dynamic range: int8 weights, activations quantized on the fly", (FLOAT_IO,), None, _dynamic,
-             settings=("per_tensor",)),
+        Mode("float32", "float32 baseline: no quantization", (FLOAT_IO,), "float32", None, ConverterBuild(_float32),
+             baseline=True),
+        Mode("float16", "float16 weights, float32 compute (half the size, GPU-friendly)", (FLOAT_IO,), "float16", None,
+             ConverterBuild(_float16)),
+        Mode("dynamic", "dynamic range: int8 weights, activations quantized on the fly", (FLOAT_IO,), "int8", None,
+             ConverterBuild(_dynamic), settings=("per_tensor",)),
         Mode(
             "int8",
             "full integer: int8 weights and activations, calibrated (I/O float32, int8 or uint8)",
-            (FLOAT_IO, "int8", "uint8"),
-            "int8",
-            _int8,
+            (FLOAT_IO, "int8", "uint8"), "int8", "int8",
+            RequantizeBuild(),
             settings=("per_tensor", "allow_float_fallback", "skip_layers", "skip_ops"),
         ),
         Mode(
             "qat",
             "quantization-aware training: fine-tune with fake quantization, then full integer (needs training data; "
             "I/O float32, int8 or uint8)",
-            (FLOAT_IO, "int8", "uint8"),
-            "int8",
-            _qat,
-            needs_training=True,
+            (FLOAT_IO, "int8", "uint8"), "int8", "int8",
+            TrainThenRequantizeBuild(_qat),
             settings=("allow_float_fallback",),
         ),
         Mode(
             "16x8",
             "int16 activations, int8 weights, calibrated (more accurate than int8; reference kernels on CPU)",
-            (FLOAT_IO, "int16"),
-            "int16",
-            _int16x8,
+            (FLOAT_IO, "int16"), "int8", "int16",
+            ConverterBuild(_full_integer("EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8"), calibrated=True),
             settings=("per_tensor", "allow_float_fallback"),
         ),
     )
 }
+
+BASELINE: Mode = next(mode for mode in MODES.values() if mode.baseline)
+IO_TYPES: tuple[str, ...] = tuple(sorted({io for mode in MODES.values() for io in mode.io_types}))
+DEFAULT_MODES: tuple[str, ...] = tuple(name for name, mode in MODES.items() if mode.in_all_modes)
 
 
 def get_mode(name: str) -> Mode:
@@ -148,6 +256,11 @@ def get_mode(name: str) -> Mode:
         return MODES[name]
     except KeyError:
         raise UsageError(f"unknown mode {name!r}; expected one of {', '.join(MODES)}") from None
+
+
+def modes_reading(setting: str) -> list[str]:
+    """The names of the modes that read ``setting``."""
+    return [mode.name for mode in MODES.values() if setting in mode.settings]
 
 
 @dataclass(frozen=True)
@@ -163,6 +276,9 @@ class Variant:
         return self.mode if self.io_type == FLOAT_IO else f"{self.mode}.{self.io_type}"
 
 
+BASELINE_VARIANT = Variant(BASELINE.name)
+
+
 def plan_variants(modes: list[str], io_types: list[str]) -> list[Variant]:
     """Expand modes x I/O types into variants, in registry order without duplicates.
 
@@ -174,10 +290,9 @@ def plan_variants(modes: list[str], io_types: list[str]) -> list[Variant]:
         raise UsageError("no mode requested; use --mode MODE or --all-modes")
     for name in modes:
         get_mode(name)
-    all_io = sorted({io for mode in MODES.values() for io in mode.io_types})
     for io_type in io_types:
-        if io_type not in all_io:
-            raise UsageError(f"unknown I/O type {io_type!r}; expected one of {', '.join(all_io)}")
+        if io_type not in IO_TYPES:
+            raise UsageError(f"unknown I/O type {io_type!r}; expected one of {', '.join(IO_TYPES)}")
         if not any(io_type in MODES[name].io_types for name in modes):
             supporting = [m.name for m in MODES.values() if io_type in m.io_types]
             raise UsageError(

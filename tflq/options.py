@@ -240,6 +240,20 @@ class Names(Kind):
         return f"list of {self.what}s" + (f" ({', '.join(self.allowed)})" if self.allowed else "")
 
 
+@dataclass(frozen=True)
+class Checked(Kind):
+    """A value checked by a function of its own (``check(value, where)`` raising ConfigError), e.g. a mapping."""
+
+    function: Callable[[Any, str], Any] = lambda value, where: value
+    text: str = ""
+
+    def check(self, value: Any, where: str) -> Any:
+        return self.function(value, where)
+
+    def describe(self) -> str:
+        return self.text
+
+
 # --- declaring and reading settings --------------------------------------------------------------------------------
 
 
@@ -254,6 +268,9 @@ class Setting:
     yaml: str | None = ""
     shown_default: str | None = None
     multiple: bool = False
+    section: str | None = None  # the YAML section (``calibration``, ``latency``...); None: a plain model setting
+    yaml_default: Any = None  # a batch file's default when it differs from the library's (see ``Declared.batch_default``)
+    has_yaml_default: bool = False
 
 
 def setting(
@@ -265,9 +282,19 @@ def setting(
     yaml: str | None = "",
     shown_default: str | None = None,
     multiple: bool = False,
+    section: str | None = None,
+    **batch: Any,
 ) -> Any:
-    """A dataclass field declaring one setting (see the module docstring). Returns a ``dataclasses.field``."""
-    declaration = Setting(kind, help, flag, yaml, shown_default, multiple)
+    """A dataclass field declaring one setting (see the module docstring). Returns a ``dataclasses.field``.
+
+    ``batch_default=...`` declares, in the same place, a different default for batch files (``modes``: every
+    non-training mode in a batch, float32 on the command line)."""
+    unknown = set(batch) - {"batch_default"}
+    if unknown:
+        raise TypeError(f"unknown setting() argument(s): {', '.join(sorted(unknown))}")
+    declaration = Setting(
+        kind, help, flag, yaml, shown_default, multiple, section, batch.get("batch_default"), "batch_default" in batch
+    )
     if isinstance(default, (list, dict, set)):
         raise TypeError("use a tuple or a frozen value as a setting's default")
     return dataclasses.field(default=default, metadata={_SETTING: declaration})
@@ -280,6 +307,11 @@ class Declared:
     name: str
     default: Any
     setting: Setting
+
+    @property
+    def batch_default(self) -> Any:
+        """The default of this setting in a batch file."""
+        return self.setting.yaml_default if self.setting.has_yaml_default else self.default
 
     @property
     def yaml_key(self) -> str | None:
@@ -329,6 +361,33 @@ def yaml_keys(options_class: type) -> dict[str, Declared]:
     return {item.yaml_key: item for item in declared(options_class) if item.yaml_key is not None}
 
 
+@dataclass(frozen=True)
+class SchemaEntry:
+    """Where one YAML key's value goes: the options class and the field."""
+
+    options_class: type
+    item: Declared
+
+
+def yaml_schema(classes: Iterable[type]) -> dict[str | None, dict[str, SchemaEntry]]:
+    """Section (None: the plain settings) -> YAML key -> where the value goes, over the declarations of ``classes``.
+
+    Raises TypeError when two declarations claim one key (a programming error, caught by the tests).
+    """
+    schema: dict[str | None, dict[str, SchemaEntry]] = {}
+    for options_class in classes:
+        for item in declared(options_class):
+            key = item.yaml_key
+            if key is None:
+                continue
+            keys = schema.setdefault(item.setting.section, {})
+            if key in keys:
+                other = keys[key].options_class.__name__
+                raise TypeError(f"YAML key {item.setting.section}.{key} declared by {other} and {options_class.__name__}")
+            keys[key] = SchemaEntry(options_class, item)
+    return schema
+
+
 def read_section(
     options_class: type,
     mapping: Mapping[str, Any],
@@ -372,8 +431,8 @@ def build(options_class: type[T], *layers: Mapping[str, Any], **fixed: Any) -> T
 
 def _help_with_default(item: Declared) -> str:
     text = item.setting.help
-    if isinstance(item.setting.kind, Flag) and not item.setting.kind.optional and item.default is False:
-        return text
+    if isinstance(item.setting.kind, Flag) and not item.setting.kind.optional:
+        return text if item.default is False else f"{text}  [default: on]"
     if item.default is None and item.setting.shown_default is None:
         return text
     return f"{text}  [default: {item.default_text}]"
@@ -398,6 +457,9 @@ def click_options(
             kind = item.setting.kind
             parameter = f"{options_class.__name__.lower()}__{item.name}"
             if isinstance(kind, Flag) and kind.optional:
+                negative = flag.replace("--", "--no-", 1)
+                decorator = click.option(f"{flag}/{negative}", parameter, default=None, help=_help_with_default(item))
+            elif isinstance(kind, Flag) and item.default is True:
                 negative = flag.replace("--", "--no-", 1)
                 decorator = click.option(f"{flag}/{negative}", parameter, default=None, help=_help_with_default(item))
             elif isinstance(kind, Flag):

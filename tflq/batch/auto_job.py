@@ -3,12 +3,11 @@ reused while nothing it depends on changes."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from tflq.batch.config import ModelJob
-from tflq.batch.manifest import Manifest
-from tflq.batch.run import (
+from tflq.batch.jobs import (
     EventCallback,
     JobResult,
     _file_sha,
@@ -17,37 +16,23 @@ from tflq.batch.run import (
     auto_key,
     owned_output,
 )
+from tflq.batch.manifest import Manifest
+from tflq.batch.schema import ModelJob
 from tflq.errors import TflqError
 
 
 def _auto_in_child(job: ModelJob, output_dir: str, *, report: Callable[..., None]) -> dict[str, Any]:
     """Child-process body of a batch's ``auto:`` search. Returns the AutoResult dict plus ``fits``/``message``."""
     from tflq._tf import imports as _tf
-    from tflq.convert.session import ConvertOptions
     from tflq.debug.auto import AutoOptions, NoCandidateFits, auto_search
-    from tflq.model.data import ImageOptions
-    from tflq.model.load import ModelOptions
+    from tflq.qat.training import QatOptions
 
     _tf.set_verbose(False)
     report("info", "auto search")
     options = AutoOptions(
-        max_drop=float(job.auto["max_drop"]),
-        objective=job.auto.get("objective") or "size",
-        data=job.evaluation.get("data"),
-        reference=job.evaluation.get("reference"),
-        eval_samples=job.evaluation.get("samples"),
-        max_float_layers=job.auto.get("max_float_layers", 3),
-        convert=ConvertOptions(
-            calibration=job.calibration.get("data"),
-            calibration_samples=job.calibration.get("samples") or 200,
-            per_tensor=job.per_tensor,
-            images=ImageOptions(scale=job.calibration.get("image_scale") or "unit"),
-            model=ModelOptions(
-                signature=job.signature, custom_objects=job.custom_objects, unsafe_deserialization=job.unsafe_deserialization
-            ),
-        ),
-        output_dir=Path(output_dir),
-        name=job.name,
+        **job.auto, data=job.evaluation.data, reference=job.evaluation.reference, eval_samples=job.measure.limit,
+        convert=replace(job.convert, modes=(), io_types=(), skip_layers=(), skip_ops=(), qat=QatOptions()),
+        output_dir=Path(output_dir), name=job.name,
     )
     try:
         return auto_search(job.path, options).to_dict() | {"fits": True, "message": None}

@@ -4,31 +4,29 @@ Precedence: built-in defaults < the file's ``defaults:`` < the model entry < CLI
 against the YAML file's folder. Every problem is reported with ``file:line``, and unknown keys get a
 "did you mean". Nothing here imports TensorFlow, so validating a config is instant.
 
-The schema is the :data:`SECTIONS` and :data:`MODEL_FIELDS` tables: adding a setting is one entry.
+The schema is read from the settings' declarations (:mod:`tflq.batch.schema`): adding a setting to a stage's
+options class adds its YAML key, its check, its default, its docs row and its part of the cache keys.
 """
 from __future__ import annotations
 
 import difflib
-import math
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from tflq import options as opts
+from tflq.batch import schema
 from tflq.batch.config_checks import refuse_colliding_outputs, unused_settings
 from tflq.batch.config_yaml import Located, read_tree
+from tflq.batch.gates import GateOptions
+from tflq.batch.schema import ModelJob
+from tflq.convert.session import ConvertOptions
 from tflq.errors import ConfigError, UsageError
-from tflq.measure.tasks import check_task_setting
+from tflq.measure.harness import EvalSettings, EvaluationOptions
+from tflq.model.data import ImageOptions
+from tflq.model.load import ModelOptions
 from tflq.modes import MODES, Variant, plan_variants
-
-
-@dataclass(frozen=True)
-class Field:
-    """One setting: its check/convert function and default."""
-
-    check: Callable[[Any, str], Any]
-    default: Any = None
-    path: bool = False  # resolved against the config file's folder
+from tflq.qat.training import QatOptions
 
 
 def _type_name(value: Any) -> str:
@@ -41,61 +39,6 @@ def _str(value: Any, where: str) -> str:
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{where}: expected a non-empty string, found {_type_name(value)} {value!r}")
     return value
-
-
-def _opt_str(value: Any, where: str) -> str | None:
-    return None if value is None else _str(value, where)
-
-
-def _bool(value: Any, where: str) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{where}: expected true or false, found {_type_name(value)} {value!r}")
-    return value
-
-
-MAX_INT = 2**31 - 1  # counts reach C ints (threads, runs); anything bigger is a typo
-
-
-def _positive_int(value: Any, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_INT:
-        raise ConfigError(f"{where}: expected a positive integer (at most {MAX_INT}), found {value!r}")
-    return value
-
-
-def _opt_positive_int(value: Any, where: str) -> int | None:
-    return None if value is None else _positive_int(value, where)
-
-
-def _opt_bool(value: Any, where: str) -> bool | None:
-    return None if value is None else _bool(value, where)
-
-
-def _non_negative_int(value: Any, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_INT:
-        raise ConfigError(f"{where}: expected a non-negative integer (at most {MAX_INT}), found {value!r}")
-    return value
-
-
-def _learning_rate(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
-        raise ConfigError(f"{where}: expected a number between 0 and 1 (exclusive), found {value!r}")
-    return float(value)
-
-
-def _opt_number(value: Any, where: str) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
-        raise ConfigError(f"{where}: expected a finite non-negative number or null, found {value!r}")
-    return float(value)
-
-
-def _str_list(value: Any, where: str) -> tuple[str, ...]:
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
-        raise ConfigError(f"{where}: expected a list of strings, found {value!r}")
-    return tuple(value)
 
 
 # `<name>.<label>.tflite` and its temporary twin `.<file>.XXXXXXXX.tmp` (convert.write_atomically) must fit NAME_MAX
@@ -132,13 +75,8 @@ def _model_name(value: Any, where: str) -> str:
 
 
 def _modes(value: Any, where: str) -> tuple[str, ...]:
-    names = _str_list(value, where)
-    for name in names:
-        if name not in MODES:
-            raise ConfigError(f"{where}: unknown mode {name!r}{_did_you_mean(name, MODES)}; valid modes: {', '.join(MODES)}")
-    if not names:
-        raise ConfigError(f"{where}: expected at least one mode")
-    return names
+    kind = next(item for item in opts.declared(ConvertOptions) if item.name == "modes").setting.kind
+    return tuple(kind.check(value, where))
 
 
 def parse_modes_option(text: str) -> tuple[str, ...]:
@@ -152,114 +90,6 @@ def parse_modes_option(text: str) -> tuple[str, ...]:
         return _modes(list(names), "--modes")
     except ConfigError as error:
         raise UsageError(str(error)) from None
-
-
-def _io_types(value: Any, where: str) -> tuple[str, ...]:
-    names = _str_list(value, where)
-    valid = sorted({io for mode in MODES.values() for io in mode.io_types})
-    for name in names:
-        if name not in valid:
-            raise ConfigError(f"{where}: unknown I/O type {name!r}{_did_you_mean(name, valid)}; valid: {', '.join(valid)}")
-    return names
-
-
-def _choice(*choices: str) -> Callable[[Any, str], str]:
-    def check(value: Any, where: str) -> str:
-        if value not in choices:
-            raise ConfigError(f"{where}: expected one of {', '.join(choices)}, found {value!r}{_did_you_mean(str(value), choices)}")
-        return value
-
-    return check
-
-
-# section name -> field name -> Field. A section is a mapping in `defaults:` and in each model entry.
-SECTIONS: dict[str, dict[str, Field]] = {
-    "calibration": {
-        "data": Field(_opt_str, None, path=True),
-        "samples": Field(_positive_int, 200),
-        "image_scale": Field(_choice("unit", "symmetric", "raw", "imagenet"), "unit"),
-    },
-    "evaluation": {
-        "data": Field(_opt_str, None, path=True),
-        "samples": Field(_opt_positive_int, None),
-        "reference": Field(_opt_str, None, path=True),
-        "task": Field(check_task_setting, None),  # classification|regression, or {output: task} (tflq.measure.tasks)
-    },
-    "gates": {
-        "max_accuracy_drop": Field(_opt_number, None),
-        "max_size_bytes": Field(_opt_number, None),
-        "max_latency_ms": Field(_opt_number, None),
-    },
-    "auto": {  # tflq auto inside a batch: the smallest/fastest variant within max_drop points of float32
-        "max_drop": Field(_opt_number, None),
-        "objective": Field(_choice("size", "latency"), "size"),
-        "max_float_layers": Field(_non_negative_int, 3),
-    },
-    "qat": {  # mode qat: quantization-aware training (the loss name is checked when training starts)
-        "train_data": Field(_opt_str, None, path=True),
-        "val_data": Field(_opt_str, None, path=True),
-        "epochs": Field(_positive_int, 2),
-        "batch_size": Field(_positive_int, 32),
-        "learning_rate": Field(_learning_rate, 1e-3),
-        "loss": Field(_opt_str, None),
-        "from_logits": Field(_opt_bool, None),
-        "seed": Field(_non_negative_int, 0),
-    },
-    "latency": {
-        "threads": Field(_opt_positive_int, None),
-        "runs": Field(_positive_int, 50),
-        "warmup_runs": Field(_positive_int, 5),
-        "min_seconds": Field(_opt_number, 0.0),
-        "xnnpack": Field(_bool, True),
-    },
-}
-
-# plain (non-section) settings allowed in `defaults:` and model entries
-SETTINGS: dict[str, Field] = {
-    "modes": Field(_modes, ("float32", "float16", "dynamic", "int8", "16x8")),
-    "io_types": Field(_io_types, ()),
-    "per_tensor": Field(_bool, False),
-    "allow_float_fallback": Field(_bool, False),
-    "skip_layers": Field(_str_list, ()),  # int8: Keras layers left in float (names checked against the model)
-    "skip_ops": Field(_str_list, ()),  # int8: TFLite op types left in float
-}
-
-# settings only a model entry may have
-MODEL_FIELDS: dict[str, Field] = {
-    "name": Field(_model_name),
-    "path": Field(_str, path=True),
-    "signature": Field(_opt_str, None),
-    "custom_objects": Field(_str_list, ()),
-    "unsafe_deserialization": Field(_bool, False),
-}
-
-TOP_LEVEL = ("output_dir", "defaults", "models")
-
-
-@dataclass(frozen=True)
-class ModelJob:
-    """Everything needed to process one model of a batch, after precedence and validation."""
-
-    name: str
-    path: Path
-    modes: tuple[str, ...]
-    io_types: tuple[str, ...] = ()
-    per_tensor: bool = False
-    allow_float_fallback: bool = False
-    signature: str | None = None
-    custom_objects: tuple[str, ...] = ()
-    unsafe_deserialization: bool = False
-    calibration: Mapping[str, Any] = field(default_factory=dict)
-    evaluation: Mapping[str, Any] = field(default_factory=dict)
-    gates: Mapping[str, Any] = field(default_factory=dict)
-    latency: Mapping[str, Any] = field(default_factory=dict)
-    qat: Mapping[str, Any] = field(default_factory=dict)
-    auto: Mapping[str, Any] = field(default_factory=dict)
-    skip_layers: tuple[str, ...] = ()
-    skip_ops: tuple[str, ...] = ()
-
-    def section(self, name: str) -> Mapping[str, Any]:
-        return getattr(self, name)
 
 
 @dataclass(frozen=True)
@@ -306,31 +136,41 @@ def _check_keys(mapping: dict[str, Located], allowed: Any, where: str, source: P
             )
 
 
-def _read_settings(
-    mapping: dict[str, Located], allowed_plain: dict[str, Field], where: str, source: Path, base: Path
-) -> dict[str, Any]:
-    """Validate one `defaults:` or model mapping into {setting: value, section: {field: value}} (only keys given)."""
-    _check_keys(mapping, [*allowed_plain, *SECTIONS], where, source)
-    values: dict[str, Any] = {}
+Given = dict[tuple[type, str], Any]  # (options class, field name) -> validated value, for the keys a mapping gives
+
+
+def _read_settings(mapping: dict[str, Located], model_entry: bool, where: str, source: Path, base: Path) -> Given:
+    """Validate one ``defaults:`` or model mapping against the declarations: only the keys given."""
+    table = schema.schema()
+    plain_allowed = schema.plain_keys(model_entry)
+    _check_keys(mapping, [*plain_allowed, *schema.sections()], where, source)
+    values: Given = {}
+
+    def take(section: str | None, key: str, located: Located) -> None:
+        entry = table[section][key]
+        label = key if section is None else f"{section}.{key}"
+        value = entry.item.setting.kind.check(_plain(located), f"{source}:{located.line}: {label}")
+        kind = entry.item.setting.kind
+        if isinstance(kind, opts.Text) and kind.path and value:
+            value = _resolve(value, base)
+        values[(entry.options_class, entry.item.name)] = value
+
     for key, located in mapping.items():
-        at = f"{source}:{located.line}: {key}"
-        if key in SECTIONS:
-            if located.value is None:
-                values[key] = {}
-                continue
-            if not isinstance(located.value, dict):
-                raise ConfigError(f"{at}: expected a mapping of {', '.join(SECTIONS[key])}, found {_type_name(_plain(located.value))}")
-            _check_keys(located.value, SECTIONS[key], f"{where}.{key}", source)
-            section = {}
-            for sub_key, sub_located in located.value.items():
-                spec = SECTIONS[key][sub_key]
-                value = spec.check(_plain(sub_located), f"{source}:{sub_located.line}: {key}.{sub_key}")
-                section[sub_key] = _resolve(value, base) if spec.path else value
-            values[key] = section
-        else:
-            spec = allowed_plain[key]
-            value = spec.check(_plain(located), at)
-            values[key] = _resolve(value, base) if spec.path else value
+        if key in schema.IDENTITY:
+            continue
+        if key not in table:  # a plain setting
+            take(None, key, located)
+            continue
+        if located.value is None:
+            continue
+        if not isinstance(located.value, dict):
+            raise ConfigError(
+                f"{source}:{located.line}: {key}: expected a mapping of {', '.join(table[key])}, "
+                f"found {_type_name(_plain(located.value))}"
+            )
+        _check_keys(located.value, table[key], f"{where}.{key}", source)
+        for sub_key, sub_located in located.value.items():
+            take(key, sub_key, sub_located)
     return values
 
 
@@ -348,9 +188,9 @@ def load_config(path: Path, overrides: Overrides = Overrides()) -> BatchConfig:
     tree = read_tree(path)
     if not isinstance(tree, dict):
         raise ConfigError(
-            f"{path}:1: expected a mapping with keys {', '.join(TOP_LEVEL)}, found {_type_name(_plain(tree))}"
+            f"{path}:1: expected a mapping with keys {', '.join(schema.TOP_LEVEL)}, found {_type_name(_plain(tree))}"
         )
-    _check_keys(tree, TOP_LEVEL, "the top level", path)
+    _check_keys(tree, schema.TOP_LEVEL, "the top level", path)
     base = path.resolve().parent
 
     output_dir = base / "build"
@@ -366,12 +206,12 @@ def load_config(path: Path, overrides: Overrides = Overrides()) -> BatchConfig:
     if blocker is not None and not blocker.is_dir():
         raise ConfigError(f"{where}: {output_dir} cannot be a folder: {blocker} is a file")
 
-    defaults: dict[str, Any] = {}
+    defaults: Given = {}
     if "defaults" in tree and tree["defaults"].value is not None:
         located = tree["defaults"]
         if not isinstance(located.value, dict):
             raise ConfigError(f"{path}:{located.line}: defaults: expected a mapping")
-        defaults = _read_settings(located.value, SETTINGS, "defaults", path, base)
+        defaults = _read_settings(located.value, False, "defaults", path, base)
 
     if "models" not in tree:
         raise ConfigError(f"{path}: missing 'models:' (a list of models, each with name and path)")
@@ -384,60 +224,56 @@ def load_config(path: Path, overrides: Overrides = Overrides()) -> BatchConfig:
     for entry in models_node.value:
         if not isinstance(entry.value, dict):
             raise ConfigError(f"{path}:{entry.line}: each model must be a mapping with name and path")
-        given = _read_settings(entry.value, {**SETTINGS, **MODEL_FIELDS}, "a model entry", path, base)
-        for required in ("name", "path"):
-            if required not in given:
+        given = _read_settings(entry.value, True, "a model entry", path, base)
+        for required in schema.IDENTITY:
+            if required not in entry.value:
                 raise ConfigError(f"{path}:{entry.line}: model entry without {required!r}")
-        name = given["name"]
+        name = _model_name(_plain(entry.value["name"]), f"{path}:{entry.value['name'].line}: name")
         if name in seen:
             raise ConfigError(f"{path}:{entry.value['name'].line}: model name {name!r} already used at line {seen[name]}")
         seen[name] = entry.value["name"].line
-        model_path = Path(given["path"])
+        model_path = Path(_resolve(_str(_plain(entry.value["path"]), f"{path}:{entry.value['path'].line}: path"), base))
         if not model_path.exists():
             raise ConfigError(f"{path}:{entry.value['path'].line}: path: model {model_path} does not exist")
-        job = _merge(name, model_path, defaults, given)
-        for section, key in (("calibration", "data"), ("evaluation", "data"), ("qat", "train_data"), ("qat", "val_data")):
-            data = job.section(section).get(key)
-            line = _line_of(entry.value, defaults, section, tree)
-            if data and data != "random" and ":" not in data and not Path(data).exists():
-                raise ConfigError(f"{path}:{line}: {section}.{key}: {data} does not exist (model {name!r})")
-        reference = job.evaluation.get("reference")
-        if reference and not Path(reference).exists():
-            raise ConfigError(f"{path}:{_line_of(entry.value, defaults, 'evaluation', tree)}: evaluation.reference: {reference} does not exist")
         if overrides.modes:
-            job = replace(job, modes=_modes(list(overrides.modes), "--modes"))
-        if "io_types" not in given:  # inherited I/O types apply to the modes that take them
+            given[(ConvertOptions, "modes")] = _modes(list(overrides.modes), "--modes")
+        job = _merge(name, model_path, defaults, given, f"{path}:{entry.line}: model {name!r}")
+        for section, key, data in (
+            ("calibration", "data", job.convert.calibration), ("evaluation", "data", job.evaluation.data),
+            ("qat", "train_data", job.convert.qat.train_data), ("qat", "val_data", job.convert.qat.val_data),
+            ("evaluation", "reference", job.evaluation.reference),
+        ):
+            if data and data != "random" and ":" not in data and not Path(data).exists():
+                line = _line_of(entry.value, section, tree)
+                raise ConfigError(f"{path}:{line}: {section}.{key}: {data} does not exist (model {name!r})")
+        if (ConvertOptions, "io_types") not in given:  # inherited I/O types apply to the modes that take them
             applicable = {io for m in job.modes for io in MODES[m].io_types}
-            job = replace(job, io_types=tuple(io for io in job.io_types if io in applicable))
+            job = replace(job, convert=replace(job.convert, io_types=tuple(io for io in job.io_types if io in applicable)))
         try:
             plan_variants(list(job.modes), list(job.io_types))
         except UsageError as error:
             line = entry.value["io_types"].line if "io_types" in entry.value else entry.line
             raise ConfigError(f"{path}:{line}: model {name!r}: {error}") from None
-        if any(MODES[m].calibrated for m in job.modes) and not job.calibration.get("data"):
-            calibrated = [m for m in job.modes if MODES[m].calibrated]
-            raise ConfigError(
-                f"{path}:{entry.line}: model {name!r}: mode(s) {', '.join(calibrated)} need calibration.data"
-            )
+        calibrated = [m for m in job.modes if MODES[m].calibrated]
+        if calibrated and not job.convert.calibration:
+            raise ConfigError(f"{path}:{entry.line}: model {name!r}: mode(s) {', '.join(calibrated)} need calibration.data")
         training = [m for m in job.modes if MODES[m].needs_training]
-        if training and not job.qat.get("train_data"):
+        if training and not job.convert.qat.train_data:
             raise ConfigError(
                 f"{path}:{entry.line}: model {name!r}: mode(s) {', '.join(training)} need qat.train_data "
                 "(labelled training data)"
             )
-        if (job.skip_layers or job.skip_ops) and "int8" not in job.modes:
-            key = "skip_layers" if job.skip_layers else "skip_ops"
-            line = entry.value[key].line if key in entry.value else entry.line
-            raise ConfigError(f"{path}:{line}: model {name!r}: {key} applies to mode int8; add int8 to its modes")
-        if job.auto.get("max_drop") is not None:
-            missing = [s for s in ("calibration", "evaluation") if not job.section(s).get("data")]
+        if job.searches:
+            missing = [
+                f"{section}.data" for section, data in (("calibration", job.convert.calibration),
+                                                        ("evaluation", job.evaluation.data)) if not data
+            ]
             if missing:
                 raise ConfigError(
-                    f"{path}:{_line_of(entry.value, defaults, 'auto', tree) or entry.line}: model {name!r}: "
-                    f"auto needs {' and '.join(m + '.data' for m in missing)}"
+                    f"{path}:{_line_of(entry.value, 'auto', tree) or entry.line}: model {name!r}: "
+                    f"auto needs {' and '.join(missing)}"
                 )
-        gates = job.gates
-        if gates.get("max_accuracy_drop") is not None and not job.evaluation.get("data"):
+        if job.gates.max_accuracy_drop is not None and not job.evaluation.data:
             raise ConfigError(
                 f"{path}:{entry.line}: model {name!r}: gates.max_accuracy_drop needs evaluation.data with labels"
             )
@@ -454,7 +290,7 @@ def load_config(path: Path, overrides: Overrides = Overrides()) -> BatchConfig:
     return BatchConfig(source=path, output_dir=output_dir, models=tuple(jobs), notes=notes)
 
 
-def _line_of(entry: dict[str, Located], defaults: dict[str, Any], section: str, tree: dict[str, Located]) -> int:
+def _line_of(entry: dict[str, Located], section: str, tree: dict[str, Located]) -> int:
     if section in entry:
         return entry[section].line
     if "defaults" in tree:
@@ -464,14 +300,27 @@ def _line_of(entry: dict[str, Located], defaults: dict[str, Any], section: str, 
     return 0
 
 
-def _merge(name: str, model_path: Path, defaults: dict[str, Any], given: dict[str, Any]) -> ModelJob:
-    """built-in < defaults < model entry, per setting and per section field."""
-    plain: dict[str, Any] = {}
-    for key, spec in {**SETTINGS, **MODEL_FIELDS}.items():
-        plain[key] = given.get(key, defaults.get(key, spec.default))
-    sections = {
-        section: {key: given.get(section, {}).get(key, defaults.get(section, {}).get(key, spec.default)) for key, spec in fields.items()}
-        for section, fields in SECTIONS.items()
-    }
-    plain.update(name=name, path=model_path)
-    return ModelJob(**plain, **sections)
+def _merge(name: str, model_path: Path, defaults: Given, given: Given, where: str) -> ModelJob:
+    """built-in < defaults < model entry, per setting; then one options object per stage."""
+
+    def build(options_class: type, **fixed: Any) -> Any:
+        values = {item.name: item.batch_default for item in opts.declared(options_class)}
+        for layer in (defaults, given):
+            values.update({name: value for (cls, name), value in layer.items() if cls is options_class})
+        try:
+            return options_class(**values, **fixed)
+        except UsageError as error:
+            raise ConfigError(f"{where}: {error}") from None
+
+    from tflq.debug.auto import AutoOptions
+
+    convert = build(
+        ConvertOptions, images=build(ImageOptions), model=build(ModelOptions), qat=build(QatOptions),
+    )
+    auto_values = {item.name: item.batch_default for item in opts.declared(AutoOptions)}
+    for layer in (defaults, given):
+        auto_values.update({name: value for (cls, name), value in layer.items() if cls is AutoOptions})
+    return ModelJob(
+        name=name, path=model_path, convert=convert, evaluation=build(EvaluationOptions), measure=build(EvalSettings),
+        gates=build(GateOptions), auto=auto_values,
+    )

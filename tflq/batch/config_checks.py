@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 from tflq.batch.config_yaml import Located
 from tflq.errors import ConfigError
-from tflq.modes import MODES, plan_variants
+from tflq.modes import MODES, modes_reading, plan_variants
 
 if TYPE_CHECKING:
-    from tflq.batch.config import ModelJob
+    from tflq.batch.schema import ModelJob
 
 
 def planned_outputs(job: ModelJob, output_dir: Path) -> list[Path]:
@@ -26,7 +26,7 @@ def planned_outputs(job: ModelJob, output_dir: Path) -> list[Path]:
     from tflq.debug.auto import output_path as auto_output_path
 
     paths = [output_path(output_dir, job.name, variant) for variant in plan_variants(list(job.modes), list(job.io_types))]
-    if job.auto.get("max_drop") is not None:
+    if job.searches:
         paths.append(auto_output_path(output_dir, job.name))
     return paths
 
@@ -56,7 +56,7 @@ class _Use:
 
 
 def _modes_with(setting: str) -> list[str]:
-    return [mode.name for mode in MODES.values() if setting in mode.settings]
+    return modes_reading(setting)
 
 
 def _takes(setting: str) -> Callable[[ModelJob], bool]:
@@ -64,11 +64,11 @@ def _takes(setting: str) -> Callable[[ModelJob], bool]:
 
 
 def _calibrates(job: ModelJob) -> bool:
-    return any(MODES[mode].calibrated for mode in job.modes) or job.auto.get("max_drop") is not None
+    return any(MODES[mode].calibrated for mode in job.modes) or job.searches
 
 
 def _searches(job: ModelJob) -> bool:
-    return job.auto.get("max_drop") is not None
+    return job.searches
 
 
 USES = (
@@ -97,16 +97,22 @@ def _plain(value: Any) -> Any:
 def _is_set(key: str, located: Located) -> bool:
     """True when the value asks for something: differs from the built-in default (the README's example file spells
     out every default, and writing a default down changes nothing)."""
-    from tflq.batch.config import SECTIONS, SETTINGS
+    from tflq.batch import schema
 
     value = _plain(located)
-    section, _, field = key.partition(".")
-    if section in SECTIONS and not field:
+    section, _, name = key.partition(".")
+    table = schema.schema()
+    if section in table and section is not None and not name:
         return isinstance(value, dict) and any(
-            item != SECTIONS[section][name].default for name, item in value.items() if name in SECTIONS[section]
+            item != _plain_default(schema.batch_default(section, field)) for field, item in value.items()
+            if field in table[section]
         )
-    default = SECTIONS[section][field].default if field else SETTINGS[key].default
-    return value != (list(default) if isinstance(default, tuple) else default)
+    default = schema.batch_default(section, name) if name else schema.batch_default(None, key)
+    return value != _plain_default(default)
+
+
+def _plain_default(default: Any) -> Any:
+    return list(default) if isinstance(default, tuple) else default
 
 
 def _lookup(mapping: dict[str, Located] | None, key: str) -> Located | None:

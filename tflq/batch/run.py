@@ -12,80 +12,34 @@ the tflq/TensorFlow versions) and the output file still has the recorded sha256.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
-import os
-import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
-from importlib import metadata
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from tflq import __version__
 from tflq.batch.config import BatchConfig, ModelJob
+from tflq.batch.gates import apply_gates
+from tflq.batch.gates import top1 as gate_top1
+from tflq.batch.jobs import (  # noqa: F401 (content_hash, conversion_key, measurement_key, auto_key: API)
+    EventCallback,
+    JobResult,
+    _concerns,
+    _file_sha,
+    _messages,
+    _notes,
+    auto_key,
+    content_hash,
+    conversion_key,
+    measurement_key,
+    owned_output,
+)
 from tflq.batch.manifest import MANIFEST, MANIFEST_VERSION, Manifest, output_folder_lock  # noqa: F401 (MANIFEST*: API)
 from tflq.errors import EXIT_FAILED, EXIT_GATE, EXIT_OK, TflqError, UsageError
-from tflq.modes import MODES, Variant
+from tflq.modes import BASELINE_VARIANT, Variant
 
-# on_event(kind, model, label, text): kind is "start", "done", "fail" or "info"
-EventCallback = Callable[[str, str, str, str], None]
-
-
-@dataclass(frozen=True)
-class JobResult:
-    """One variant of one model after the run: its row of the report."""
-
-    model: str
-    label: str
-    mode: str
-    io_type: str
-    path: str
-    status: str  # "ok" | "error"
-    up_to_date: bool = False
-    error: str | None = None
-    artifact: dict[str, Any] = field(default_factory=dict)
-    measurement: dict[str, Any] = field(default_factory=dict)
-    accuracy_drop: float | None = None
-    gate_failures: tuple[str, ...] = ()
-
-    @property
-    def gate(self) -> str:
-        return "fail" if self.gate_failures else "pass"
-
-    def to_row(self) -> dict[str, Any]:
-        """A report row: the measurement's stable keys plus the batch's own."""
-        row = dict(self.measurement)
-        auto = self.measurement.get("auto")
-        row.update(
-            model=self.model,
-            variant=f"auto: {auto.get('chosen') or 'none'}" if auto else self.label,
-            mode=self.mode,
-            io_type=self.io_type,
-            path=self.path,
-            status=self.status,
-            error=self.error or row.get("error"),
-            up_to_date=self.up_to_date,
-            accuracy_drop=self.accuracy_drop,
-            gate=self.gate,
-            gate_failures=list(self.gate_failures),
-            size_bytes=self.artifact.get("size_bytes", row.get("size_bytes")),
-            sha256=self.artifact.get("sha256"),
-            convert_seconds=self.artifact.get("seconds"),
-            float_ops=self.artifact.get("float_ops", []),
-            float_layers=self.artifact.get("float_layers", []),
-            training=self.artifact.get("training"),
-            # the measurement's warnings, then the notices tflq logged while converting and measuring (the child
-            # processes' too: random calibration data, float64 cast, tf_keras fallback)
-            warnings=list(dict.fromkeys(
-                [*(row.get("warnings") or []), *(self.artifact.get("notes") or []), *(self.measurement.get("notes") or [])]
-            )),
-        )
-        row.pop("notes", None)
-        return row
-
+log = logging.getLogger("tflq")
 
 @dataclass(frozen=True)
 class BatchResult:
@@ -108,111 +62,6 @@ class BatchResult:
 # Keys and the manifest
 
 
-def _hash_path(path: Path, digest: Any) -> None:
-    if path.is_dir():
-        for child in sorted(p for p in path.rglob("*") if p.is_file()):
-            digest.update(str(child.relative_to(path)).encode())
-            _hash_file(child, digest)
-    elif path.is_file():
-        _hash_file(path, digest)
-    else:
-        digest.update(f"not a file: {path}".encode())
-
-
-def _hash_file(path: Path, digest: Any) -> None:
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-
-
-_file_hashes: dict[tuple[str, float, int], str] = {}
-
-
-def content_hash(spec: str | None) -> str | None:
-    """sha256 of a data/model path (files and folders), or of the spec itself for module:function and random."""
-    if spec is None:
-        return None
-    path = Path(spec)
-    if not path.exists():
-        return hashlib.sha256(f"spec:{spec}".encode()).hexdigest()
-    stat = path.stat()
-    cache_key = (str(path.resolve()), stat.st_mtime, stat.st_size)
-    if path.is_file() and cache_key in _file_hashes:
-        return _file_hashes[cache_key]
-    digest = hashlib.sha256()
-    _hash_path(path, digest)
-    value = digest.hexdigest()
-    if path.is_file():
-        _file_hashes[cache_key] = value
-    return value
-
-
-def _versions() -> dict[str, str]:
-    found = {"tflq": __version__}
-    for package in ("tensorflow", "ai-edge-litert", "keras"):
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            found[package] = metadata.version(package)
-    return found
-
-
-def conversion_key(job: ModelJob, variant: Variant, model_hash: str) -> str:
-    """What the variant's .tflite depends on. Calibration counts only for calibrated modes."""
-    mode = MODES[variant.mode]
-    settings: dict[str, Any] = {
-        "model": model_hash,
-        "mode": variant.mode,
-        "io_type": variant.io_type,
-        "settings": {name: getattr(job, name) for name in mode.settings},
-        "signature": job.signature,
-        "custom_objects": list(job.custom_objects),
-        "unsafe": job.unsafe_deserialization,
-        "versions": _versions(),
-    }
-    if mode.calibrated:
-        settings["calibration"] = {
-            "data": content_hash(job.calibration.get("data")),
-            "samples": job.calibration.get("samples"),
-            "image_scale": job.calibration.get("image_scale"),
-        }
-    if mode.needs_training:  # the fine-tune: its data, its settings; training samples double as representative data
-        settings["qat"] = dict(job.qat) | {
-            "train_data": content_hash(job.qat.get("train_data")),
-            "val_data": content_hash(job.qat.get("val_data")),
-            "samples": job.calibration.get("samples"),
-            "image_scale": job.calibration.get("image_scale"),
-        }
-    return _digest(settings)
-
-
-def measurement_key(job: ModelJob, key: str, baseline_key: str | None) -> str:
-    """What the variant's figures depend on: its .tflite, the evaluation set-up and the float32 baseline."""
-    return _digest(
-        {
-            "conversion": key,
-            "evaluation": {
-                "data": content_hash(job.evaluation.get("data")),
-                "samples": job.evaluation.get("samples"),
-                "reference": content_hash(job.evaluation.get("reference")),
-                **({"task": job.evaluation["task"].to_setting()} if job.evaluation.get("task") else {}),
-            },
-            "latency": dict(job.latency),
-            "baseline": baseline_key,
-        }
-    )
-
-
-def _digest(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _file_sha(path: Path) -> str | None:
-    if not path.is_file():
-        return None
-    digest = hashlib.sha256()
-    _hash_file(path, digest)
-    return digest.hexdigest()
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # One model
 
@@ -229,36 +78,23 @@ class _Plan:
     force: bool = False  # --force: the auto search reruns too
 
 
-def owned_output(output_dir: Path, model: str, path: Path) -> Path:
-    """``path`` when it is a file directly inside ``output_dir``; else UsageError, before anything is written.
-
-    The runner writes and deletes only such paths: a model name like ``../x`` or ``/tmp/x`` cannot make it touch a
-    file outside the output folder. (Symbolic links are not followed for the file itself: unlinking one removes the
-    link, not its target.)
-    """
-    absolute = Path(os.path.abspath(path))
-    if absolute.parent.resolve() != output_dir.resolve() or not absolute.name.endswith(".tflite"):
-        raise UsageError(
-            f"model {model!r}: its output {path} is not inside the output folder {output_dir}; expected a plain name "
-            "(nothing was written or deleted)"
-        )
-    return path
-
-
 def _plan(job: ModelJob, output_dir: Path, manifest: Manifest, force: bool) -> _Plan:
     from tflq.convert.session import output_path
     from tflq.modes import plan_variants
 
     variants = tuple(plan_variants(list(job.modes), list(job.io_types)))
     paths = {v.label: owned_output(output_dir, job.name, output_path(output_dir, job.name, v)) for v in variants}
-    if job.auto.get("max_drop") is not None:
+    if job.searches:
         from tflq.debug.auto import output_path as auto_output_path
 
         owned_output(output_dir, job.name, auto_output_path(output_dir, job.name))
     model_hash = content_hash(str(job.path)) or ""
     keys = {v.label: conversion_key(job, v, model_hash) for v in variants}
-    baseline = keys.get("float32")
-    measure_keys = {label: measurement_key(job, key, baseline if label != "float32" else None) for label, key in keys.items()}
+    baseline_label = BASELINE_VARIANT.label
+    baseline = keys.get(baseline_label)
+    measure_keys = {
+        label: measurement_key(job, key, baseline if label != baseline_label else None) for label, key in keys.items()
+    }
     to_convert, to_measure = [], []
     for variant in variants:
         entry = manifest.entry(f"{job.name}/{variant.label}")
@@ -279,84 +115,15 @@ def _plan(job: ModelJob, output_dir: Path, manifest: Manifest, force: bool) -> _
 def _convert_in_child(job: ModelJob, variants: Sequence[Variant], output_dir: str, *, report: Callable[..., None]) -> list[dict[str, Any]]:
     """Child-process body: export once, calibrate once, convert ``variants``. Returns Artifact dicts."""
     from tflq._tf import imports as _tf
-    from tflq.convert.session import ConvertOptions, QatOptions, convert_model
-    from tflq.model.data import ImageOptions
-    from tflq.model.load import ModelOptions
+    from tflq.convert.session import convert_model
 
     _tf.set_verbose(False)
     modes = tuple(dict.fromkeys(v.mode for v in variants))
-    io_types = tuple(dict.fromkeys(v.io_type for v in variants))
-    options = ConvertOptions(
-        modes=modes,
-        io_types=io_types,
-        calibration=job.calibration.get("data") if any(MODES[m].calibrated for m in modes) else None,
-        calibration_samples=job.calibration.get("samples") or 200,
-        per_tensor=job.per_tensor,
-        allow_float_fallback=job.allow_float_fallback,
-        images=ImageOptions(scale=job.calibration.get("image_scale") or "unit"),
-        model=ModelOptions(signature=job.signature, custom_objects=job.custom_objects, unsafe_deserialization=job.unsafe_deserialization),
-        qat=QatOptions(**job.qat) if any(MODES[m].needs_training for m in modes) else QatOptions(),
-        skip_layers=job.skip_layers if "int8" in modes else (),
-        skip_ops=job.skip_ops if "int8" in modes else (),
-    )
+    options = replace(job.convert, modes=modes, io_types=tuple(dict.fromkeys(v.io_type for v in variants)))
     report("info", f"converting {len(variants)} variant(s)")
     result = convert_model(job.path, Path(output_dir), options, name=job.name)
     wanted = {v.label for v in variants}
     return [artifact.to_dict() | {"label": artifact.label} for artifact in result.artifacts if artifact.label in wanted]
-
-
-def _eval_settings(job: ModelJob) -> Any:
-    from tflq.measure.harness import EvalSettings
-
-    latency = job.latency
-    return EvalSettings(
-        threads=latency.get("threads"),
-        runs=latency.get("runs", 50),
-        warmup_runs=latency.get("warmup_runs", 5),
-        min_seconds=latency.get("min_seconds") or 0.0,
-        use_xnnpack=latency.get("xnnpack", True),
-        limit=job.evaluation.get("samples"),
-    )
-
-
-class _NoteCollector(logging.Handler):
-    """Collects, per thread, the ``tflq`` log records at INFO and above -- the runner's own and those forwarded from
-    its child processes (:mod:`tflq.measure.isolation` re-emits them in the calling thread) -- for the report's notes."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self._by_thread: dict[int, list[tuple[str | None, str]]] = {}
-
-    def emit(self, record: logging.LogRecord) -> None:
-        notes = self._by_thread.get(threading.get_ident())
-        if notes is not None:
-            notes.append((getattr(record, "tflq_child", None), record.getMessage()))
-
-    @contextlib.contextmanager
-    def collecting(self) -> Any:
-        """Yields the list that receives ``(child description or None, message)`` for this thread's records."""
-        notes: list[tuple[str | None, str]] = []
-        self._by_thread[threading.get_ident()] = notes
-        try:
-            yield notes
-        finally:
-            self._by_thread.pop(threading.get_ident(), None)
-
-
-_notes = _NoteCollector()
-log = logging.getLogger("tflq")
-
-
-def _messages(notes: Sequence[tuple[str | None, str]], *, child: str | None = None) -> list[str]:
-    """The messages (each once, in order), all of them or those of one child plus those of no particular child."""
-    return list(dict.fromkeys(text for source, text in notes if child is None or source in (child, None)))
-
-
-def _concerns(note: str, variant: Variant) -> bool:
-    """Whether a notice logged while converting a model's variants together concerns ``variant``: the calibration
-    data's notices concern the calibrated modes only; every other notice concerns them all."""
-    calibrated = MODES[variant.mode].calibrated or MODES[variant.mode].needs_training
-    return calibrated or not note.startswith("RANDOM CALIBRATION")
 
 
 def run_model(plan: _Plan, output_dir: Path, manifest: Manifest, on_event: EventCallback) -> list[JobResult]:
@@ -405,20 +172,21 @@ def run_model(plan: _Plan, output_dir: Path, manifest: Manifest, on_event: Event
                 manifest.drop(key)
     measurements: dict[str, dict[str, Any]] = {}
     to_measure = [v for v in plan.measure if artifacts[v.label].get("status") == "ok"]
-    baseline_path = str(plan.paths["float32"]) if "float32" in plan.paths else ""
-    baseline_ok = "float32" in artifacts and artifacts["float32"].get("status") == "ok"
+    baseline_label = BASELINE_VARIANT.label
+    baseline_path = str(plan.paths[baseline_label]) if baseline_label in plan.paths else ""
+    baseline_ok = baseline_label in artifacts and artifacts[baseline_label].get("status") == "ok"
     if to_measure:
         paths = [str(plan.paths[v.label]) for v in to_measure]
-        reference = job.evaluation.get("reference")
-        if reference is None and baseline_ok and Variant("float32") not in to_measure:
-            reference = baseline_path  # agreement with the unchanged float32 model
+        reference = job.evaluation.reference
+        if reference is None and baseline_ok and BASELINE_VARIANT not in to_measure:
+            reference = baseline_path  # agreement with the unchanged baseline model
         for variant in to_measure:
             on_event("start", job.name, variant.label, "measuring")
         with _notes.collecting() as notes:
             try:
                 results = evaluate(
-                    paths, data=job.evaluation.get("data"), reference=reference, settings=_eval_settings(job),
-                    reference_options=None, tasks=job.evaluation.get("task"),
+                    paths, data=job.evaluation.data, reference=reference, settings=job.measure,
+                    reference_options=None, tasks=job.evaluation.task,
                 )
                 for variant, path, measurement in zip(to_measure, paths, results):
                     measured = measurement.to_dict()
@@ -460,36 +228,12 @@ def run_model(plan: _Plan, output_dir: Path, manifest: Manifest, on_event: Event
             on_event("done", job.name, variant.label, _summary(artifact, measurement, up_to_date))
         else:
             on_event("fail", job.name, variant.label, error or "failed")
-    gated = _apply_gates(job, results_out)
-    if job.auto.get("max_drop") is not None:
+    gated = apply_gates(job.gates, results_out)
+    if job.searches:
         from tflq.batch.auto_job import run_auto
 
         gated.append(run_auto(job, output_dir, manifest, on_event, force=plan.force))
     return gated
-
-
-def auto_key(job: ModelJob) -> str:
-    """What the ``auto`` search result depends on: model, calibration, evaluation, search settings, versions."""
-    return _digest(
-        {
-            "model": content_hash(str(job.path)),
-            "calibration": {
-                "data": content_hash(job.calibration.get("data")),
-                "samples": job.calibration.get("samples"),
-                "image_scale": job.calibration.get("image_scale"),
-            },
-            "evaluation": {
-                "data": content_hash(job.evaluation.get("data")),
-                "samples": job.evaluation.get("samples"),
-                "reference": content_hash(job.evaluation.get("reference")),
-            },
-            "auto": dict(job.auto),
-            "latency": dict(job.latency) if job.auto.get("objective") == "latency" else None,
-            "per_tensor": job.per_tensor,
-            "model_options": [job.signature, list(job.custom_objects), job.unsafe_deserialization],
-            "versions": _versions(),
-        }
-    )
 
 
 def _summary(artifact: dict[str, Any], measurement: dict[str, Any], up_to_date: bool) -> str:
@@ -497,54 +241,12 @@ def _summary(artifact: dict[str, Any], measurement: dict[str, Any], up_to_date: 
     latency = measurement.get("latency_ms") or {}
     if latency.get("p50") is not None:
         parts.append(f"p50 {latency['p50']:.3f} ms")
-    top1 = _top1(measurement)
+    top1 = gate_top1(measurement)
     if top1 is not None:
         parts.append(f"top-1 {top1 * 100:.2f} %")
     if up_to_date:
         parts.append("(up to date)")
     return ", ".join(parts)
-
-
-def _top1(measurement: dict[str, Any]) -> float | None:
-    """The top-1 accuracy: the single classifier output's, or the first classifier output's of several."""
-    accuracy = measurement.get("accuracy") or {}
-    if isinstance(accuracy.get("top1"), (int, float)):
-        return float(accuracy["top1"])
-    for value in accuracy.values():
-        if isinstance(value, dict) and isinstance(value.get("top1"), (int, float)):
-            return float(value["top1"])
-    return None
-
-
-def _apply_gates(job: ModelJob, results: list[JobResult]) -> list[JobResult]:
-    from dataclasses import replace
-
-    baseline = next((r for r in results if r.label == "float32" and r.status == "ok"), None)
-    baseline_top1 = _top1(baseline.measurement) if baseline else None
-    gated = []
-    for result in results:
-        drop = None
-        top1 = _top1(result.measurement)
-        if baseline_top1 is not None and top1 is not None:
-            drop = round((baseline_top1 - top1) * 100.0, 4)
-        failures = []
-        if result.status == "ok":
-            limit = job.gates.get("max_accuracy_drop")
-            if limit is not None:
-                if drop is None:
-                    failures.append("no accuracy to compare with float32")
-                elif drop > limit:
-                    failures.append(f"accuracy drop {drop:.2f} pts > {limit:g}")
-            limit = job.gates.get("max_size_bytes")
-            size = result.artifact.get("size_bytes")
-            if limit is not None and size is not None and size > limit:
-                failures.append(f"size {size:,} B > {limit:,.0f}")
-            limit = job.gates.get("max_latency_ms")
-            p50 = (result.measurement.get("latency_ms") or {}).get("p50")
-            if limit is not None and p50 is not None and p50 > limit:
-                failures.append(f"latency p50 {p50:.3f} ms > {limit:g}")
-        gated.append(replace(result, accuracy_drop=drop, gate_failures=tuple(failures)))
-    return gated
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -572,9 +274,10 @@ def run_batch(
     events = on_event or (lambda *event: None)
     output_dir = config.output_dir
     for job in config.models:
-        if job.gates.get("max_accuracy_drop") is not None and "float32" not in job.modes:
+        if job.gates.max_accuracy_drop is not None and BASELINE_VARIANT.mode not in job.modes:
             raise UsageError(
-                f"{config.source}: model {job.name!r}: gates.max_accuracy_drop compares with float32; add float32 to its modes"
+                f"{config.source}: model {job.name!r}: gates.max_accuracy_drop compares with "
+                f"{BASELINE_VARIANT.mode}; add {BASELINE_VARIANT.mode} to its modes"
             )
         for variant in plan_variants(list(job.modes), list(job.io_types)):  # before anything is created
             owned_output(output_dir, job.name, output_path(output_dir, job.name, variant))

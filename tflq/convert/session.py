@@ -21,37 +21,70 @@ from tflq.convert.layer_map import ModelOp, nodes_for_layers, nodes_for_op_types
 from tflq.errors import ConversionError, DataError, QatTrainingError, TflqError, UsageError
 from tflq.model.data import ImageOptions, open_data
 from tflq.model.load import ExportedModel, ModelOptions, export_model, model_kind
-from tflq.modes import MODES, ModeSettings, Variant, plan_variants
+from tflq import options as opts
+from tflq.modes import DEFAULT_MODES, IO_TYPES, MODES, ModeSettings, Variant, modes_reading, plan_variants
 from tflq.outputs import os_error_text, output_folder, write_atomically
 from tflq.qat.training import QatOptions, TrainedModel, TrainingSummary, train_for_conversion  # noqa: F401 (re-exported)
 
 log = logging.getLogger("tflq")
 
-DEFAULT_CALIB_SAMPLES = 200
 _BOUNDARY_OPS = {"QUANTIZE", "DEQUANTIZE"}
 _FLOAT_DTYPES = {"float32", "float16", "float64"}
+MAX_CALIB_SAMPLES = 10_000_000  # beyond this a typo, not a dataset (samples are held in memory)
 
 
 @dataclass(frozen=True)
 class ConvertOptions:
-    """What to produce from one model. ``qat`` applies to the training modes only."""
+    """What to produce from one model: the conversion stage's settings, declared once (:mod:`tflq.options`).
 
-    modes: tuple[str, ...] = ("float32",)
-    io_types: tuple[str, ...] = ()
-    calibration: str | None = None
-    calibration_samples: int = DEFAULT_CALIB_SAMPLES
-    per_tensor: bool = False
-    allow_float_fallback: bool = False
+    Read by ``tflq convert``'s flags, the batch file's plain settings and ``calibration:`` section, the docs and
+    the cache keys. ``images``, ``model`` and ``qat`` are the option groups of the stages below (image scaling,
+    model loading, training). Raises UsageError when the options contradict each other.
+    """
+
+    modes: tuple[str, ...] = opts.setting(
+        ("float32",), opts.Names(allowed=tuple(MODES), non_empty=True, what="mode"),
+        "the modes to produce (`tflq modes` lists them)", flag="--mode",
+        shown_default="float32 (a batch file: every mode but the training ones)", batch_default=DEFAULT_MODES,
+    )
+    io_types: tuple[str, ...] = opts.setting(
+        (), opts.Names(allowed=IO_TYPES, what="I/O type"),
+        "model input/output types for the integer modes; a type applies to every requested mode that takes it",
+        flag="--io-type", shown_default="each mode's float32 I/O",
+    )
+    calibration: str | None = opts.setting(
+        None, opts.Text(optional=True, path=True, metavar="DATA"),
+        "calibration (representative) data: .npz, .npy, image folder, module:function, or 'random' (smoke tests "
+        "only: warns loudly)", flag="--calib", section="calibration", yaml="data",
+    )
+    calibration_samples: int = opts.setting(
+        200, opts.Integer(minimum=1, maximum=MAX_CALIB_SAMPLES), "calibration samples to use (read lazily)",
+        flag="--calib-samples", section="calibration", yaml="samples",
+    )
+    per_tensor: bool = opts.setting(
+        False, opts.Flag(), "per-tensor instead of per-channel weight quantization", flag="--per-tensor",
+    )
+    allow_float_fallback: bool = opts.setting(
+        False, opts.Flag(), "integer modes: keep ops without an integer kernel in float, and say which",
+        flag="--allow-float-fallback",
+    )
+    skip_layers: tuple[str, ...] = opts.setting(
+        (), opts.Names(what="layer name"), "selective quantization: keep these Keras layers in float",
+        flag="--skip-layers",
+    )
+    skip_ops: tuple[str, ...] = opts.setting(
+        (), opts.Names(what="op type", metavar="OP"), "selective quantization: keep every op of these TFLite types "
+        "(e.g. FULLY_CONNECTED) in float", flag="--skip-ops",
+    )
     images: ImageOptions = field(default_factory=ImageOptions)
     model: ModelOptions = field(default_factory=ModelOptions)
     qat: QatOptions = field(default_factory=QatOptions)
-    skip_layers: tuple[str, ...] = ()  # int8: Keras layers left in float (selective quantization)
-    skip_ops: tuple[str, ...] = ()  # int8: TFLite op types left in float, e.g. FULLY_CONNECTED
 
     def __post_init__(self) -> None:
-        if (self.skip_layers or self.skip_ops) and "int8" not in self.modes:
+        if (self.skip_layers or self.skip_ops) and not any(MODES[name].selective for name in self.modes if name in MODES):
             flag = "--skip-layers" if self.skip_layers else "--skip-ops"
-            raise UsageError(f"{flag} applies to mode int8 (selective quantization); add --mode int8")
+            takers = ", ".join(modes_reading("skip_layers"))
+            raise UsageError(f"{flag} applies to mode {takers} (selective quantization); add --mode {takers}")
 
     def variants(self) -> list[Variant]:
         """The variants these options ask for. Raises UsageError (also for training modes without training data)."""
@@ -66,10 +99,12 @@ class ConvertOptions:
             raise UsageError("--train-data/--val-data apply to mode qat only; add --mode qat or drop them")
         return variants
 
-    def settings(self, variant: Variant) -> ModeSettings:
-        return ModeSettings(
-            io_type=variant.io_type, per_tensor=self.per_tensor, allow_float_fallback=self.allow_float_fallback
-        )
+    def settings(self, variant: Variant, float_nodes: tuple[str, ...] = ()) -> ModeSettings:
+        """What ``variant`` reads of these options: its I/O type and its mode's declared settings only."""
+        return MODES[variant.mode].settings_for(self, variant.io_type, float_nodes)
+
+
+DEFAULT_CALIB_SAMPLES: int = opts.defaults(ConvertOptions)["calibration_samples"]
 
 
 @dataclass(frozen=True)
@@ -294,31 +329,13 @@ class ModelSession:
 
 
     def convert_variant(self, variant: Variant) -> bytes:
-        """Convert one variant to TFLite bytes. Raises ConversionError (QatTrainingError for a failed fine-tune)."""
+        """Convert one variant to TFLite bytes, the way its mode's build says. Raises ConversionError
+        (QatTrainingError for a failed fine-tune)."""
         mode = MODES[variant.mode]
-        settings = self.options.settings(variant)
-        if mode.needs_training:  # ranges from training; calibrated once, quantized per I/O type like int8
-            calibrated = self.trained_calibrated_model()
-            with _converter_errors(variant.label, self.exported):
-                return _calibrated.quantize(calibrated, io_type=variant.io_type, per_tensor=False)
-        if mode.activations == "int8":
-            calibrated = self.calibrated_model()
-            float_nodes = self.float_nodes()
-            with _converter_errors(variant.label, self.exported):
-                return _calibrated.quantize(
-                    calibrated,
-                    io_type=variant.io_type,
-                    per_tensor=settings.per_tensor,
-                    denylisted_nodes=float_nodes,
-                )
-        tf = _tf.tf()
-        converter = self.new_converter()
-        mode.configure(converter, tf, settings)
-        if mode.calibrated:
-            samples = self.calibration_samples()
-            converter.representative_dataset = lambda: iter(samples)
+        float_nodes = self.float_nodes() if mode.selective else ()
+        settings = self.options.settings(variant, float_nodes)
         with _converter_errors(variant.label, self.exported):
-            return bytes(converter.convert())
+            return mode.build.build(self, settings)
 
     def verification_inputs(self, variant: Variant | None = None) -> dict[str, np.ndarray]:
         """One sample to run each converted model on: training data for a training mode, calibration data when
@@ -476,12 +493,12 @@ def _produce(session: ModelSession, variant: Variant, path: Path, probe: dict[st
         float_layers: tuple[str, ...] = ()
         if mode.integer:
             details = float_op_details(content)
-            asked = set(session.float_nodes()) if mode.activations == "int8" and not mode.needs_training else set()
+            asked = set(session.float_nodes()) if mode.selective else set()
             unexpected = [(op_type, name) for op_type, name in details if not _same_tensor(name, asked)]
             if unexpected and not session.options.allow_float_fallback:
                 raise ConversionError(no_kernel_message(
                     variant.label, mode.activations, content, session.exported, unexpected,
-                    besides_asked=bool(asked), skip_layers_applies="skip_layers" in mode.settings,
+                    besides_asked=bool(asked), skip_layers_applies=mode.selective,
                     skipped_layers=session.options.skip_layers,
                 ))
             remaining_float = tuple(f"{op_type}({name})" for op_type, name in details)

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from tflq import options as opts
 from tflq._tf import calibrated as _calibrated
 from tflq._tf import imports as _tf
 from tflq.convert.session import ConvertOptions, ModelSession, float_ops, output_name, verify_runs, write_atomically
@@ -57,17 +58,29 @@ class AutoOptions:
     because every candidate has float32 I/O. Raises UsageError when built with invalid values.
     """
 
-    max_drop: float
-    objective: str = "size"
+    max_drop: float = opts.setting(
+        None, opts.Number(0, 100, optional=True), "the largest accepted top-1 drop against float32, in percentage "
+        "points (in a batch file: when set, the search runs for this model)", flag="--max-drop", section="auto",
+        shown_default="required by tflq auto; none in a batch file: no search",
+    )
+    objective: str = opts.setting(
+        "size", opts.Choice(OBJECTIVES), "size: the smallest candidate that fits; latency: time every fitting "
+        "candidate, keep the fastest", flag="--objective", section="auto",
+    )
     data: str | None = None
     reference: str | None = None
     eval_samples: int | None = None
-    max_float_layers: int = DEFAULT_MAX_FLOAT_LAYERS
+    max_float_layers: int = opts.setting(
+        DEFAULT_MAX_FLOAT_LAYERS, opts.Integer(minimum=0, maximum=64),
+        "try int8 with up to N of the most sensitive layers left in float", flag="--max-float-layers", section="auto",
+    )
     convert: ConvertOptions = field(default_factory=ConvertOptions)
     output_dir: Path = Path("build")
     name: str | None = None
 
     def __post_init__(self) -> None:
+        if self.max_drop is None:
+            raise UsageError("tflq auto needs an accuracy budget: pass --max-drop POINTS (e.g. 1.0)")
         if isinstance(self.max_drop, bool) or not isinstance(self.max_drop, (int, float)) or not math.isfinite(self.max_drop) or self.max_drop < 0:
             raise UsageError(f"--max-drop must be a number of accuracy points >= 0, got {self.max_drop!r}")
         if self.objective not in OBJECTIVES:

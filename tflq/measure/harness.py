@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from tflq import options as opts
 from tflq.errors import DataError, InterpreterError, ModelLoadError, TflqError, UsageError
 from tflq.measure.latency import time_invocations
 from tflq.measure.measurement import (  # noqa: F401 (re-exported: the results and their scoring)
@@ -36,7 +37,7 @@ from tflq.measure.measurement import (  # noqa: F401 (re-exported: the results a
     score,
 )
 from tflq.measure.runner import TfliteRunner, auto_batch_size
-from tflq.measure.tasks import TaskOverrides
+from tflq.measure.tasks import TaskOverrides, check_task_setting
 from tflq.measure.tflite_info import (
     Signature,
     allocate,
@@ -71,6 +72,30 @@ def idle_threads() -> int:
     return max(1, min(cores, int(cores - busy + 0.5)))
 
 
+MAX_COUNT = 2**31 - 1  # counts reach C ints; anything bigger is a typo
+
+
+@dataclass(frozen=True)
+class EvaluationOptions:
+    """What to measure against: the ``evaluation:`` section of a batch file and ``tflq eval``'s data flags."""
+
+    data: str | None = opts.setting(
+        None, opts.Text(optional=True, path=True, metavar="DATA"),
+        "evaluation data (.npz, .npy, image folder, module:function); labels give accuracy", flag="--data",
+        section="evaluation",
+    )
+    reference: str | None = opts.setting(
+        None, opts.Text(optional=True, path=True, metavar="MODEL"),
+        "model to compare outputs with: .keras, .h5, SavedModel dir or float32 .tflite", flag="--reference",
+        section="evaluation", shown_default="the float32 variant",
+    )
+    task: Any = opts.setting(
+        None, opts.Checked(check_task_setting, "classification | regression, or a mapping output -> task"),
+        "per-output task: classification or regression (one value, or a mapping output -> task, '*' for the rest)",
+        section="evaluation", shown_default="from each output's shape and labels",
+    )
+
+
 @dataclass(frozen=True)
 class EvalSettings:
     """How to measure. ``threads`` None means :func:`machine_threads` for latency and :func:`idle_threads` for the
@@ -78,15 +103,32 @@ class EvalSettings:
     skips latency; ``batch_size`` None picks one from the input size (dynamic-batch models only); ``limit`` caps the
     evaluation samples."""
 
-    threads: int | None = None
-    runs: int = 50
-    min_seconds: float = 1.0
-    warmup_runs: int = 1
-    warmup_seconds: float = 0.5
-    max_seconds: float = 150.0
-    use_xnnpack: bool = True
-    batch_size: int | None = None
-    limit: int | None = None
+    threads: int | None = opts.setting(
+        None, opts.Integer(minimum=1, maximum=4096, optional=True), "interpreter threads", flag="--threads",
+        section="latency", shown_default="every core for latency, the idle cores for evaluation",
+    )
+    runs: int = opts.setting(50, opts.Integer(minimum=0, maximum=MAX_COUNT), "timed runs at least (0: no latency)",
+                             flag="--runs", section="latency")
+    min_seconds: float = opts.setting(1.0, opts.Number(0, 3600), "timed runs last at least this long, in seconds",
+                                      flag="--min-seconds", section="latency")
+    warmup_runs: int = opts.setting(1, opts.Integer(minimum=0, maximum=MAX_COUNT), "warm-up runs at least",
+                                    flag="--warmup-runs", section="latency")
+    warmup_seconds: float = opts.setting(0.5, opts.Number(0, 3600), "warm-up lasts at least this long, in seconds",
+                                         flag="--warmup-seconds", section="latency")
+    max_seconds: float = opts.setting(150.0, opts.Number(0, 86400, open_min=True),
+                                      "timed runs stop after this long, in seconds, even if fewer than `runs`",
+                                      section="latency")
+    use_xnnpack: bool = opts.setting(True, opts.Flag(), "measure with LiteRT's default XNNPACK delegate",
+                                     flag="--xnnpack", section="latency", yaml="xnnpack")
+    batch_size: int | None = opts.setting(
+        None, opts.Integer(minimum=1, maximum=MAX_COUNT, optional=True),
+        "evaluation batch for dynamic-batch models", flag="--batch-size", section="latency",
+        shown_default="from the input size",
+    )
+    limit: int | None = opts.setting(
+        None, opts.Integer(minimum=1, maximum=MAX_COUNT, optional=True), "evaluate only the first N samples",
+        flag="--samples", section="evaluation", yaml="samples", shown_default="all",
+    )
 
     def __post_init__(self) -> None:
         checks = [

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from tflq import options as opts
 from tflq.errors import DataError, UsageError
 from tflq.model import user_code
 from tflq.model.file_checks import check_numpy_file
@@ -48,7 +49,11 @@ _IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 class ImageOptions:
     """How image files become model inputs."""
 
-    scale: str = "unit"
+    scale: str = opts.setting(
+        "unit", opts.Choice(tuple(IMAGE_SCALES)),
+        "how image-folder pixels are scaled: unit [0,1], symmetric [-1,1], raw [0,255], imagenet mean/std",
+        flag="--image-scale", section="calibration", yaml="image_scale",
+    )
 
     def __post_init__(self) -> None:
         if self.scale not in IMAGE_SCALES:

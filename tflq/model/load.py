@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tflq import options as opts
 from tflq._tf import imports as _tf
 from tflq.errors import ModelLoadError, UsageError
 from tflq.model import file_checks as model_files
@@ -40,9 +41,18 @@ class TensorSpec:
 class ModelOptions:
     """How to load a model: signature choice for SavedModels, custom objects, safe mode."""
 
-    signature: str | None = None
-    custom_objects: tuple[str, ...] = ()
-    unsafe_deserialization: bool = False
+    signature: str | None = opts.setting(
+        None, opts.Text(optional=True, metavar="KEY"), "SavedModel signature to convert", flag="--signature",
+        shown_default="serving_default, or the only one",
+    )
+    custom_objects: tuple[str, ...] = opts.setting(
+        (), opts.Names(what="MODULE:ATTR", metavar="MODULE:ATTR"),
+        "custom Keras classes needed to load the model (the current directory is importable)", flag="--custom-objects",
+    )
+    unsafe_deserialization: bool = opts.setting(
+        False, opts.Flag(), "allow Lambda layers, whose Python code runs while loading (refused by default)",
+        flag="--unsafe-deserialization",
+    )
 
 
 @dataclass(frozen=True)
