@@ -8,6 +8,7 @@ import pytest
 from tests.cli_helpers import assert_config_error
 from tests.conftest import SAMPLES
 from tflq.batch.config import Overrides, load_config
+from tflq.batch.gates import GateOptions
 from tflq.errors import ConfigError
 
 HEADER = f"""\
@@ -46,10 +47,10 @@ def test_precedence_builtin_file_model_cli(tmp_path):
     cnn, gru = config.models
     assert cnn.modes == ("float32", "int8")  # file defaults
     assert gru.modes == ("float32", "dynamic")  # model entry
-    assert cnn.calibration["samples"] == 50 and gru.calibration["samples"] == 10
-    assert gru.calibration["data"] == str(SAMPLES / "digits_train.npz")  # merged per field
-    assert gru.gates == {"max_accuracy_drop": 1.0, "max_size_bytes": 100000.0, "max_latency_ms": None}
-    assert cnn.latency["runs"] == 50  # built-in default
+    assert cnn.convert.calibration_samples == 50 and gru.convert.calibration_samples == 10
+    assert gru.convert.calibration == str(SAMPLES / "digits_train.npz")  # merged per field
+    assert gru.gates == GateOptions(max_accuracy_drop=1.0, max_size_bytes=100000.0, max_latency_ms=None)
+    assert cnn.measure.runs == 50  # built-in default
     assert config.output_dir == tmp_path / "out"  # relative to the file
     overridden = load_config(path, Overrides(modes=("float16",), output_dir=tmp_path / "cli", only=("gru",)))
     assert [m.name for m in overridden.models] == ["gru"]

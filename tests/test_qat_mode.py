@@ -381,7 +381,7 @@ def test_readme_yaml_example_is_valid(tmp_path):
     (example,) = re.findall(r"```yaml\n(.*?)```", section, re.S)
     example = example.replace("../sample_models/", f"{SAMPLES}/")
     config = load_config(write(tmp_path, example + f"models:\n  - name: cnn\n    path: {CNN}\n"))
-    assert config.models[0].qat["learning_rate"] == 0.001 and config.models[0].modes == ("float32", "int8", "qat")
+    assert config.models[0].convert.qat.learning_rate == 0.001 and config.models[0].modes == ("float32", "int8", "qat")
 
 
 @pytest.mark.slow

@@ -126,8 +126,8 @@ def test_yaml_task_is_read_per_model(tmp_path: Path, classifier: ClassifierFiles
         f"  - name: b\n    path: {classifier.keras}\n    evaluation: {{task: {{output_1: regression}}}}\n"
     )
     first, second = load_config(config).models
-    assert first.evaluation["task"] == TaskOverrides("classification")
-    assert second.evaluation["task"] == TaskOverrides(None, (("output_1", "regression"),))
+    assert first.evaluation.task == TaskOverrides("classification")
+    assert second.evaluation.task == TaskOverrides(None, (("output_1", "regression"),))
     config.write_text(config.read_text().replace("output_1: regression", "output_1: boxes"))
     with pytest.raises(ConfigError, match=r"batch.yaml:9: evaluation.task.output_1: expected classification or regression, found 'boxes'"):
         load_config(config)

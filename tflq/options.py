@@ -132,14 +132,16 @@ class Integer(Kind):
         return click.IntRange(min=self.minimum, max=self.maximum)
 
     def describe(self) -> str:
-        if self.minimum == 1 and self.maximum is None:
+        if self.minimum == 1:
             text = "a positive integer"
-        elif self.minimum == 0 and self.maximum is None:
+        elif self.minimum == 0:
             text = "a non-negative integer"
-        elif self.maximum is None:
-            text = f"an integer >= {self.minimum}" if self.minimum is not None else "an integer"
+        elif self.minimum is not None:
+            text = f"an integer >= {self.minimum}"
         else:
-            text = f"an integer in [{self.minimum}, {self.maximum}]"
+            text = "an integer"
+        if self.maximum is not None:
+            text += f" (at most {self.maximum})"
         return text + (" or null" if self.optional else "")
 
 
@@ -181,14 +183,19 @@ class Number(Kind):
         return click.FloatRange(min=self.minimum, max=self.maximum, min_open=self.open_min, max_open=self.open_max)
 
     def describe(self) -> str:
-        if self.minimum is not None and self.maximum is not None:
-            low = "(" if self.open_min else "["
-            high = ")" if self.open_max else "]"
-            text = f"a number in {low}{self.minimum:g}, {self.maximum:g}{high}"
+        if self.minimum is not None and self.maximum is not None and self.open_min and self.open_max:
+            text = f"a number between {self.minimum:g} and {self.maximum:g} (exclusive)"
+            return text + (" or null" if self.optional else "")
+        if self.minimum == 0 and not self.open_min:
+            text = "a finite non-negative number"
+        elif self.minimum == 0:
+            text = "a finite positive number"
         elif self.minimum is not None:
-            text = f"a number {'>' if self.open_min else '>='} {self.minimum:g}"
+            text = f"a finite number {'>' if self.open_min else '>='} {self.minimum:g}"
         else:
-            text = "a number"
+            text = "a finite number"
+        if self.maximum is not None and (self.open_max or self.maximum < 1e15):
+            text += f" ({'below' if self.open_max else 'at most'} {self.maximum:g})"
         return text + (" or null" if self.optional else "")
 
 
@@ -226,7 +233,7 @@ class Names(Kind):
     def check(self, value: Any, where: str) -> tuple[str, ...]:
         items = [value] if isinstance(value, str) else value
         if not isinstance(items, (list, tuple)) or not all(isinstance(item, str) and item for item in items):
-            raise ConfigError(f"{where}: expected a list of {self.what}s, found {type_name(value)} {value!r}")
+            raise ConfigError(f"{where}: expected a list of strings ({self.what}s), found {type_name(value)} {value!r}")
         if self.non_empty and not items:
             raise ConfigError(f"{where}: expected at least one {self.what}, found an empty list")
         if self.allowed is not None:

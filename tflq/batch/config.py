@@ -237,6 +237,13 @@ def load_config(path: Path, overrides: Overrides = Overrides()) -> BatchConfig:
             raise ConfigError(f"{path}:{entry.value['path'].line}: path: model {model_path} does not exist")
         if overrides.modes:
             given[(ConvertOptions, "modes")] = _modes(list(overrides.modes), "--modes")
+        modes = given.get((ConvertOptions, "modes"), defaults.get((ConvertOptions, "modes"), _batch_default_modes()))
+        for key in ("skip_layers", "skip_ops"):
+            value = given.get((ConvertOptions, key), defaults.get((ConvertOptions, key)))
+            if value and not any(MODES[mode].selective for mode in modes):
+                takers = ", ".join(name_ for name_, mode in MODES.items() if mode.selective)
+                line = entry.value[key].line if key in entry.value else entry.line
+                raise ConfigError(f"{path}:{line}: model {name!r}: {key} applies to mode {takers}; add it to its modes")
         job = _merge(name, model_path, defaults, given, f"{path}:{entry.line}: model {name!r}")
         for section, key, data in (
             ("calibration", "data", job.convert.calibration), ("evaluation", "data", job.evaluation.data),
@@ -288,6 +295,10 @@ def load_config(path: Path, overrides: Overrides = Overrides()) -> BatchConfig:
             raise ConfigError(f"--only {unknown[0]!r}: no such model in {path}{_did_you_mean(unknown[0], seen)}; models: {', '.join(seen)}")
         jobs = [job for job in jobs if job.name in overrides.only]
     return BatchConfig(source=path, output_dir=output_dir, models=tuple(jobs), notes=notes)
+
+
+def _batch_default_modes() -> tuple[str, ...]:
+    return schema.batch_default(None, "modes")
 
 
 def _line_of(entry: dict[str, Located], section: str, tree: dict[str, Located]) -> int:
