@@ -90,7 +90,7 @@ def test_yaml_section_is_checked_against_the_same_declarations() -> None:
         opts.read_section(Example, {"samples": 0}, where)
     with pytest.raises(ConfigError, match=r"expected true or false, found a string 'yes'"):
         opts.read_section(Example, {"strict": "yes"}, where)
-    with pytest.raises(ConfigError, match=r"expected a number in \(0, 1\), found a number nan"):
+    with pytest.raises(ConfigError, match=r"expected a number between 0 and 1 \(exclusive\), found a number nan"):
         opts.read_section(Example, {"rate": float("nan")}, where)
     with pytest.raises(ConfigError, match="unknown key"):
         opts.read_section(Example, {"plain": 1}, where)  # undeclared fields are not settings
