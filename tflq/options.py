@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from tflq.errors import ConfigError
+from tflq.errors import ConfigError, UsageError
 
 T = TypeVar("T")
 
@@ -440,7 +440,7 @@ def _help_with_default(item: Declared) -> str:
     text = item.setting.help
     if isinstance(item.setting.kind, Flag) and not item.setting.kind.optional:
         return text if item.default is False else f"{text}  [default: on]"
-    if item.default is None and item.setting.shown_default is None:
+    if item.default in (None, ()) and item.setting.shown_default is None:
         return text
     return f"{text}  [default: {item.default_text}]"
 
@@ -497,6 +497,7 @@ def from_flags(options_class: type, parsed: dict[str, Any]) -> dict[str, Any]:
     or a YAML value below the CLI in precedence, stays). Comma-separated lists are split.
     """
     prefix = f"{options_class.__name__.lower()}__"
+    flags = {item.name: item.setting.flag for item in declared(options_class)}
     given: dict[str, Any] = {}
     for key in [key for key in parsed if key.startswith(prefix)]:
         value = parsed.pop(key)
@@ -504,7 +505,10 @@ def from_flags(options_class: type, parsed: dict[str, Any]) -> dict[str, Any]:
         if isinstance(value, tuple):
             if not value:
                 continue
+            raw = value
             value = tuple(part.strip() for item in value for part in item.split(",") if part.strip())
+            if not value:
+                raise UsageError(f"{flags.get(name)} {','.join(raw)!r}: expected one or more comma-separated names")
         if value is None:
             continue
         given[name] = value
