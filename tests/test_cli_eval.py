@@ -287,7 +287,7 @@ def test_convert_eval_measures_what_it_produced(samples_dir: Path, tmp_path: Pat
 def test_progress_bar_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     import io
 
-    from tflq.cli.app import _progress_reporter
+    from tflq.cli.common import progress_reporter as _progress_reporter
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:

@@ -102,7 +102,7 @@ def test_debug_bad_options_are_one_line_usage_errors_before_any_work(args, fragm
 @pytest.mark.parametrize(
     "args, fragment",
     [
-        (["--max-float-layers", "-1"], "--max-float-layers must be 0 or more, got -1"),
+        (["--max-float-layers", "-1"], "Invalid value for '--max-float-layers': -1 is not in the range 0<=x<=64"),
         (["--eval-samples", "0"], "--eval-samples must be at least 1, got 0"),
         (["--name", ""], "--name '': expected a plain file-name stem (omit --name for the model's name)"),
     ],

@@ -171,11 +171,10 @@ models:
 """,
     )
     cnn, plain = load_config(path).models
-    assert dict(cnn.qat) == {
-        "train_data": str(tmp_path / "data" / "train.npz"), "val_data": TEST, "epochs": 3, "batch_size": 32,
-        "learning_rate": 0.001, "loss": "sparse_categorical_crossentropy", "from_logits": True, "seed": 0,
-    }
-    assert QatOptions(**cnn.qat).epochs == 3  # what the batch child builds
+    assert cnn.convert.qat == QatOptions(
+        train_data=str(tmp_path / "data" / "train.npz"), val_data=TEST, epochs=3, batch_size=32,
+        learning_rate=0.001, loss="sparse_categorical_crossentropy", from_logits=True, seed=0,
+    )  # what the batch child converts with
     assert plain.modes == ("float32",)
 
 
@@ -226,7 +225,7 @@ def test_batch_key_covers_the_qat_settings(tmp_path):
                            f"    calibration: {{data: {TRAIN}}}\n    qat: {{train_data: {TRAIN}}}\n")
     (job,) = load_config(path).models
     qat_variant, int8_variant = Variant("qat", "int8"), Variant("int8", "int8")
-    changed = replace(job, qat={**job.qat, "epochs": 5})
+    changed = replace(job, convert=replace(job.convert, qat=replace(job.convert.qat, epochs=5)))
     assert conversion_key(job, qat_variant, "m") != conversion_key(changed, qat_variant, "m")
     assert conversion_key(job, int8_variant, "m") == conversion_key(changed, int8_variant, "m")
 

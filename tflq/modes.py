@@ -46,7 +46,12 @@ class Build(Protocol):
     """How the variants of a mode are made."""
 
     #: what the session must prepare for this build once per model: "calibration", "training" or nothing
-    needs: str | None
+    @property
+    def needs(self) -> str | None: ...
+
+    #: configures the public converter for the same result (the reference the tests compare a build with)
+    @property
+    def public_configure(self) -> Configure: ...
 
     def build(self, session: Session, settings: ModeSettings) -> bytes: ...
 
@@ -66,6 +71,10 @@ class ConverterBuild:
     def needs(self) -> str | None:
         return "calibration" if self.calibrated else None
 
+    @property
+    def public_configure(self) -> Configure:
+        return self.configure
+
     def build(self, session: Session, settings: ModeSettings) -> bytes:
         from tflq._tf import imports as _tf
 
@@ -80,8 +89,10 @@ class ConverterBuild:
 @dataclass(frozen=True)
 class RequantizeBuild:
     """Quantized from the model's one calibration (``_tf.calibrated.quantize``), as the public converter would
-    after calibrating: every I/O type, per-channel or per-tensor, layers left in float."""
+    after calibrating: every I/O type, per-channel or per-tensor, layers left in float. ``public_configure``
+    configures the public converter for the same result (the path ``tests/test_calibrated.py`` compares with)."""
 
+    public_configure: Configure
     needs: str | None = "calibration"
 
     def build(self, session: Session, settings: ModeSettings) -> bytes:
@@ -127,6 +138,11 @@ class Mode:
     build: Build
     settings: tuple[str, ...] = ()
     baseline: bool = False
+
+    @property
+    def configure(self) -> Configure:
+        """Configures a fresh public TFLiteConverter for this mode (what the faster builds are checked against)."""
+        return self.build.public_configure
 
     @property
     def calibrated(self) -> bool:
@@ -224,7 +240,7 @@ MODES: dict[str, Mode] = {
             "int8",
             "full integer: int8 weights and activations, calibrated (I/O float32, int8 or uint8)",
             (FLOAT_IO, "int8", "uint8"), "int8", "int8",
-            RequantizeBuild(),
+            RequantizeBuild(_full_integer("TFLITE_BUILTINS_INT8")),
             settings=("per_tensor", "allow_float_fallback", "skip_layers", "skip_ops"),
         ),
         Mode(

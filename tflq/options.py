@@ -519,10 +519,15 @@ def flags_given(options_class: type, parsed: Mapping[str, Any]) -> list[str]:
     """The flags of ``options_class`` the user gave, as written on the command line (for "applies only to" errors)."""
     prefix = f"{options_class.__name__.lower()}__"
     flags = {item.name: item.setting.flag for item in declared(options_class)}
+    kinds = {item.name: item.setting.kind for item in declared(options_class)}
+    defaults_of = {item.name: item.default for item in declared(options_class)}
     given = []
     for key, value in parsed.items():
         if key.startswith(prefix) and value not in (None, ()):
             flag = flags.get(key[len(prefix):])
+            kind = kinds.get(key[len(prefix):])
+            if flag and isinstance(kind, Flag) and (kind.optional or defaults_of.get(key[len(prefix):]) is True):
+                flag = f"{flag}/{flag.replace('--', '--no-', 1)}"
             if flag:
                 given.append(flag)
     return given

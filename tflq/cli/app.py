@@ -19,7 +19,7 @@ from tflq.cli.modes import modes_command
 from tflq.cli.run import run_command
 
 
-@click.group(cls=TflqGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group("tflq", cls=TflqGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="tflq")
 def main() -> None:
     """Convert TensorFlow/Keras models to quantized TensorFlow Lite models and measure which one to ship."""

@@ -47,6 +47,7 @@ class TflqGroup(click.Group):
 
     def main(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         standalone = kwargs.pop("standalone_mode", True)
+        kwargs.setdefault("prog_name", "tflq")
         try:
             code = super().main(*args, standalone_mode=False, **kwargs)
         except click.exceptions.UsageError as error:

@@ -116,10 +116,8 @@ def _refuse_unread(given: dict[str, Any], chosen: tuple[str, ...], flags: list[s
             flag = flag_of[name]
             if flag in flags:
                 why = " (the trained model decides the weight granularity)" if name == "per_tensor" else ""
-                raise UsageError(
-                    f"{flag} does not apply to mode(s) {', '.join(chosen)}{why}; it applies to "
-                    f"{', '.join(modes_reading(name))}"
-                )
+                asked = f"mode {chosen[0]}" if len(chosen) == 1 else f"modes {', '.join(chosen)}"
+                raise UsageError(f"{flag} does not apply to {asked}{why}; it applies to {', '.join(modes_reading(name))}")
 
 
 def _evaluate_conversion(result: Any, model: Path, eval_data: str, model_options: Any, *, quiet: bool) -> dict[str, Any]:
