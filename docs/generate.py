@@ -68,6 +68,14 @@ def yaml_reference() -> str:
     """The Markdown schema of a batch file (``tflq run``)."""
     from tflq.batch import config
 
+    if not hasattr(config, "schema_rows") or not hasattr(config, "SCHEMA_INTRO"):
+        # The schema API (tflq.batch.config.schema_rows / SCHEMA_INTRO) is being added with issue 10's settings
+        # rewrite. Until it exists, say so in the generated page instead of failing, so --check still runs.
+        return "\n".join([
+            HEADER, "# YAML batch file reference\n",
+            "Not generated yet: this page is written from `tflq.batch.config.schema_rows()`, which this version of",
+            "tflq does not have. Every key is described by hand in [the batch file](../batch.md#the-batch-file).",
+        ]) + "\n"
     lines = [HEADER, "# YAML batch file reference\n", config.SCHEMA_INTRO.strip() + "\n"]
     for title, rows in config.schema_rows():
         lines.append(f"## {title}\n")
