@@ -328,11 +328,12 @@ def test_complete_batch_files_load(tmp_path: Path) -> None:
 # --- 6. a few cheap examples, run verbatim ---------------------------------------------------------------------------
 
 
-def shown_output(page: str, command: str) -> list[str]:
-    """The lines of the block that follows the sh block holding ``command`` on ``page``."""
+def shown_output(page: str, command: str, whole_line: bool = False) -> list[str]:
+    """The lines of the block that follows the sh block holding ``command`` (or just it) on ``page``."""
     found = blocks(ROOT / page)
     for index, block in enumerate(found):
-        if block.lang == "sh" and any(line.strip().startswith(command) for line in block.text.splitlines()):
+        lines = [line.strip() for line in block.text.splitlines()]
+        if block.lang == "sh" and (lines == [command] if whole_line else any(x.startswith(command) for x in lines)):
             return found[index + 1].text.splitlines()
     raise AssertionError(f"{page}: no sh block with {command!r}")
 
@@ -364,13 +365,13 @@ def test_tflq_modes_prints_what_convert_md_shows() -> None:
 
 
 def _without_timings(line: str) -> str:
-    return re.sub(r"\d+\.\d+ s\b", "<t> s", line)
+    return " ".join(re.sub(r"\d+\.\d+ s\b", "<t> s", line).split())
 
 
 @pytest.mark.slow
 def test_float32_convert_inspect_as_the_docs_show(in_scratch_repo: Path) -> None:
     command = "tflq convert sample_models/digits_cnn.keras"
-    shown = shown_output("docs/convert.md", command + "  ")
+    shown = shown_output("docs/convert.md", command, whole_line=True)
     result = run_verbatim(command)
     assert result.exit_code == 0, result.output
     printed = [_without_timings(line) for line in result.output.splitlines()]
@@ -381,10 +382,13 @@ def test_float32_convert_inspect_as_the_docs_show(in_scratch_repo: Path) -> None
     shown = shown_output("docs/measure.md", command)
     result = run_verbatim(command)
     assert result.exit_code == 0, result.output
-    printed = result.output.splitlines()
+    printed = [" ".join(line.split()) for line in result.output.splitlines()]
     for line in shown:
-        if line.strip() and not line.startswith("..."):
-            assert line.rstrip() in [p.rstrip() for p in printed], (line, result.output)
+        expected = " ".join(line.split())
+        if expected.endswith("..."):  # shortened in the docs: the rest depends on the TensorFlow version
+            assert any(p.startswith(expected[:-3]) for p in printed), (line, result.output)
+        else:
+            assert expected in printed, (line, result.output)
 
 
 def test_batch_error_example_is_the_loaders_message(tmp_path: Path) -> None:
