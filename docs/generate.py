@@ -44,7 +44,8 @@ def cli_reference() -> str:
     from tflq.cli.app import main
 
     context = click.Context(main, info_name="tflq")
-    lines = [HEADER, "# CLI reference\n", "Every command takes `-h`/`--help`. Exit codes: see [exit codes](../exit-codes.md).\n"]
+    intro = "Every command takes `-h`/`--help`. Exit codes: see [exit codes](../exit-codes.md).\n"
+    lines = [HEADER, "# CLI reference\n", intro]
     for name in main.list_commands(context):
         command = main.get_command(context, name)
         assert command is not None
@@ -81,7 +82,8 @@ def yaml_reference() -> str:
         lines.append(f"## {title}\n")
         lines.append("| key | type | default | meaning |\n|---|---|---|---|")
         for row in rows:
-            lines.append(f"| `{row['yaml']}` | {_escape(row['type'])} | {_escape(row['default'])} | {_escape(row['meaning'])} |")
+            cells = [f"`{row['yaml']}`", _escape(row["type"]), _escape(row["default"]), _escape(row["meaning"])]
+            lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 

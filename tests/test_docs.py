@@ -118,7 +118,8 @@ def _generate_module():
 def test_generated_reference_is_up_to_date() -> None:
     for path, text in _generate_module().generated().items():
         assert path.exists(), f"{path.relative_to(ROOT)} is missing: run python docs/generate.py"
-        assert path.read_text(encoding="utf-8") == text, f"{path.relative_to(ROOT)} is stale: run python docs/generate.py"
+        stale = f"{path.relative_to(ROOT)} is stale: run python docs/generate.py"
+        assert path.read_text(encoding="utf-8") == text, stale
 
 
 # --- 2. links and anchors ----------------------------------------------------------------------------------------
@@ -304,7 +305,8 @@ def test_yaml_blocks_use_only_schema_keys() -> None:
     assert found
     bad = []
     for block in found:
-        bad += [f"{block.page.relative_to(ROOT)}:{block.line}: {key}" for key in unknown_keys(yaml.safe_load(block.text))]
+        where = f"{block.page.relative_to(ROOT)}:{block.line}"
+        bad += [f"{where}: {key}" for key in unknown_keys(yaml.safe_load(block.text))]
     assert not bad, "keys the batch-file schema does not have: " + ", ".join(bad)
     assert unknown_keys({"defaults": {"calibration": {"sampels": 3}}, "modelz": []}) == [
         "modelz", "defaults.calibration.sampels"
@@ -411,3 +413,17 @@ def test_batch_error_example_is_the_loaders_message(tmp_path: Path) -> None:
     prefix = shown.group(2).split("...")[0]
     assert message.startswith(f"configs/x.yaml:{shown.group(1)}: {prefix}"), message
 
+
+
+def test_architecture_names_every_private_call_outside_tf() -> None:
+    """docs/architecture.md lists the modules outside tflq/_tf/ that still touch private TF/LiteRT APIs."""
+    private = re.compile(r"\._get_ops_details\(|\._interpreter\.|tensorflow\.python\b|tensorflow\.lite\.python\b")
+    offenders = {
+        str(path.relative_to(ROOT / "tflq"))
+        for path in (ROOT / "tflq").rglob("*.py")
+        if "_tf" not in path.relative_to(ROOT / "tflq").parts and private.search(path.read_text(encoding="utf-8"))
+    }
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    section = text[text.index("## The `_tf/` rule"):text.index("## Old module -> new module")]
+    named = set(re.findall(r"`((?:convert|debug|qat|measure|model|batch|report|cli)/\w+\.py)`", section))
+    assert named == offenders, f"docs/architecture.md names {sorted(named)}; the code has {sorted(offenders)}"
