@@ -427,3 +427,50 @@ def test_architecture_names_every_private_call_outside_tf() -> None:
     section = text[text.index("## The `_tf/` rule"):text.index("## Old module -> new module")]
     named = set(re.findall(r"`((?:convert|debug|qat|measure|model|batch|report|cli)/\w+\.py)`", section))
     assert named == offenders, f"docs/architecture.md names {sorted(named)}; the code has {sorted(offenders)}"
+
+
+# Named in the docs on purpose without existing: each page says so next to the name.
+NOT_IN_THE_CODE = {
+    "configs/example.yaml",  # docs/batch.md: "This file is not shipped"
+    "configs/x.yaml",  # docs/batch.md: the file of an example error message
+    "tflq.batch.config.schema_rows",  # the YAML reference's future source (docs/development.md says so)
+    "tflq/TensorFlow",  # examples/README.md: "tflq/TensorFlow versions", prose
+}
+
+
+def _resolves(dotted: str) -> bool:
+    import importlib
+
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            target = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for name in parts[cut:]:
+            if not hasattr(target, name):
+                return False
+            target = getattr(target, name)
+        return True
+    return False
+
+
+def test_every_python_name_and_file_path_in_the_docs_exists() -> None:
+    """`tflq.x.y` names (modules, classes, functions) and repository file paths written in the pages exist."""
+    missing = []
+    for page in PAGES:
+        text = page.read_text(encoding="utf-8")
+        if page.name == "architecture.md":  # the old -> new table: the old paths are gone, the new ones must exist
+            text, _, table = text.partition("## Old module -> new module")
+            for row in re.findall(r"^\| `tflq/[^|]*\| `(tflq/[\w/]+\.py)` \|$", table, flags=re.M):
+                if not (ROOT / row).exists():
+                    missing.append(f"{page.relative_to(ROOT)}: {row}")
+        for dotted in set(re.findall(r"(?<![\w/.])tflq(?:\.[A-Za-z_]\w*)+", text)):
+            is_file_name = dotted.endswith((".yaml", ".tflite", ".keras", ".md", ".json"))  # tflq.yaml
+            if not is_file_name and dotted not in NOT_IN_THE_CODE and not _resolves(dotted):
+                missing.append(f"{page.relative_to(ROOT)}: {dotted}")
+        folders = r"(?:tflq|tests|tools|benchmarks|sample_models|configs)"
+        for path in set(re.findall(r"(?<![\w/.])(" + folders + r"/[\w/.-]*\w)(?![\w<])", text)):
+            if path not in NOT_IN_THE_CODE and not (ROOT / path).exists():
+                missing.append(f"{page.relative_to(ROOT)}: {path}")
+    assert not missing, "named in the docs, missing in the code: " + ", ".join(sorted(missing))
