@@ -474,3 +474,41 @@ def test_every_python_name_and_file_path_in_the_docs_exists() -> None:
             if path not in NOT_IN_THE_CODE and not (ROOT / path).exists():
                 missing.append(f"{page.relative_to(ROOT)}: {path}")
     assert not missing, "named in the docs, missing in the code: " + ", ".join(sorted(missing))
+
+
+PAGE_COMMAND = {"convert.md": "convert", "batch.md": "run", "measure.md": "eval", "debug.md": "debug"}
+
+
+def option_tables() -> dict[str, set[str]]:
+    """{command: the flags in the first column of its option tables}, a table belonging to the command its nearest
+    heading names (``## `tflq auto` ``), else to its page's command."""
+    found: dict[str, set[str]] = {}
+    for page in PAGES:
+        if page.name not in PAGE_COMMAND:
+            continue
+        command = PAGE_COMMAND[page.name]
+        for line in prose(page).splitlines():
+            heading = re.match(r"^#{1,6} .*?tflq (\w+)", line)
+            if heading and heading.group(1) in commands():
+                command = heading.group(1)
+            elif line.startswith("## "):
+                command = PAGE_COMMAND[page.name]
+            row = re.match(r"^\| ([^|]*(?:\\\|[^|]*)*) \|", line)
+            if row and "--" in row.group(1) and line.count("|") >= 4:
+                found.setdefault(command, set()).update(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", row.group(1)))
+    return found
+
+
+def test_option_tables_match_their_command() -> None:
+    """Each command's option table lists only its own options, and all of them."""
+    problems = []
+    tables = option_tables()
+    for name, command in commands().items():
+        own = {flag for flag in flags_of(command) if flag.startswith("--")} - {"--help"}
+        if name not in tables:
+            if own:
+                problems.append(f"tflq {name}: no option table")
+            continue
+        problems += [f"tflq {name}: table has {flag}, the command does not" for flag in sorted(tables[name] - own)]
+        problems += [f"tflq {name}: {flag} is not in its table" for flag in sorted(own - tables[name])]
+    assert not problems, "\n".join(problems)
