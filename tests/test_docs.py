@@ -512,3 +512,15 @@ def test_option_tables_match_their_command() -> None:
         problems += [f"tflq {name}: table has {flag}, the command does not" for flag in sorted(tables[name] - own)]
         problems += [f"tflq {name}: {flag} is not in its table" for flag in sorted(own - tables[name])]
     assert not problems, "\n".join(problems)
+
+
+def test_batch_key_table_lists_every_yaml_key() -> None:
+    """docs/batch.md's key table has every key of the schema (but the defaults/models containers), only those."""
+    top, entry, sections = schema()
+    expected = (top - {"defaults", "models"}) | (entry - set(sections))
+    expected |= {f"{section}.{key}" for section, keys in sections.items() for key in keys}
+    text = prose(ROOT / "docs" / "batch.md")
+    table = text[text.index("| key | value | built-in default | meaning |"):]
+    table = table[:table.index("\n\n")]
+    documented = set(re.findall(r"^\| `([\w.]+)` \|", table, flags=re.M))
+    assert documented == expected, (sorted(documented - expected), sorted(expected - documented))
