@@ -269,9 +269,21 @@ def schema() -> tuple[set[str], set[str], dict[str, set[str]]]:
     """(top-level keys, keys of defaults: and model entries, {section: its keys}) read from the code."""
     from tflq.batch import config
 
-    top = set(config.TOP_LEVEL)
-    sections = {name: set(fields) for name, fields in config.SECTIONS.items()}
-    entry = set(config.SETTINGS) | set(config.MODEL_FIELDS) | set(sections)
+    if hasattr(config, "SECTIONS"):  # the schema tables of tflq/batch/config.py
+        top = set(config.TOP_LEVEL)
+        sections = {name: set(fields) for name, fields in config.SECTIONS.items()}
+        entry = set(config.SETTINGS) | set(config.MODEL_FIELDS) | set(sections)
+        return top, entry, sections
+    # Issue 10's schema API: rows whose "yaml" is a key, "section.key" inside a section.
+    assert hasattr(config, "schema_rows"), "tflq.batch.config has neither SECTIONS nor schema_rows(): update schema()"
+    keys = {row["yaml"] for _, rows in config.schema_rows() for row in rows}
+    sections = {}
+    for key in keys:
+        if "." in key:
+            section, _, sub = key.partition(".")
+            sections.setdefault(section, set()).add(sub)
+    top = {"output_dir", "defaults", "models"}
+    entry = {key for key in keys if "." not in key} - {"output_dir"} | set(sections)
     return top, entry, sections
 
 
