@@ -44,7 +44,8 @@ def cli_reference() -> str:
     from tflq.cli.app import main
 
     context = click.Context(main, info_name="tflq")
-    lines = [HEADER, "# CLI reference\n", "Every command takes `-h`/`--help`. Exit codes: see [exit codes](../exit-codes.md).\n"]
+    intro = "Every command takes `-h`/`--help`. Exit codes: see [exit codes](../exit-codes.md).\n"
+    lines = [HEADER, "# CLI reference\n", intro]
     for name in main.list_commands(context):
         command = main.get_command(context, name)
         assert command is not None
@@ -68,12 +69,21 @@ def yaml_reference() -> str:
     """The Markdown schema of a batch file (``tflq run``)."""
     from tflq.batch import config
 
+    if not hasattr(config, "schema_rows") or not hasattr(config, "SCHEMA_INTRO"):
+        # The schema API (tflq.batch.config.schema_rows / SCHEMA_INTRO) is being added with issue 10's settings
+        # rewrite. Until it exists, say so in the generated page instead of failing, so --check still runs.
+        return "\n".join([
+            HEADER, "# YAML batch file reference\n",
+            "Not generated yet: this page is written from `tflq.batch.config.schema_rows()`, which this version of",
+            "tflq does not have. Every key is described by hand in [the batch file](../batch.md#the-batch-file).",
+        ]) + "\n"
     lines = [HEADER, "# YAML batch file reference\n", config.SCHEMA_INTRO.strip() + "\n"]
     for title, rows in config.schema_rows():
         lines.append(f"## {title}\n")
         lines.append("| key | type | default | meaning |\n|---|---|---|---|")
         for row in rows:
-            lines.append(f"| `{row['yaml']}` | {_escape(row['type'])} | {_escape(row['default'])} | {_escape(row['meaning'])} |")
+            cells = [f"`{row['yaml']}`", _escape(row["type"]), _escape(row["default"]), _escape(row["meaning"])]
+            lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 
