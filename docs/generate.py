@@ -67,22 +67,15 @@ def cli_reference() -> str:
 
 def yaml_reference() -> str:
     """The Markdown schema of a batch file (``tflq run``)."""
-    from tflq.batch import config
+    from tflq.batch import schema
 
-    if not hasattr(config, "schema_rows") or not hasattr(config, "SCHEMA_INTRO"):
-        # The schema API (tflq.batch.config.schema_rows / SCHEMA_INTRO) is being added with issue 10's settings
-        # rewrite. Until it exists, say so in the generated page instead of failing, so --check still runs.
-        return "\n".join([
-            HEADER, "# YAML batch file reference\n",
-            "Not generated yet: this page is written from `tflq.batch.config.schema_rows()`, which this version of",
-            "tflq does not have. Every key is described by hand in [the batch file](../batch.md#the-batch-file).",
-        ]) + "\n"
-    lines = [HEADER, "# YAML batch file reference\n", config.SCHEMA_INTRO.strip() + "\n"]
-    for title, rows in config.schema_rows():
+    lines = [HEADER, "# YAML batch file reference\n", schema.SCHEMA_INTRO.strip() + "\n"]
+    for title, rows in schema.schema_rows():
         lines.append(f"## {title}\n")
-        lines.append("| key | type | default | meaning |\n|---|---|---|---|")
+        lines.append("| key | type | default | flag | meaning |\n|---|---|---|---|---|")
         for row in rows:
-            cells = [f"`{row['yaml']}`", _escape(row["type"]), _escape(row["default"]), _escape(row["meaning"])]
+            flag = f"`{row['flag']}`" if row["flag"] else ""
+            cells = [f"`{row['yaml']}`", _escape(row["type"]), _escape(row["default"]), flag, _escape(row["meaning"])]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"

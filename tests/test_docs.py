@@ -267,16 +267,9 @@ def test_the_parser_check_can_fail() -> None:
 
 def schema() -> tuple[set[str], set[str], dict[str, set[str]]]:
     """(top-level keys, keys of defaults: and model entries, {section: its keys}) read from the code."""
-    from tflq.batch import config
+    from tflq.batch import schema as batch_schema
 
-    if hasattr(config, "SECTIONS"):  # the schema tables of tflq/batch/config.py
-        top = set(config.TOP_LEVEL)
-        sections = {name: set(fields) for name, fields in config.SECTIONS.items()}
-        entry = set(config.SETTINGS) | set(config.MODEL_FIELDS) | set(sections)
-        return top, entry, sections
-    # Issue 10's schema API: rows whose "yaml" is a key, "section.key" inside a section.
-    assert hasattr(config, "schema_rows"), "tflq.batch.config has neither SECTIONS nor schema_rows(): update schema()"
-    keys = {row["yaml"] for _, rows in config.schema_rows() for row in rows}
+    keys = {row["yaml"] for _, rows in batch_schema.schema_rows() for row in rows}
     sections = {}
     for key in keys:
         if "." in key:
@@ -445,7 +438,7 @@ def test_architecture_names_every_private_call_outside_tf() -> None:
 NOT_IN_THE_CODE = {
     "configs/example.yaml",  # docs/batch.md: "This file is not shipped"
     "configs/x.yaml",  # docs/batch.md: the file of an example error message
-    "tflq.batch.config.schema_rows",  # the YAML reference's future source (docs/development.md says so)
+    "tflq.batch.schema.schema_rows",  # the YAML reference's source
     "tflq/TensorFlow",  # examples/README.md: "tflq/TensorFlow versions", prose
 }
 

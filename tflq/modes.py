@@ -101,6 +101,7 @@ class RequantizeBuild:
         return _calibrated.quantize(
             session.calibrated_model(), io_type=settings.io_type, per_tensor=settings.per_tensor,
             denylisted_nodes=settings.float_nodes,
+            dense_per_tensor=settings.options is not None and settings.options.dense_per_tensor,
         )
 
 
@@ -186,9 +187,15 @@ def _float32(converter: Any, tf: Any, settings: ModeSettings) -> None:
     del converter, tf, settings  # the baseline: no optimization
 
 
+def _dense_per_tensor(converter: Any, settings: ModeSettings) -> None:
+    if settings.options is not None and settings.options.dense_per_tensor:
+        converter._experimental_disable_per_channel_quantization_for_dense_layers = True
+
+
 def _dynamic(converter: Any, tf: Any, settings: ModeSettings) -> None:
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter._experimental_disable_per_channel = settings.per_tensor
+    _dense_per_tensor(converter, settings)
 
 
 def _float16(converter: Any, tf: Any, settings: ModeSettings) -> None:
@@ -209,6 +216,7 @@ def _full_integer(ops_set: str) -> Configure:
         converter.inference_input_type = getattr(tf, settings.io_type)
         converter.inference_output_type = getattr(tf, settings.io_type)
         converter._experimental_disable_per_channel = settings.per_tensor
+        _dense_per_tensor(converter, settings)
 
     return configure
 
@@ -235,13 +243,13 @@ MODES: dict[str, Mode] = {
         Mode("float16", "float16 weights, float32 compute (half the size, GPU-friendly)", (FLOAT_IO,), "float16", None,
              ConverterBuild(_float16)),
         Mode("dynamic", "dynamic range: int8 weights, activations quantized on the fly", (FLOAT_IO,), "int8", None,
-             ConverterBuild(_dynamic), settings=("per_tensor",)),
+             ConverterBuild(_dynamic), settings=("per_tensor", "dense_per_tensor")),
         Mode(
             "int8",
             "full integer: int8 weights and activations, calibrated (I/O float32, int8 or uint8)",
             (FLOAT_IO, "int8", "uint8"), "int8", "int8",
             RequantizeBuild(_full_integer("TFLITE_BUILTINS_INT8")),
-            settings=("per_tensor", "allow_float_fallback", "skip_layers", "skip_ops"),
+            settings=("per_tensor", "allow_float_fallback", "dense_per_tensor", "skip_layers", "skip_ops"),
         ),
         Mode(
             "qat",
@@ -256,7 +264,7 @@ MODES: dict[str, Mode] = {
             "int16 activations, int8 weights, calibrated (more accurate than int8; reference kernels on CPU)",
             (FLOAT_IO, "int16"), "int8", "int16",
             ConverterBuild(_full_integer("EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8"), calibrated=True),
-            settings=("per_tensor", "allow_float_fallback"),
+            settings=("per_tensor", "allow_float_fallback", "dense_per_tensor"),
         ),
     )
 }

@@ -446,16 +446,20 @@ def _help_with_default(item: Declared) -> str:
 
 
 def click_options(
-    options_class: type, *, names: Sequence[str] | None = None
+    options_class: type, *, names: Sequence[str] | None = None, exclude: Sequence[str] = ()
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """A decorator adding one click option per declared setting with a flag (only ``names`` when given).
+    """A decorator adding one click option per declared setting with a flag (only ``names`` when given, none of
+    ``exclude``: a command that takes "every other setting" picks up a new declaration by itself).
 
     Every option's click default is None, so :func:`from_flags` can tell a flag the user gave from one left at
     its declared default (the help text shows the declared default).
     """
     import click
 
-    items = [item for item in declared(options_class) if item.setting.flag and (names is None or item.name in names)]
+    items = [
+        item for item in declared(options_class)
+        if item.setting.flag and (names is None or item.name in names) and item.name not in exclude
+    ]
 
     def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
         for item in reversed(items):

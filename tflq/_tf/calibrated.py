@@ -59,8 +59,11 @@ def quantize(
     per_tensor: bool,
     denylisted_nodes: Sequence[str] = (),
     denylisted_ops: Sequence[str] = (),
+    dense_per_tensor: bool = False,
 ) -> bytes:
-    """Quantize a calibrated model to int8 activations; ``io_type`` is the model I/O dtype name.
+    """Quantize a calibrated model to int8 activations; ``io_type`` is the model I/O dtype name; ``dense_per_tensor``
+    gives FULLY_CONNECTED weights one scale (the public converter's
+    ``_experimental_disable_per_channel_quantization_for_dense_layers``).
 
     ``denylisted_nodes``/``denylisted_ops`` stay in float: selective quantization.
     """
@@ -77,6 +80,7 @@ def quantize(
         output_data_type=io_dtype,
         denylisted_ops=list(denylisted_ops) or None,
         denylisted_nodes=list(denylisted_nodes) or None,
+        disable_per_channel_for_dense_layers=dense_per_tensor,
     )
     return bytes(tf_lite._deduplicate_readonly_buffers(model))
 

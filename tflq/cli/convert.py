@@ -30,7 +30,7 @@ from tflq.qat.training import QatOptions
 @click.option("--all-modes", is_flag=True, help="Every mode of the registry except the training ones (they need data).")
 @opts.click_options(ConvertOptions, names=["io_types", "calibration", "calibration_samples"])
 @opts.click_options(ImageOptions)
-@opts.click_options(ConvertOptions, names=["per_tensor", "allow_float_fallback", "skip_layers", "skip_ops"])
+@opts.click_options(ConvertOptions, exclude=["modes", "io_types", "calibration", "calibration_samples"])
 @click.option("-o", "--output-dir", type=click.Path(), default="build", show_default=True, help="Where outputs go.")
 @click.option("--name", help="Output file-name stem (default: the model's name).")
 @opts.click_options(ModelOptions)

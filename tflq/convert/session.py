@@ -68,6 +68,10 @@ class ConvertOptions:
         False, opts.Flag(), "integer modes: keep ops without an integer kernel in float, and say which",
         flag="--allow-float-fallback",
     )
+    dense_per_tensor: bool = opts.setting(
+        False, opts.Flag(), "per-tensor weights for Dense (FULLY_CONNECTED) layers only; convolutions stay per-channel",
+        flag="--dense-per-tensor",
+    )
     skip_layers: tuple[str, ...] = opts.setting(
         (), opts.Names(what="layer name"), "selective quantization: keep these Keras layers in float",
         flag="--skip-layers",
