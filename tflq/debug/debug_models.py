@@ -80,7 +80,7 @@ class _Accumulator:
         live = self.channel_signal > 0
         if not np.any(live):
             return None
-        values = [_sqnr_db(s, n) for s, n in zip(self.channel_signal[live], self.channel_noise[live])]
+        values = [_sqnr_db(s, n) for s, n in zip(self.channel_signal[live], self.channel_noise[live], strict=True)]
         median = float(np.median([math.inf if v is None else v for v in values]))
         return None if math.isinf(median) else median
 
@@ -152,7 +152,7 @@ class _DebugRun:
         float_op = self.defining.get(verify["inputs"][1])
         if float_op is None or float_op is quantized_op:
             return None
-        for quantized_index, float_index in zip(quantized_op["inputs"], float_op["inputs"]):
+        for quantized_index, float_index in zip(quantized_op["inputs"], float_op["inputs"], strict=False):
             if quantized_index < 0 or float_index < 0:
                 continue
             detail = self.tensors.get(quantized_index)

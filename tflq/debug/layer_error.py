@@ -278,11 +278,11 @@ def measure_ops(
 
     whole_by_op = {
         model_op.index: whole.stats[op["index"]]
-        for op, model_op in zip(whole.verify, _match_ops(names(whole), model_ops))
+        for op, model_op in zip(whole.verify, _match_ops(names(whole), model_ops), strict=True)
         if model_op is not None
     }
     errors = []
-    for op, model_op in zip(own.verify, _match_ops(names(own), model_ops)):
+    for op, model_op in zip(own.verify, _match_ops(names(own), model_ops), strict=True):
         stats = own.stats[op["index"]]
         quantized = own.tensors[op["inputs"][0]]
         scale, zero_point = quantized["quantization"]

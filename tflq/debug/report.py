@@ -96,7 +96,7 @@ def rich_table(report: DebugReport) -> Any:
 
     table = Table(title="int8 quantization error per op (SQNR in dB), most sensitive first", title_justify="left",
                   box=box.SIMPLE_HEAD, pad_edge=False)
-    for header, short in zip(HEADERS, SHORT_HEADERS):
+    for header, short in zip(HEADERS, SHORT_HEADERS, strict=True):
         text_column = header in ("layer", "op", "top-1 with layer in float")
         table.add_column(short, justify="left" if text_column else "right", no_wrap=header in ("layer", "op"))
     for row in _table_rows(report):
@@ -179,7 +179,7 @@ def plot_sqnr(report: DebugReport, path: Path) -> None:
     width = min(40.0, max(7.0, (0.62 if long_labels else 0.5) * len(ops) + 3.0))
     figure, axes = plt.subplots(figsize=(width, 5.6), dpi=110)
     highlighted = [ranks.get(op.tensor, 10**6) <= HIGHLIGHTED for op in ops]
-    colors = ["#d62728" if ranks.get(op.tensor) == 1 else "#f4a582" if flag else "#8da0cb" for op, flag in zip(ops, highlighted)]
+    colors = ["#d62728" if ranks.get(op.tensor) == 1 else "#f4a582" if flag else "#8da0cb" for op, flag in zip(ops, highlighted, strict=True)]
     axes.bar(
         positions, [shown(op.sensitivity if math.isfinite(op.sensitivity) else None) - bottom for op in ops],
         bottom=bottom, width=0.62, color=colors,
@@ -190,7 +190,7 @@ def plot_sqnr(report: DebugReport, path: Path) -> None:
               label="median channel SQNR")
     axes.plot(positions, [shown(op.accumulated_sqnr_db) for op in ops], "o-", color="#2ca02c", markersize=4,
               linewidth=1.2, label="accumulated SQNR (from the model input)")
-    for position, op, flag in zip(positions, ops, highlighted):
+    for position, op, flag in zip(positions, ops, highlighted, strict=True):
         height = max(shown(value) for value in (op.sqnr_db, op.channel_sqnr_db, op.accumulated_sqnr_db))
         note = []
         if flag:

@@ -7,8 +7,9 @@ alone, a warm-up of at least ``warmup_runs`` runs and ``warmup_seconds``, then a
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 

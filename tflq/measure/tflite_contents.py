@@ -176,7 +176,7 @@ def _summarize(schema: Any, model: Any, content: bytes) -> FlatbufferSummary:
         tensors = [subgraph.Tensors(position) for position in range(subgraph.TensorsLength())]
         tensor_types = [type_names.get(tensor.Type(), f"type_{tensor.Type()}") for tensor in tensors]
         constant = [0 < tensor.Buffer() < len(buffer_sizes) and buffer_sizes[tensor.Buffer()] > 0 for tensor in tensors]
-        for tensor, tensor_type, is_constant in zip(tensors, tensor_types, constant):
+        for tensor, tensor_type, is_constant in zip(tensors, tensor_types, constant, strict=True):
             if is_constant and tensor.Buffer() not in counted_buffers:
                 counted_buffers.add(tensor.Buffer())
                 weight_bytes[tensor_type] += buffer_sizes[tensor.Buffer()]

@@ -217,12 +217,12 @@ def _check_sample(source: str, spec: TensorSpec, value: Any, index: int) -> np.n
     where = f"{source}: input {spec.name!r}, sample {index}"
     if array.ndim == len(expected) + 1 and array.shape[0] == 1:
         array = array[0]
-    if array.ndim != len(expected) or any(e is not None and e != f for e, f in zip(expected, array.shape)):
+    if array.ndim != len(expected) or any(e is not None and e != f for e, f in zip(expected, array.shape, strict=True)):
         want = "(" + ", ".join("?" if e is None else str(e) for e in expected) + ")"
         if (
             array.ndim == len(expected)
             and len(expected) >= 3
-            and array.shape[:-1] == tuple(e if e is not None else f for e, f in zip(expected[:-1], array.shape[:-1]))
+            and array.shape[:-1] == tuple(e if e is not None else f for e, f in zip(expected[:-1], array.shape[:-1], strict=True))
         ):
             raise DataError(f"{where}: expected {expected[-1]} channels (shape {want}), found {array.shape[-1]} (shape {array.shape})")
         raise DataError(f"{where}: expected shape {want} per sample, found {tuple(array.shape)}")
@@ -458,7 +458,7 @@ def _function(spec: str, inputs: Sequence[TensorSpec], outputs: Sequence[TensorS
             elif isinstance(sample, (list, tuple)):
                 if len(sample) != len(names):
                     raise DataError(f"{spec}: sample {index} has {len(sample)} arrays, the model has {len(names)} inputs {names}")
-                yield dict(zip(names, sample)), {}
+                yield dict(zip(names, sample, strict=True)), {}
             elif len(names) == 1:
                 yield {names[0]: sample}, {}
             else:

@@ -280,8 +280,10 @@ def unroll_recurrent(model: Any, source: Path) -> Any:
     probe = [rng.random((2, *t.shape[1:]), dtype=np.float32).astype(t.dtype) for t in model.inputs]
     probe_arg = _inputs_as_built(model, probe)
     before, after = model(probe_arg, training=False), rebuilt(probe_arg, training=False)
-    flat = zip(keras.tree.flatten(before), keras.tree.flatten(after))
-    if any(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) > 1e-5 for a, b in flat):
+    flat_before, flat_after = keras.tree.flatten(before), keras.tree.flatten(after)
+    if len(flat_before) != len(flat_after) or any(
+        float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) > 1e-5 for a, b in zip(flat_before, flat_after, strict=True)
+    ):
         raise ModelLoadError(f"{source}: unrolling recurrent layer(s) {', '.join(sorted(names))} changed the outputs")
     log.info("%s: recurrent layer(s) %s unrolled for TFLite (same outputs, plain ops)", source, ", ".join(sorted(names)))
     return rebuilt
@@ -299,14 +301,14 @@ def export_keras_model(model: Any, source: Path, export_dir: Path) -> ExportedMo
         raise ModelLoadError(f"{source}: the model's input or output names are not unique: {input_names} {output_names}")
     input_specs = [
         tf.TensorSpec([None, *tensor.shape[1:]], tensor.dtype, name=name)
-        for name, tensor in zip(input_names, model.inputs)
+        for name, tensor in zip(input_names, model.inputs, strict=True)
     ]
     def serve(*args: Any) -> dict[str, Any]:
         outputs = model(_inputs_as_built(model, list(args)), training=False)
         if isinstance(outputs, dict):
             return {name: outputs[name] for name in output_names}
         if isinstance(outputs, (list, tuple)):
-            return dict(zip(output_names, outputs))
+            return dict(zip(output_names, outputs, strict=True))
         return {output_names[0]: outputs}
 
     try:
@@ -325,7 +327,7 @@ def export_keras_model(model: Any, source: Path, export_dir: Path) -> ExportedMo
     # The interface is known from the specs the export was made with: no need to load the SavedModel back.
     outputs = tuple(
         TensorSpec(name=name, shape=(None, *(None if d is None else int(d) for d in tensor.shape[1:])), dtype=_dtype_name(tensor.dtype))
-        for name, tensor in zip(output_names, model.outputs)
+        for name, tensor in zip(output_names, model.outputs, strict=True)
     )
     inputs = tuple(_spec_from_tf(spec.name, spec) for spec in input_specs)
     return ExportedModel(

@@ -121,7 +121,7 @@ class _Builder:
         import tf_keras
 
         inputs = []
-        for tensor, input_layer in zip(model.inputs, _input_layers(model)):
+        for tensor, input_layer in zip(model.inputs, _input_layers(model), strict=True):
             config = input_layer.get_config()
             if config.get("sparse") or config.get("ragged"):
                 raise QatError(f"input '{input_layer.name}' is sparse or ragged: QAT supports dense inputs only")
@@ -147,7 +147,7 @@ class _Builder:
     def _walk_functional(self, model: Any, inputs: list[Any], training: bool | None) -> list[Any]:
         config = model.get_config()
         tensors: dict[tuple[str, int, int], Any] = {}
-        for ref, tensor in zip(_refs(config["input_layers"]), inputs):
+        for ref, tensor in zip(_refs(config["input_layers"]), inputs, strict=True):
             tensors[ref] = tensor
         pending = [
             (entry, node_index, node)
@@ -362,9 +362,9 @@ def _copy_weights(pair: LayerPair) -> None:
     source_names = [_short_name(v) for v in sources]
     twin_names = [_short_name(v) for v in twins]
     if len(set(source_names)) == len(source_names) and sorted(source_names) == sorted(twin_names):
-        by_name = {name: variable for name, variable in zip(source_names, sources)}
+        by_name = {name: variable for name, variable in zip(source_names, sources, strict=True)}
         sources = [by_name[name] for name in twin_names]
-    for source, twin in zip(sources, twins):
+    for source, twin in zip(sources, twins, strict=True):
         value = np.asarray(source)
         if tuple(value.shape) != tuple(twin.shape):
             raise ConversionError(
@@ -435,8 +435,10 @@ def verify_twin(model: Any, twin: Any, pairs: list[LayerPair], *, sample_inputs:
     feed = inputs[0] if len(inputs) == 1 else inputs
     expected = _flat_numpy(model(_structured(model, inputs), training=False))
     found = _flat_numpy(twin(feed, training=False))
+    if len(expected) != len(found):
+        raise ConversionError(f"the model has {len(expected)} outputs in Keras 3 but {len(found)} in tf_keras")
     worst = 0.0
-    for index, (want, got) in enumerate(zip(expected, found)):
+    for index, (want, got) in enumerate(zip(expected, found, strict=True)):
         if want.shape != got.shape:
             raise ConversionError(f"output {index} has shape {want.shape} in Keras 3 but {got.shape} in tf_keras")
         difference = float(np.max(np.abs(want.astype(np.float64) - got))) if want.size else 0.0
@@ -477,7 +479,9 @@ def _first_differing_layer(model: Any, twin: Any, pairs: list[LayerPair], feed: 
             got = _flat_numpy(tf_keras.Model(twin.inputs, pair.twin.output)(feed, training=False))
         except Exception:  # a layer we cannot probe on its own: try the next one
             continue
-        for expected, found in zip(want, got):
+        if len(want) != len(got):
+            return f"'{source.name}' ({type(source).__name__})"
+        for expected, found in zip(want, got, strict=True):
             scale = max(1.0, float(np.max(np.abs(expected)))) if expected.size else 1.0
             if expected.shape != found.shape or float(np.max(np.abs(expected - found))) > atol * scale:
                 return f"'{source.name}' ({type(source).__name__})"

@@ -140,8 +140,12 @@ def _h5_config(source: Path) -> tuple[str, dict[str, Any]]:
         raise ModelLoadError(f"{source}: not a readable HDF5 file ({_one_line(error)})") from error
     if config is None:
         raise ModelLoadError(f"{source}: HDF5 file without a model config (weights only?); QAT needs a whole model")
-    decode = (lambda value: value.decode() if isinstance(value, bytes) else str(value))
-    return decode(version), json.loads(decode(config))
+    return _decoded(version), json.loads(_decoded(config))
+
+
+def _decoded(value: Any) -> str:
+    """An HDF5 attribute as text (h5py returns bytes or str depending on how the file was written)."""
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _scan_layers(config: Any, source: Path) -> None:
@@ -196,7 +200,6 @@ def prepare_qat(model: Any) -> Any:
     Raises :class:`QatError` naming the first layer tfmot cannot quantize (GRU, LSTM, Lambda, nested models...).
     """
     import tensorflow_model_optimization as tfmot
-    import tf_keras
 
     model = _checked_graph_model(model, "model")
     _check_before_tfmot(model)
@@ -226,7 +229,7 @@ def _check_before_tfmot(model: Any) -> None:
     """Refuse, naming the layer, what tfmot would reject with a message that does not name it (or accept wrongly)."""
     import tf_keras
 
-    for tensor, name in zip(model.inputs, model.input_names):
+    for tensor, name in zip(model.inputs, model.input_names, strict=True):
         if not tensor.dtype.is_floating:
             raise QatError(f"input '{name}' is {tensor.dtype.name}: QAT quantizes float inputs only (an Embedding "
                            f"model cannot be quantization-aware trained); {POST_TRAINING_HINT}")
@@ -351,7 +354,7 @@ def train_qat(
         raise QatTrainingError(f"QAT training diverged in epoch {len(losses_seen)} of {epochs} (loss {last}); "
                                f"try a lower learning rate than {learning_rate:g}")
     seconds = time.perf_counter() - started
-    renames = [(quantized + "_", original + "_") for quantized, original in zip(qat_model.output_names, output_names)]
+    renames = [(quantized + "_", original + "_") for quantized, original in zip(qat_model.output_names, output_names, strict=True)]
     history = {}
     for key, values in fitted.history.items():
         for quantized, original in renames:
@@ -388,7 +391,9 @@ def check_training_labels(model: Any, specs: Sequence[LossSpec], labels: Any, so
     """
     names = list(model.output_names)
     arrays = [labels[name] for name in names] if isinstance(labels, Mapping) else list(labels)
-    for spec, array, tensor, name in zip(specs, arrays, model.outputs, names):
+    if len(arrays) != len(names):
+        raise DataError(f"{source}: {len(arrays)} label arrays for the model's {len(names)} outputs {names}")
+    for spec, array, tensor, name in zip(specs, arrays, model.outputs, names, strict=True):
         check_labels(spec, array, tuple(tensor.shape)[1:], source=source, output=name)
 
 
@@ -420,10 +425,10 @@ def _arrays_for(model: Any, data: tuple[Any, Any], what: str) -> tuple[list[np.n
         raise DataError(f"{what}: x and y have different numbers of samples ({sorted(counts)})")
     if counts == {0}:
         raise DataError(f"{what} is empty")
-    for array, tensor, name in zip(x, model.inputs, model.input_names):
+    for array, tensor, name in zip(x, model.inputs, model.input_names, strict=True):
         expected = tuple(tensor.shape)[1:]
         found = array.shape[1:]
-        if len(found) != len(expected) or any(e is not None and e != f for e, f in zip(expected, found)):
+        if len(found) != len(expected) or any(e is not None and e != f for e, f in zip(expected, found, strict=True)):
             raise DataError(f"{what} x for input '{name}': expected samples of shape {expected}, found {found}")
         if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
             raise DataError(f"{what} x for input '{name}' contains NaN or inf")
@@ -483,11 +488,11 @@ def export_qat_saved_model(qat_model: Any, out_dir: str | os.PathLike[str], *,
     if len(output_names) != len(qat_model.outputs) or len(set(output_names)) != len(output_names):
         raise UsageError(f"output names {list(output_names)} do not fit the model's {len(qat_model.outputs)} outputs")
     specs = [tf.TensorSpec((None, *tuple(tensor.shape)[1:]), tensor.dtype, name=name)
-             for tensor, name in zip(qat_model.inputs, input_names)]
+             for tensor, name in zip(qat_model.inputs, input_names, strict=True)]
 
     def serve(*inputs: Any) -> dict[str, Any]:
         outputs = tf.nest.flatten(qat_model(list(inputs) if len(inputs) > 1 else inputs[0], training=False))
-        return {name: output for name, output in zip(output_names, outputs)}
+        return {name: output for name, output in zip(output_names, outputs, strict=True)}
 
     module = tf.Module()
     module.model = qat_model
@@ -529,7 +534,7 @@ def convert_qat(export: QatExport, *, io_type: str = "int8", representative_inpu
         count = min(samples, min(len(array) for array in arrays))
         if count < 1:
             raise DataError("representative inputs are empty")
-        feeds = [{name: array[index:index + 1] for name, array in zip(export.input_names, arrays)}
+        feeds = [{name: array[index:index + 1] for name, array in zip(export.input_names, arrays, strict=True)}
                  for index in range(count)]
     converter = tf.lite.TFLiteConverter.from_saved_model(str(export.path))
     if feeds is not None:  # strict on the int8 op set: the registry's qat mode, as `tflq convert --mode qat` does

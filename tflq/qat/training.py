@@ -156,7 +156,7 @@ def train_for_conversion(
     prepare += time.perf_counter() - start
     inputs = train[0]
     count = min(representative_samples, len(next(iter(inputs.values()))))
-    names = list(zip(export.input_names, model.input_names))  # the export keeps the model's input order
+    names = list(zip(export.input_names, model.input_names, strict=True))  # the export keeps the model's input order
     samples = [{exported_name: inputs[name][index:index + 1] for exported_name, name in names} for index in range(count)]
     summary = TrainingSummary(
         epochs=settings.epochs,

@@ -61,7 +61,7 @@ def write_pareto_plot(rows: Sequence[Row], path: Path) -> Path | None:
         rows_count, columns, figsize=(5.6 * columns, 4.4 * rows_count), squeeze=False, layout="constrained"
     )
     ylabel = ""
-    for panel, model in zip(axes.flat, models):
+    for panel, model in zip(axes.flat, models, strict=False):
         model_rows = [row for row in usable if row["model"] == model]
         points = [(row["size_bytes"] / 1024.0, quality_of(row)[0]) for row in model_rows]
         ylabel = quality_of(model_rows[0])[1]
@@ -70,7 +70,7 @@ def write_pareto_plot(rows: Sequence[Row], path: Path) -> Path | None:
         front_x = [points[i][0] for i in front]
         front_y = [points[i][1] for i in front]
         panel.plot(front_x, front_y, "-", color="#d62728", linewidth=1.5, alpha=0.6, zorder=1, label="Pareto front")
-        for index, (row, (size_kb, quality)) in enumerate(zip(model_rows, points)):
+        for index, (row, (size_kb, quality)) in enumerate(zip(model_rows, points, strict=True)):
             p50 = (row.get("latency_ms") or {}).get("p50")
             color = cmap(norm(p50)) if (norm and p50) else "#888888"
             on_front = index in front

@@ -9,8 +9,9 @@ import csv
 import io
 import json
 import math
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 Row = dict[str, Any]
 
