@@ -1,7 +1,8 @@
 """The quantization debug models of ``tflq debug`` in a LiteRT interpreter, and the error statistics they give.
 
-:mod:`tflq.debug.layer_error` builds the models (``_calibrated.debug_model``) and names their ops; this module runs them on the
-samples and accumulates each NumericVerify op's signal and noise, and compares the int8 weights with the float ones.
+:mod:`tflq.debug.layer_error` builds the models (``_calibrated.debug_model``) and names their ops; this module runs
+them on the samples and accumulates each NumericVerify op's signal and noise, and compares the int8 weights with the
+float ones.
 """
 from __future__ import annotations
 
@@ -138,7 +139,8 @@ class _DebugRun:
         try:
             interpreter.invoke()
         except (RuntimeError, ValueError) as error:
-            raise ConversionError(f"the quantization debug model does not run: {' '.join(str(error).split())}") from None
+            message = " ".join(str(error).split())
+            raise ConversionError(f"the quantization debug model does not run: {message}") from None
         for op in self.verify:
             quantized, reference = op["inputs"][:2]
             self.stats[op["index"]].add(interpreter.get_tensor(reference), interpreter.get_tensor(op["outputs"][0]))
@@ -175,7 +177,8 @@ class _DebugRun:
             dequantized = (values.astype(np.float64) - zero_points.reshape(shape)) * scales.reshape(shape)
             difference = dequantized - reference
             per_channel = [
-                _sqnr_db(float(np.sum(np.take(reference, c, axis=axis) ** 2)), float(np.sum(np.take(difference, c, axis=axis) ** 2)))
+                _sqnr_db(float(np.sum(np.take(reference, c, axis=axis) ** 2)),
+                         float(np.sum(np.take(difference, c, axis=axis) ** 2)))
                 for c in range(values.shape[axis])
             ] if values.ndim else []
             finite = [value for value in per_channel if value is not None]

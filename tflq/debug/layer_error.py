@@ -211,7 +211,8 @@ class DebugReport:
         return None
 
     def to_dict(self) -> dict[str, Any]:
-        """The stable JSON form (``tflq debug --format json``, keys documented in the README section "Debug, selective quantization and auto search")."""
+        """The stable JSON form (``tflq debug --format json``; keys documented in the README section "Debug, selective
+        quantization and auto search")."""
         return {
             "model": self.model,
             "samples": self.samples,
@@ -242,7 +243,8 @@ def _match_ops(names: Sequence[tuple[str, str]], model_ops: Sequence[ModelOp]) -
         match = next(
             (op for op in candidates if op.index not in used and op.op_type == op_type and op.tensor == name), None
         ) or next(
-            (op for op in candidates if op.index not in used and op.op_type == op_type and _TRAILING_DIGITS.sub("", op.tensor) == key),
+            (op for op in candidates
+             if op.index not in used and op.op_type == op_type and _TRAILING_DIGITS.sub("", op.tensor) == key),
             None,
         )
         if match is not None:
@@ -367,7 +369,8 @@ def debug_quantization(model_path: Path, options: DebugOptions, *, workdir: Path
                 )
             samples, source = _data_samples(options, session), options.data
         else:
-            samples, source = session.calibration_samples()[: options.layer_samples], f"{options.convert.calibration} (calibration)"
+            samples = session.calibration_samples()[: options.layer_samples]
+            source = f"{options.convert.calibration} (calibration)"
         calibrated = session.calibrated_model()
         model_ops = read_ops(calibrated, exported)
         errors = rank(measure_ops(calibrated, model_ops, samples, per_tensor=convert_options.per_tensor))

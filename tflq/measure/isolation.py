@@ -52,7 +52,8 @@ _stopping = threading.Event()
 
 
 def stop_children() -> None:
-    """Kill every running child now; their calls, and later ones until :func:`allow_children`, raise KeyboardInterrupt."""
+    """Kill every running child now; their calls, and later ones until :func:`allow_children`, raise
+    KeyboardInterrupt."""
     with _running_lock:
         _stopping.set()
         for process in list(_running):
@@ -180,7 +181,8 @@ def choose_start_method() -> str:
 
 
 def _child_main(
-    sender: Any, target: Callable[..., Any], args: tuple[Any, ...], keywords: dict[str, Any], log_path: str, abort: bool,
+    sender: Any, target: Callable[..., Any], args: tuple[Any, ...], keywords: dict[str, Any], log_path: str,
+    abort: bool,
     watch: tuple[Any, Any], level: int, parent_pid: int | None,
 ) -> None:
     _die_with_parent(watch, parent_pid)
@@ -265,7 +267,9 @@ def _forward_logs(send: Callable[[tuple[str, Any]], None], level: int) -> None:
     logger.propagate = False
     show_original = warnings.showwarning
 
-    def show(message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+    def show(
+        message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Any = None
+    ) -> None:
         if os.path.abspath(filename).startswith(_TFLQ_SOURCE + os.sep):
             logger.warning("%s", f"{category.__name__}: {message}")
         else:  # TensorFlow's, Keras's...: to the child's log file, like the rest of their output

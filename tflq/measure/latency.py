@@ -39,7 +39,9 @@ class LatencyStats:
     warmup_runs: int
 
     @classmethod
-    def from_timings(cls, *, init_ms: float, first_ms: float, timings_ms: Sequence[float], warmup_runs: int) -> LatencyStats:
+    def from_timings(
+        cls, *, init_ms: float, first_ms: float, timings_ms: Sequence[float], warmup_runs: int
+    ) -> LatencyStats:
         values = np.asarray(timings_ms, dtype=np.float64)
         p50, p90, p99 = np.percentile(values, [50, 90, 99])
         return cls(

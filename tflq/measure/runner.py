@@ -52,7 +52,8 @@ class TfliteRunner:
         self.tflite_path = tflite_path
         self.batched = all(tensor.dynamic_batch for tensor in signature.inputs)
         self._current_shapes = {
-            tensor.index: tuple(detail["shape"]) for tensor, detail in zip(signature.inputs, self._input_details(), strict=True)
+            tensor.index: tuple(detail["shape"])
+            for tensor, detail in zip(signature.inputs, self._input_details(), strict=True)
         }
 
     def _input_details(self) -> list[dict[str, Any]]:

@@ -87,7 +87,9 @@ class FlatbufferSummary:
 # What the generated flatbuffer reader raises on bad offsets and lengths: struct.error / IndexError (read past the
 # end), TypeError (an offset outside uint32, from flatbuffers' enforce_number), AttributeError (a missing table read
 # as None), ValueError / OverflowError (a negative or huge length for numpy), UnicodeDecodeError (a name).
-FLATBUFFER_READ_ERRORS = (struct.error, IndexError, TypeError, AttributeError, ValueError, OverflowError, UnicodeDecodeError)
+FLATBUFFER_READ_ERRORS = (
+    struct.error, IndexError, TypeError, AttributeError, ValueError, OverflowError, UnicodeDecodeError,
+)
 
 
 def check_model_file(tflite_path: str) -> None:
@@ -103,7 +105,9 @@ def check_model_file(tflite_path: str) -> None:
     if stat.S_ISDIR(mode):
         raise ModelLoadError(f"{tflite_path}: is a directory, not a .tflite file")
     if not stat.S_ISREG(mode):
-        raise ModelLoadError(f"{tflite_path}: is not a regular file (a FIFO, socket or device); expected a .tflite file")
+        raise ModelLoadError(
+            f"{tflite_path}: is not a regular file (a FIFO, socket or device); expected a .tflite file"
+        )
 
 
 def read_model_bytes(tflite_path: str) -> bytes:
@@ -284,7 +288,8 @@ def _decode_conversion_metadata(raw: bytes) -> dict[str, Any]:
     environment = subtable(metadata, 0)
     if environment is not None:
         version_offset = field(environment, 0)
-        result["tensorflow_version"] = environment.String(version_offset + environment.Pos).decode() if version_offset else None
+        version = environment.String(version_offset + environment.Pos).decode() if version_offset else None
+        result["tensorflow_version"] = version
         result["api_version"] = scalar(environment, 1, number_types.Uint32Flags, 0)
         result["model_type"] = _MODEL_TYPES.get(scalar(environment, 2, number_types.Int32Flags, 0), "UNKNOWN")
     options = subtable(metadata, 1)
@@ -393,7 +398,8 @@ def _signature_of(schema: Any, model: Any) -> FlatbufferSignature | None:
         signature.Inputs(j).Name().decode(): signature.Inputs(j).TensorIndex() for j in range(signature.InputsLength())
     }
     outputs_by_name = {
-        signature.Outputs(j).Name().decode(): signature.Outputs(j).TensorIndex() for j in range(signature.OutputsLength())
+        signature.Outputs(j).Name().decode(): signature.Outputs(j).TensorIndex()
+        for j in range(signature.OutputsLength())
     }
     return FlatbufferSignature(
         key,

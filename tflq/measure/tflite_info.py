@@ -327,11 +327,14 @@ def inspect_tflite(
     return Inspection(tflite_path, os.path.getsize(tflite_path), contents, signature, delegation, error)
 
 
-def interpreter_view(tflite_path: str, threads: int, use_xnnpack: bool, *, report: Any = None) -> tuple[Signature, Delegation]:
+def interpreter_view(
+    tflite_path: str, threads: int, use_xnnpack: bool, *, report: Any = None
+) -> tuple[Signature, Delegation]:
     """Signature and delegation of a ``.tflite`` (loads and allocates it in this process)."""
     interpreter = open_interpreter(tflite_path, threads=threads, use_xnnpack=use_xnnpack)
     allocate(interpreter, tflite_path)
-    return read_signature(interpreter, tflite_path), delegation_of(interpreter, enabled=use_xnnpack, tflite_path=tflite_path)
+    delegation = delegation_of(interpreter, enabled=use_xnnpack, tflite_path=tflite_path)
+    return read_signature(interpreter, tflite_path), delegation
 
 
 def signature_from_flatbuffer(tflite_path: str) -> Signature | None:

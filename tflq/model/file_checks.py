@@ -84,7 +84,9 @@ def read_keras_config(path: Path) -> dict[str, Any]:
                 raise ModelLoadError(f"{path}: not a Keras archive: the zip has no config.json (it holds {listed})")
             raw = archive.read("config.json")
     except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as error:
-        raise ModelLoadError(f"{path}: a truncated or damaged zip archive, not a loadable Keras archive ({error})") from None
+        raise ModelLoadError(
+            f"{path}: a truncated or damaged zip archive, not a loadable Keras archive ({error})"
+        ) from None
     try:
         config = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:

@@ -165,7 +165,8 @@ def load_keras_model(path: Path, options: ModelOptions = ModelOptions()) -> Any:
                 f"{path}: the model uses a class Keras does not know ({_first_sentence(text)}); "
                 "pass it with --custom-objects module:Class"
             ) from None
-        raise ModelLoadError(f"{path}: cannot load the model: {_first_sentence(text) or type(error).__name__}") from None
+        reason = _first_sentence(text) or type(error).__name__
+        raise ModelLoadError(f"{path}: cannot load the model: {reason}") from None
     del chatter
     if getattr(model, "_tflq_tf_keras", False):
         return model
@@ -213,7 +214,8 @@ def _load_h5_with_tf_keras(path: Path, options: ModelOptions, custom: dict[str, 
         text = _first_sentence(" ".join(str(error).split()))
         if "Unknown layer" in text or "custom_objects" in text:
             raise ModelLoadError(
-                f"{path}: the model uses a class Keras does not know ({text}); pass it with --custom-objects module:Class"
+                f"{path}: the model uses a class Keras does not know ({text}); pass it with --custom-objects "
+                "module:Class"
             ) from None
         raise ModelLoadError(
             f"{path}: cannot load the model with Keras 3 ({_first_sentence(str(keras3_error))}) "
@@ -273,7 +275,9 @@ def unroll_recurrent(model: Any, source: Path) -> Any:
         rebuilt = model.__class__.from_config(config)
         rebuilt.set_weights(model.get_weights())
     except Exception as error:
-        raise ModelLoadError(f"{source}: cannot unroll recurrent layer(s) {', '.join(sorted(names))}: {error}") from None
+        raise ModelLoadError(
+            f"{source}: cannot unroll recurrent layer(s) {', '.join(sorted(names))}: {error}"
+        ) from None
     import numpy as np
 
     rng = np.random.default_rng(0)
@@ -282,10 +286,12 @@ def unroll_recurrent(model: Any, source: Path) -> Any:
     before, after = model(probe_arg, training=False), rebuilt(probe_arg, training=False)
     flat_before, flat_after = keras.tree.flatten(before), keras.tree.flatten(after)
     if len(flat_before) != len(flat_after) or any(
-        float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) > 1e-5 for a, b in zip(flat_before, flat_after, strict=True)
+        float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) > 1e-5
+        for a, b in zip(flat_before, flat_after, strict=True)
     ):
         raise ModelLoadError(f"{source}: unrolling recurrent layer(s) {', '.join(sorted(names))} changed the outputs")
-    log.info("%s: recurrent layer(s) %s unrolled for TFLite (same outputs, plain ops)", source, ", ".join(sorted(names)))
+    log.info("%s: recurrent layer(s) %s unrolled for TFLite (same outputs, plain ops)",
+             source, ", ".join(sorted(names)))
     return rebuilt
 
 
@@ -298,7 +304,9 @@ def export_keras_model(model: Any, source: Path, export_dir: Path) -> ExportedMo
         model = unroll_recurrent(model, source)
     input_names, output_names = keras_io_names(model)
     if len(set(input_names)) != len(input_names) or len(set(output_names)) != len(output_names):
-        raise ModelLoadError(f"{source}: the model's input or output names are not unique: {input_names} {output_names}")
+        raise ModelLoadError(
+            f"{source}: the model's input or output names are not unique: {input_names} {output_names}"
+        )
     input_specs = [
         tf.TensorSpec([None, *tensor.shape[1:]], tensor.dtype, name=name)
         for name, tensor in zip(input_names, model.inputs, strict=True)
@@ -326,7 +334,11 @@ def export_keras_model(model: Any, source: Path, export_dir: Path) -> ExportedMo
     layer_names = tuple(layer.name for layer in _all_layers(model))
     # The interface is known from the specs the export was made with: no need to load the SavedModel back.
     outputs = tuple(
-        TensorSpec(name=name, shape=(None, *(None if d is None else int(d) for d in tensor.shape[1:])), dtype=_dtype_name(tensor.dtype))
+        TensorSpec(
+            name=name,
+            shape=(None, *(None if d is None else int(d) for d in tensor.shape[1:])),
+            dtype=_dtype_name(tensor.dtype),
+        )
         for name, tensor in zip(output_names, model.outputs, strict=True)
     )
     inputs = tuple(_spec_from_tf(spec.name, spec) for spec in input_specs)
@@ -416,7 +428,8 @@ def read_saved_model(path: Path, signature: str | None, *, source: Path | None =
         elif len(keys) == 1:
             signature = keys[0]
         else:
-            raise ModelLoadError(f"{path}: the SavedModel has several signatures ({', '.join(keys)}); choose one with --signature")
+            raise ModelLoadError(f"{path}: the SavedModel has several signatures ({', '.join(keys)}); choose one with "
+                                 "--signature")
     elif signature not in keys:
         raise ModelLoadError(f"{path}: no signature {signature!r}; the SavedModel has {', '.join(keys)}")
     function = loaded.signatures[signature]

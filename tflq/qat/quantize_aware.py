@@ -354,7 +354,10 @@ def train_qat(
         raise QatTrainingError(f"QAT training diverged in epoch {len(losses_seen)} of {epochs} (loss {last}); "
                                f"try a lower learning rate than {learning_rate:g}")
     seconds = time.perf_counter() - started
-    renames = [(quantized + "_", original + "_") for quantized, original in zip(qat_model.output_names, output_names, strict=True)]
+    renames = [
+        (quantized + "_", original + "_")
+        for quantized, original in zip(qat_model.output_names, output_names, strict=True)
+    ]
     history = {}
     for key, values in fitted.history.items():
         for quantized, original in renames:

@@ -47,7 +47,9 @@ def write_pareto_plot(rows: Sequence[Row], path: Path) -> Path | None:
     import matplotlib.pyplot as plt
     from matplotlib import cm, colors, ticker
 
-    usable = [row for row in rows if row.get("status") == "ok" and row.get("size_bytes") and quality_of(row)[0] is not None]
+    usable = [
+        row for row in rows if row.get("status") == "ok" and row.get("size_bytes") and quality_of(row)[0] is not None
+    ]
     if not usable:
         return None
     models = list(dict.fromkeys(row["model"] for row in usable))
@@ -82,12 +84,15 @@ def write_pareto_plot(rows: Sequence[Row], path: Path) -> Path | None:
             label = row["variant"] + ("" if p50 is None else f" ({_latency_text(p50)})")
             panel.annotate(
                 label, (size_kb, quality), textcoords="offset points", xytext=(12, offsets[index]), fontsize=7.5,
-                va="center", arrowprops={"arrowstyle": "-", "color": "#888888", "linewidth": 0.6, "shrinkA": 0, "shrinkB": 4},
+                va="center",
+                arrowprops={"arrowstyle": "-", "color": "#888888", "linewidth": 0.6, "shrinkA": 0, "shrinkB": 4},
             )
         panel.set_title(model, fontsize=11, fontweight="bold")
         panel.set_xscale("log")
         panel.xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
-        panel.xaxis.set_minor_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}" if str(f"{value:g}")[0] in "25" else ""))
+        panel.xaxis.set_minor_formatter(
+            ticker.FuncFormatter(lambda value, _: f"{value:g}" if str(f"{value:g}")[0] in "25" else "")
+        )
         panel.tick_params(axis="x", which="minor", labelsize=7)
         panel.set_xlabel("size (KB, log scale)")
         panel.set_ylabel(ylabel)

@@ -320,14 +320,16 @@ def render_inspection(info: Row) -> list[Any]:
         ops.add_column(kind, justify="right")
     for stats in info["ops"]:
         compute = stats["compute"]
-        ops.add_row(stats["op_type"], str(stats["count"]), *(str(compute.get(kind, "")) for kind in ("float", "integer", "hybrid", "mixed")))
+        by_kind = (str(compute.get(kind, "")) for kind in ("float", "integer", "hybrid", "mixed"))
+        ops.add_row(stats["op_type"], str(stats["count"]), *by_kind)
     parts.append(ops)
 
     summary = Table(show_header=False, box=None)
     summary.add_column(style="bold")
     summary.add_column()
     summary.add_row("compute", ", ".join(f"{kind} {count}" for kind, count in info["compute"].items()))
-    summary.add_row("weights", ", ".join(f"{dtype} {format_bytes(size)}" for dtype, size in info["weight_bytes"].items()) or "none")
+    weights = ", ".join(f"{dtype} {format_bytes(size)}" for dtype, size in info["weight_bytes"].items())
+    summary.add_row("weights", weights or "none")
     if len(info["subgraphs"]) > 1:
         summary.add_row("subgraphs", ", ".join(f"{graph['name']} ({graph['ops']} ops)" for graph in info["subgraphs"]))
     delegation = info.get("xnnpack")
@@ -432,7 +434,8 @@ def write_batch_reports(output_dir: Any, rows: Sequence[Row]) -> list[Any]:
     named = [dict(row, name=f"{row.get('model', '')} {row.get('variant', '')}") for row in rows]
     markdown = "# tflq report\n\n" + to_markdown(named, columns=batch_columns(rows))
     written = []
-    for name, text in (("report.md", markdown), ("report.json", to_json(list(rows))), ("report.csv", to_csv(list(rows)))):
+    files = (("report.md", markdown), ("report.json", to_json(list(rows))), ("report.csv", to_csv(list(rows))))
+    for name, text in files:
         write_atomically(folder / name, text.encode())
         written.append(folder / name)
     plot = write_pareto_plot(rows, folder / "pareto.png")
