@@ -125,7 +125,7 @@ def _create_folder(folder: Path) -> list[Path]:
         if parent == folder:
             raise UsageError(f"output folder {folder} exists and is not a folder")
         raise UsageError(f"output folder {folder}: its parent {parent} is a file, not a folder")
-    created = []
+    created: list[Path] = []
     for path in reversed(missing):
         try:
             path.mkdir()

@@ -93,8 +93,8 @@ def quiet(*, keep_stderr: bool = False) -> Iterator[io.StringIO]:
             sink.seek(0)
             captured.write(sink.read().decode("utf-8", "replace"))
             with contextlib.suppress(NameError):
-                captured.write(py_out.getvalue())  # type: ignore[possibly-undefined]
-                if isinstance(py_err, io.StringIO):  # type: ignore[possibly-undefined]
+                captured.write(py_out.getvalue())
+                if isinstance(py_err, io.StringIO):
                     captured.write(py_err.getvalue())
 
 

@@ -350,8 +350,9 @@ def evaluate(
         size = os.path.getsize(path)
         ratio = size / baseline_size if baseline_size else None
         try:
-            in_parent = data and start_method == "fork"
-            opened = _opened_in_parent(path, data, settings, opened_by_specs) if in_parent else None
+            opened = None
+            if data and start_method == "fork":
+                opened = _opened_in_parent(path, data, settings, opened_by_specs)
             run: TfliteRun = call_isolated(
                 run_tflite, path, settings, data, keywords={"opened": opened},
                 description=path, on_message=progress_for(path), start_method=start_method,

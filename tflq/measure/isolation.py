@@ -32,9 +32,12 @@ import threading
 import traceback
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from tflq.errors import InterpreterError, TflqError
+
+if TYPE_CHECKING:
+    from multiprocessing.context import ForkContext, ForkServerContext, SpawnContext
 
 # Test hook: a child whose description contains this environment variable's value calls os.abort() before its work.
 ABORT_HOOK_VARIABLE = "TFLQ_TEST_ABORT_CHILD"
@@ -87,7 +90,9 @@ def call_isolated(
     """
     if _stopping.is_set():
         raise _interrupted()
-    context = multiprocessing.get_context(start_method or choose_start_method())
+    # get_context(str) is typed BaseContext, which has no Process; each of the three concrete contexts has one.
+    method = start_method or choose_start_method()
+    context = cast("ForkContext | ForkServerContext | SpawnContext", multiprocessing.get_context(method))
     if context.get_start_method() == "forkserver":
         context.set_forkserver_preload(_FORKSERVER_PRELOAD)
     # The child's native stderr (LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate", TensorFlow's logs) goes
@@ -97,7 +102,7 @@ def call_isolated(
     receiver, sender = context.Pipe(duplex=False)
     watch_reader, watch_writer = context.Pipe(duplex=False)  # the parent holds the only writer: EOF = parent gone
     hook = os.environ.get(ABORT_HOOK_VARIABLE)  # read here: a forkserver child has the server's environment
-    abort = bool(hook) and hook in description
+    abort = bool(hook and hook in description)
     tflq_logger = logging.getLogger("tflq")
     level = logging.DEBUG if tflq_logger.isEnabledFor(logging.DEBUG) else logging.INFO
     parent_pid = os.getpid() if context.get_start_method() == "fork" else None

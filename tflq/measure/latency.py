@@ -105,7 +105,7 @@ def time_invocations(
             warmup_runs += 1
             if clock() - warmup_started > settings.max_seconds:
                 break
-        timings_ms = []
+        timings_ms: list[float] = []
         timed_started = clock()
         while len(timings_ms) < settings.runs or clock() - timed_started < settings.min_seconds:
             started = clock()

@@ -421,8 +421,9 @@ def _image_folder(
 
         for file_path, label in files:
             try:
-                with Image.open(file_path) as image:
-                    image = image.convert("L" if channels == 1 else "RGB").resize((width, height), Image.BILINEAR)
+                with Image.open(file_path) as opened:
+                    mode = "L" if channels == 1 else "RGB"
+                    image = opened.convert(mode).resize((width, height), Image.Resampling.BILINEAR)
                     pixels = np.asarray(image, dtype=np.float32)
             except Image.DecompressionBombError as error:
                 raise DataError(f"{file_path}: image refused, over PIL's decompression-bomb limit ({error})") from None
@@ -430,7 +431,7 @@ def _image_folder(
                 raise DataError(f"{file_path}: cannot read the image: {error}") from None
             if channels == 1:
                 pixels = pixels[..., np.newaxis]
-            labels = {outputs[0].name: np.int64(label)} if labelled and label is not None else {}
+            labels = {outputs[0].name: np.array(label, dtype=np.int64)} if labelled and label is not None else {}
             yield {spec.name: _scale(pixels, options.scale)}, labels
 
     return Dataset(str(folder), inputs, outputs, reader, limit, has_labels=labelled)

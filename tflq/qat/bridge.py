@@ -488,6 +488,6 @@ def _first_differing_layer(model: Any, twin: Any, pairs: list[LayerPair], feed: 
     return None
 
 
-def _one_line(error: BaseException) -> str:
+def _one_line(error: BaseException | str) -> str:
     text = " ".join(str(error).split())
     return text if len(text) <= 300 else text[:297] + "..."

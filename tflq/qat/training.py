@@ -141,8 +141,9 @@ def train_for_conversion(
         losses = qat.resolve_loss(model, loss=settings.loss, from_logits=settings.from_logits)
     train = _labelled(exported, images, settings.train_data, "training", model)
     qat.check_training_labels(model, losses, train[1], settings.train_data)
-    val = _labelled(exported, images, settings.val_data, "validation", model) if settings.val_data else None
-    if val is not None:
+    val = None
+    if settings.val_data:
+        val = _labelled(exported, images, settings.val_data, "validation", model)
         qat.check_training_labels(model, losses, val[1], settings.val_data)
     prepare = time.perf_counter() - start
     with _tf.quiet(keep_stderr=settings.progress):

@@ -65,7 +65,10 @@ def write_pareto_plot(rows: Sequence[Row], path: Path) -> Path | None:
     ylabel = ""
     for panel, model in zip(axes.flat, models, strict=False):
         model_rows = [row for row in usable if row["model"] == model]
-        points = [(row["size_bytes"] / 1024.0, quality_of(row)[0]) for row in model_rows]
+        # Every usable row has a quality figure; the filter only tells mypy so.
+        points = [
+            (row["size_bytes"] / 1024.0, quality) for row in model_rows if (quality := quality_of(row)[0]) is not None
+        ]
         ylabel = quality_of(model_rows[0])[1]
         front = pareto_front(points)
         offsets = _label_offsets(points)
