@@ -9,15 +9,29 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from tflq.errors import InterpreterError
 from tflq.measure.runner import TfliteRunner, quantize
 
-if TYPE_CHECKING:
-    from tflq.measure.harness import EvalSettings
+
+class LatencySettings(Protocol):
+    """What the latency protocol reads from the measurement settings (:class:`tflq.measure.harness.EvalSettings`
+    has these fields); a protocol, so this module does not import the harness that imports it."""
+
+    @property
+    def runs(self) -> int: ...
+    @property
+    def min_seconds(self) -> float: ...
+    @property
+    def warmup_runs(self) -> int: ...
+    @property
+    def warmup_seconds(self) -> float: ...
+    @property
+    def max_seconds(self) -> float: ...
+
 
 NOISY_CV = 0.15  # latency coefficient of variation above which the machine is called noisy
 
@@ -85,7 +99,7 @@ class LatencyStats:
 
 
 def time_invocations(
-    runner: TfliteRunner, sample: dict[str, np.ndarray], settings: EvalSettings, *, init_ms: float
+    runner: TfliteRunner, sample: dict[str, np.ndarray], settings: LatencySettings, *, init_ms: float
 ) -> LatencyStats:
     """The latency protocol on one sample (batch of one): first run, warm-up, timed runs."""
     interpreter = runner.interpreter
