@@ -266,7 +266,7 @@ class _Search:
                         calibrated, io_type="float32", per_tensor=self.session.options.per_tensor,
                         denylisted_nodes=candidate.float_nodes,
                     )
-            except Exception as error:  # the quantizer raises several types; each becomes one message
+            except _tf.library_errors() as error:  # the quantizer's types; each becomes one message
                 raise ConversionError(f"the quantizer failed: {_tf.last_error_line(str(error))}") from None
         else:
             if candidate.mode == "16x8":

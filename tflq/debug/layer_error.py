@@ -264,7 +264,7 @@ def measure_ops(
         with _tf.quiet():
             own_model = _calibrated.debug_model(calibrated, per_tensor=per_tensor, whole_model=False)
             whole_model = _calibrated.debug_model(calibrated, per_tensor=per_tensor, whole_model=True)
-    except Exception as error:  # the quantizer raises several types; each becomes one message
+    except _tf.library_errors() as error:  # the quantizer's types; each becomes one message
         raise ConversionError(f"cannot build the quantization debug model: {_tf.last_error_line(str(error))}") from None
     try:
         own, whole = _run_debug_models(own_model, whole_model, samples, delegate=True)
@@ -424,12 +424,15 @@ def _check_accuracy(
                 content = _calibrated.quantize(
                     calibrated, io_type="float32", per_tensor=session.options.per_tensor, denylisted_nodes=group.tensors
                 )
+        except _tf.library_errors() as error:  # the quantizer failed on this group: report it, keep the others
+            recoveries.append(Recovery(group, None, _tf.last_error_line(str(error)) or type(error).__name__))
+            continue
+        try:
             score = evaluator.score(_write(workdir / f"int8_float_{number}.tflite", content))
-            recoveries.append(Recovery(group, score.value))
         except TflqError as error:
             recoveries.append(Recovery(group, None, str(error)))
-        except Exception as error:  # the quantizer's own exceptions: report this group, keep the others
-            recoveries.append(Recovery(group, None, _tf.last_error_line(str(error)) or type(error).__name__))
+            continue
+        recoveries.append(Recovery(group, score.value))
     return AccuracyCheck(
         metric=evaluator.metric,
         samples=float_score.samples,

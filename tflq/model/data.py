@@ -27,7 +27,7 @@ import numpy as np
 
 from tflq.errors import DataError, UsageError
 from tflq.model import user_code
-from tflq.model.file_checks import check_numpy_file
+from tflq.model.file_checks import NUMPY_READ_ERRORS, check_numpy_file
 from tflq.model.load import TensorSpec, resolve_object
 
 log = logging.getLogger("tflq")
@@ -300,7 +300,7 @@ def _npz(path: Path, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]
             arrays = {key: archive[key] for key in archive.files}
     except ValueError as error:  # an array of Python objects (needs pickle)
         raise DataError(f"{path}: cannot read the .npz file: {_numpy_reason(error)}") from None
-    except Exception as error:  # numpy and zipfile raise several types for a corrupt archive
+    except NUMPY_READ_ERRORS as error:  # a corrupt archive
         raise DataError(f"{path}: a truncated or damaged .npz file ({type(error).__name__}: {error})") from None
     label_keys = _label_keys(outputs)
     candidates = {key: value for key, value in arrays.items() if not key.startswith("y")}
@@ -361,7 +361,7 @@ def _npy(path: Path, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError as error:  # a Python-object array, or a header that does not fit the file
         raise DataError(f"{path}: cannot read the .npy file: {_numpy_reason(error)}") from None
-    except Exception as error:  # numpy raises several types for a corrupt file
+    except NUMPY_READ_ERRORS as error:  # a corrupt file
         raise DataError(f"{path}: a truncated or damaged .npy file ({type(error).__name__}: {error})") from None
     name = inputs[0].name
 

@@ -150,7 +150,7 @@ def load_keras_model(path: Path, options: ModelOptions = ModelOptions()) -> Any:
             model = keras.models.load_model(
                 str(path), compile=False, safe_mode=not options.unsafe_deserialization, custom_objects=custom
             )
-    except Exception as error:  # Keras raises many types for bad files; each becomes one message
+    except _tf.library_errors() as error:  # Keras raises many types for bad files; each becomes one message
         hint = _unsafe_hint(path, error)
         if hint:
             raise ModelLoadError(hint) from None
@@ -210,7 +210,7 @@ def _load_h5_with_tf_keras(path: Path, options: ModelOptions, custom: dict[str, 
             import tf_keras
 
             model = tf_keras.models.load_model(str(path), compile=False, custom_objects=custom)
-    except Exception as error:
+    except _tf.library_errors() as error:
         text = _first_sentence(" ".join(str(error).split()))
         if "Unknown layer" in text or "custom_objects" in text:
             raise ModelLoadError(
@@ -274,7 +274,7 @@ def unroll_recurrent(model: Any, source: Path) -> Any:
     try:
         rebuilt = model.__class__.from_config(config)
         rebuilt.set_weights(model.get_weights())
-    except Exception as error:
+    except _tf.library_errors() as error:
         raise ModelLoadError(
             f"{source}: cannot unroll recurrent layer(s) {', '.join(sorted(names))}: {error}"
         ) from None
@@ -329,7 +329,7 @@ def export_keras_model(model: Any, source: Path, export_dir: Path) -> ExportedMo
                 archive.track(model)
                 archive.add_endpoint(SERVING_KEY, serve, input_signature=input_specs)
                 archive.write_out(str(export_dir), verbose=False)
-    except Exception as error:
+    except _tf.library_errors() as error:
         raise ModelLoadError(f"{source}: cannot export the model to a SavedModel: {keras_reason(str(error))}") from None
     layer_names = tuple(layer.name for layer in _all_layers(model))
     # The interface is known from the specs the export was made with: no need to load the SavedModel back.
@@ -417,7 +417,7 @@ def read_saved_model(path: Path, signature: str | None, *, source: Path | None =
     try:
         with _tf.quiet():
             loaded = tf.saved_model.load(str(path))
-    except Exception as error:
+    except _tf.library_errors() as error:
         raise ModelLoadError(f"{path}: cannot load the SavedModel: {_first_sentence(str(error))}") from None
     keys = sorted(loaded.signatures.keys())
     if not keys:

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from tflq._tf import imports as _tf
 from tflq.errors import ConversionError, QatError
 
 POST_TRAINING_HINT = "use post-training quantization instead (mode int8, or 16x8)"
@@ -88,7 +89,7 @@ def bridge_to_tf_keras(model: Any, *, sample_inputs: Any = None, atol: float = 1
     outputs = builder.walk(model, inputs)
     try:
         twin = tf_keras.Model(inputs, outputs, name=model.name)
-    except Exception as error:  # tf_keras rejects the graph: say which model, keep its reason
+    except _tf.library_errors() as error:  # tf_keras rejects the graph: say which model, keep its reason
         raise ConversionError(f"could not rebuild model '{model.name}' in tf_keras: {_one_line(error)}") from error
     for pair in builder.pairs:
         _copy_weights(pair)
@@ -185,7 +186,7 @@ class _Builder:
             kwargs = {**kwargs, "training": training}
         try:
             outputs = twin(*args, **kwargs)
-        except Exception as error:
+        except _tf.library_errors() as error:
             raise ConversionError(
                 f"layer '{layer.name}' ({type(layer).__name__}): its tf_keras twin cannot be called: {_one_line(error)}"
             ) from error
@@ -237,7 +238,7 @@ def make_twin_layer(layer: Any) -> Any:
     config = translate_config(config, twin_class, label)
     try:
         return twin_class.from_config(config)
-    except Exception as error:
+    except _tf.library_errors() as error:
         reason = str(error).split("Exception encountered:")[-1]  # tf_keras prefixes the whole config
         raise QatError(f"{label} cannot be rebuilt in tf_keras for QAT ({_one_line(reason)}); "
                        f"{POST_TRAINING_HINT}") from error
@@ -477,7 +478,7 @@ def _first_differing_layer(model: Any, twin: Any, pairs: list[LayerPair], feed: 
             inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
             want = _flat_numpy(keras.Model(inputs, source.output)(feed, training=False))
             got = _flat_numpy(tf_keras.Model(twin.inputs, pair.twin.output)(feed, training=False))
-        except Exception:  # a layer we cannot probe on its own: try the next one
+        except _tf.library_errors():  # a layer we cannot probe on its own: try the next one
             continue
         if len(want) != len(got):
             return f"'{source.name}' ({type(source).__name__})"

@@ -11,6 +11,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from tflq._tf import imports as _tf
 from tflq.errors import ModelLoadError, QatError
 from tflq.qat.bridge import POST_TRAINING_HINT, _one_line, bridge_to_tf_keras
 
@@ -53,7 +54,7 @@ def _load_keras3(source: Path, custom_objects: dict[str, Any] | None, unsafe: bo
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return keras.saving.load_model(source, custom_objects=custom_objects, safe_mode=not unsafe)
-    except Exception as error:
+    except _tf.library_errors() as error:
         raise ModelLoadError(f"{source}: cannot load with Keras 3: {_one_line(error)}") from error
 
 
@@ -64,7 +65,7 @@ def _load_tf_keras(source: Path, custom_objects: dict[str, Any] | None) -> Any:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return tf_keras.models.load_model(source, custom_objects=custom_objects)
-    except Exception as error:
+    except _tf.library_errors() as error:
         raise ModelLoadError(f"{source}: cannot load with tf_keras: {_one_line(error)}") from error
 
 

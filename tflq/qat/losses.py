@@ -60,7 +60,7 @@ def _loss_table() -> dict[str, type | None]:
         if isinstance(value, type) and issubclass(value, tf_keras.losses.Loss):
             try:
                 function = value().fn  # LossFunctionWrapper subclasses keep their function
-            except Exception:  # a Loss that cannot be built without arguments has no function name to offer
+            except (TypeError, ValueError, AttributeError):  # needs arguments, or has no ``fn``: no name to offer
                 continue
             table[function.__name__] = value
     for attribute in dir(tf_keras.losses):

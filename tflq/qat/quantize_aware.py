@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from tflq._tf import imports as _tf
 from tflq.errors import ConversionError, DataError, QatError, QatTrainingError, UsageError
 from tflq.qat.bridge import POST_TRAINING_HINT, bridge_to_tf_keras
 from tflq.qat.loading import _checked_graph_model, load_for_qat
@@ -373,7 +374,7 @@ def export_qat_saved_model(qat_model: Any, out_dir: str | os.PathLike[str], *,
         if target.exists():
             shutil.rmtree(target)
         os.replace(staging, target)
-    except Exception as error:
+    except _tf.library_errors() as error:
         raise ConversionError(f"cannot export the QAT model to {target}: {_one_line(error)}") from error
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -419,7 +420,7 @@ def convert_qat(export: QatExport, *, io_type: str = "int8", representative_inpu
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the converter's own use of the deprecated tf.lite.Interpreter
             tflite_model = converter.convert()
-    except Exception as error:
+    except _tf.library_errors() as error:
         raise ConversionError(f"qat ({io_type} I/O): the converter failed: {_one_line(error)}") from error
     float_ops = _check_runs(tflite_model, feeds[0] if feeds else None, io_type)
     if float_ops and not allow_float_fallback:
@@ -432,19 +433,25 @@ def _check_runs(tflite_model: bytes, feed: dict[str, np.ndarray] | None, io_type
     """Load, allocate and run ``tflite_model`` once; return the ops that compute in float (empty when full-integer)."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    try:
+    def cannot_run(error: Exception) -> ConversionError:
+        return ConversionError(f"qat ({io_type} I/O): the LiteRT interpreter cannot run the result: {_one_line(error)}")
+
+    try:  # LiteRT raises ValueError for a model it cannot read, RuntimeError from its kernels
         interpreter = Interpreter(model_content=tflite_model)
         interpreter.allocate_tensors()
         runner = interpreter.get_signature_runner()
-        arguments = {}
-        for name, detail in runner.get_input_details().items():
-            shape = [1, *detail["shape_signature"][1:]]
-            sample = feed[name] if feed is not None else np.zeros([max(1, d) for d in shape], np.float32)
-            arguments[name] = _quantize_input(sample, detail)
+        input_details = runner.get_input_details()
+    except (ValueError, RuntimeError) as error:
+        raise cannot_run(error) from error
+    arguments = {}
+    for name, detail in input_details.items():
+        shape = [1, *detail["shape_signature"][1:]]
+        sample = feed[name] if feed is not None else np.zeros([max(1, d) for d in shape], np.float32)
+        arguments[name] = _quantize_input(sample, detail)
+    try:
         runner(**arguments)
-    except Exception as error:
-        raise ConversionError(f"qat ({io_type} I/O): the LiteRT interpreter cannot run the result: "
-                              f"{_one_line(error)}") from error
+    except (ValueError, RuntimeError) as error:
+        raise cannot_run(error) from error
     # Inspect the ops without the default delegate, which would hide them behind one DELEGATE op.
     plain = Interpreter(model_content=tflite_model,
                         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
