@@ -9,9 +9,12 @@ import io
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from tflq.debug.layer_error import DebugReport, OpError
+
+if TYPE_CHECKING:
+    from rich.table import Table
 from tflq.errors import UsageError
 
 FORMATS = ("table", "json", "csv", "md")
@@ -92,7 +95,7 @@ LEGEND = (
 )
 
 
-def rich_table(report: DebugReport) -> Any:
+def rich_table(report: DebugReport) -> Table:
     """The ranking as a rich Table."""
     from rich import box
     from rich.table import Table

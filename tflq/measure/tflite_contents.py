@@ -12,10 +12,15 @@ import os
 import struct
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tflq.errors import InterpreterError, ModelLoadError
 from tflq.model.load import TensorSpec
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from ai_edge_litert.schema_py_generated import Model
 
 QUANTIZED_DTYPES = ("int8", "uint8", "int16")
 FLOAT_DTYPES = ("float32", "float16", "float64", "bfloat16")
@@ -158,7 +163,7 @@ def corrupt_message(tflite_path: str, content: bytes, error: BaseException) -> s
     return f"{tflite_path}: corrupt or truncated TFLite flatbuffer ({len(content)} bytes; {reason})"
 
 
-def _summarize(schema: Any, model: Any, content: bytes) -> FlatbufferSummary:
+def _summarize(schema: ModuleType, model: Model, content: bytes) -> FlatbufferSummary:
     type_names = {value: name.lower() for name, value in vars(schema.TensorType).items() if not name.startswith("_")}
     op_names = {value: name for name, value in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
     buffer_sizes = [_buffer_size(model.Buffers(position)) for position in range(model.BuffersLength())]
@@ -352,7 +357,7 @@ def flatbuffer_signature(tflite_path: str) -> FlatbufferSignature | None:
         return None
 
 
-def _signature_of(schema: Any, model: Any) -> FlatbufferSignature | None:
+def _signature_of(schema: ModuleType, model: Model) -> FlatbufferSignature | None:
     type_names = {value: name.lower() for name, value in vars(schema.TensorType).items() if not name.startswith("_")}
     subgraph = model.Subgraphs(0)
 

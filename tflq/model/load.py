@@ -10,12 +10,16 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tflq._tf import imports as _tf
 from tflq.errors import ModelLoadError, UsageError
 from tflq.model import file_checks as model_files
 from tflq.model import user_code
+
+if TYPE_CHECKING:
+    import keras
+    import tf_keras
 
 KERAS_SUFFIXES = (".keras",)
 H5_SUFFIXES = (".h5", ".hdf5")
@@ -132,7 +136,7 @@ def _unsafe_hint(path: Path, error: Exception) -> str | None:
     return None
 
 
-def load_keras_model(path: Path, options: ModelOptions = ModelOptions()) -> Any:
+def load_keras_model(path: Path, options: ModelOptions = ModelOptions()) -> keras.Model | tf_keras.Model:
     """Load a .keras or .h5 model with Keras 3 (safe mode unless asked). Raises ModelLoadError."""
     kind = model_kind(path)
     if kind == "savedmodel":
@@ -295,7 +299,7 @@ def unroll_recurrent(model: Any, source: Path) -> Any:
     return rebuilt
 
 
-def export_keras_model(model: Any, source: Path, export_dir: Path) -> ExportedModel:
+def export_keras_model(model: keras.Model | tf_keras.Model, source: Path, export_dir: Path) -> ExportedModel:
     """Export a Keras 3 model to ``export_dir`` as a SavedModel with named inputs/outputs and dynamic batch."""
     tf = _tf.tf()
     keras = _tf.keras()

@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tflq._tf import imports as _tf
 from tflq.errors import ConversionError, QatError
+
+if TYPE_CHECKING:
+    import keras
+    import tf_keras
 
 POST_TRAINING_HINT = "use post-training quantization instead (mode int8, or 16x8)"
 
@@ -60,11 +64,13 @@ _NAMESPACES = {
 class LayerPair:
     """A Keras 3 layer and its tf_keras twin (weights are copied from ``source`` to ``twin``)."""
 
-    source: Any
-    twin: Any
+    source: keras.layers.Layer
+    twin: tf_keras.layers.Layer
 
 
-def bridge_to_tf_keras(model: Any, *, sample_inputs: Any = None, atol: float = 1e-5) -> Any:
+def bridge_to_tf_keras(
+    model: keras.Model | tf_keras.Model, *, sample_inputs: Any = None, atol: float = 1e-5
+) -> tf_keras.Model:
     """Rebuild a Keras 3 Sequential or Functional model in tf_keras, copy its weights and check the outputs agree.
 
     ``sample_inputs`` (an array, a list in input order, or a dict by input name) is what the two models are
@@ -210,7 +216,7 @@ class _Builder:
         self._names.add(name)
 
 
-def make_twin_layer(layer: Any) -> Any:
+def make_twin_layer(layer: keras.layers.Layer) -> tf_keras.layers.Layer:
     """Create the tf_keras layer equivalent to Keras 3 ``layer`` from its config (weights not copied).
 
     Raises :class:`QatError` for Lambda and custom layers, and for a config tf_keras cannot rebuild.
@@ -425,7 +431,7 @@ def _flat_numpy(outputs: Any) -> list[np.ndarray]:
     return [np.asarray(output) for output in tf.nest.flatten(outputs)]
 
 
-def verify_twin(model: Any, twin: Any, pairs: list[LayerPair], *, sample_inputs: Any = None,
+def verify_twin(model: keras.Model, twin: tf_keras.Model, pairs: list[LayerPair], *, sample_inputs: Any = None,
                 atol: float = 1e-5) -> float:
     """Check that ``twin`` reproduces ``model`` on sample inputs; return the largest absolute difference.
 

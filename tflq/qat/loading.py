@@ -9,17 +9,21 @@ import os
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tflq._tf import imports as _tf
 from tflq.errors import ModelLoadError, QatError
 from tflq.qat.bridge import POST_TRAINING_HINT, _one_line, bridge_to_tf_keras
 
+if TYPE_CHECKING:
+    import keras
+    import tf_keras
+
 __all__ = ["load_for_qat"]
 
 
 def load_for_qat(path: str | os.PathLike[str], *, custom_objects: dict[str, Any] | None = None,
-                 unsafe: bool = False) -> Any:
+                 unsafe: bool = False) -> tf_keras.Model:
     """Load a model file as a tf_keras model ready for :func:`train_qat`.
 
     ``.keras`` loads in Keras 3 (``safe_mode`` unless ``unsafe``) and is bridged; ``.h5``/``.hdf5`` written by Keras 2
@@ -47,7 +51,7 @@ def load_for_qat(path: str | os.PathLike[str], *, custom_objects: dict[str, Any]
     raise ModelLoadError(f"{source}: not a model tflq can train (expected .keras, .h5, .hdf5 or a SavedModel dir)")
 
 
-def _load_keras3(source: Path, custom_objects: dict[str, Any] | None, unsafe: bool) -> Any:
+def _load_keras3(source: Path, custom_objects: dict[str, Any] | None, unsafe: bool) -> keras.Model:
     import keras
 
     try:
@@ -58,7 +62,7 @@ def _load_keras3(source: Path, custom_objects: dict[str, Any] | None, unsafe: bo
         raise ModelLoadError(f"{source}: cannot load with Keras 3: {_one_line(error)}") from error
 
 
-def _load_tf_keras(source: Path, custom_objects: dict[str, Any] | None) -> Any:
+def _load_tf_keras(source: Path, custom_objects: dict[str, Any] | None) -> tf_keras.Model:
     import tf_keras
 
     try:
@@ -69,7 +73,7 @@ def _load_tf_keras(source: Path, custom_objects: dict[str, Any] | None) -> Any:
         raise ModelLoadError(f"{source}: cannot load with tf_keras: {_one_line(error)}") from error
 
 
-def _load_saved_model_dir(source: Path, custom_objects: dict[str, Any] | None) -> Any:
+def _load_saved_model_dir(source: Path, custom_objects: dict[str, Any] | None) -> tf_keras.Model:
     if not (source / "saved_model.pb").exists():
         raise ModelLoadError(f"{source}: a directory without saved_model.pb is not a SavedModel")
     if not (source / "keras_metadata.pb").exists():
@@ -140,7 +144,7 @@ def _scan_layers(config: Any, source: Path) -> None:
             _scan_layers(inner.get(key), source)
 
 
-def _checked_graph_model(model: Any, source: Path | str) -> Any:
+def _checked_graph_model(model: tf_keras.Model, source: Path | str) -> tf_keras.Model:
     import tf_keras
 
     if not isinstance(model, tf_keras.Sequential) and not getattr(model, "_is_graph_network", False):

@@ -22,7 +22,7 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,6 +31,9 @@ from tflq.errors import ConversionError, DataError, QatError, QatTrainingError, 
 from tflq.qat.bridge import POST_TRAINING_HINT, bridge_to_tf_keras
 from tflq.qat.loading import _checked_graph_model, load_for_qat
 from tflq.qat.losses import LossSpec, build_loss, check_labels, resolve_loss, saved_loss_specs
+
+if TYPE_CHECKING:
+    import tf_keras
 
 __all__ = [
     "IO_TYPES",
@@ -60,7 +63,7 @@ QUANT_PREFIX = "quant_"
 _UNSUPPORTED = re.compile(r"Layer (?P<name>.+?):<class '(?P<path>[\w.]+)'> is not supported")
 
 
-def prepare_qat(model: Any) -> Any:
+def prepare_qat(model: tf_keras.Model) -> tf_keras.Model:
     """Wrap a tf_keras model with tfmot's fake quantization (``quantize_model``); return the new model.
 
     Raises :class:`QatError` naming the first layer tfmot cannot quantize (GRU, LSTM, Lambda, nested models...).
@@ -91,7 +94,7 @@ _FUSED_ACTIVATIONS = frozenset({"linear", "relu", "swish", "gelu", "softmax", "s
 _ACTIVATION_LAYER_ACTIVATIONS = frozenset({"linear", "relu", "swish", "gelu", "relu6", "softmax", "sigmoid", "tanh"})
 
 
-def _check_before_tfmot(model: Any) -> None:
+def _check_before_tfmot(model: tf_keras.Model) -> None:
     """Refuse, naming the layer, what tfmot would reject with a message that does not name it (or accept wrongly)."""
     import tf_keras
 
@@ -124,7 +127,7 @@ def _check_before_tfmot(model: Any) -> None:
             )
 
 
-def check_qat_support(model: Any) -> None:
+def check_qat_support(model: tf_keras.Model) -> None:
     """Raise :class:`QatError` if tfmot cannot quantize ``model`` (a tf_keras or Keras 3 model); cheap, no training."""
     prepare_qat(bridge_to_tf_keras(model))
 
@@ -140,7 +143,7 @@ class QatResult:
     prefixed with the output name) to one value per epoch.
     """
 
-    model: Any
+    model: tf_keras.Model
     history: dict[str, tuple[float, ...]]
     seconds: float
     losses: tuple[LossSpec, ...]
@@ -148,7 +151,7 @@ class QatResult:
 
 
 def train_qat(
-    model: Any,
+    model: tf_keras.Model,
     train: tuple[Any, Any],
     *,
     epochs: int = 2,
@@ -252,7 +255,7 @@ def op_determinism() -> Iterator[None]:
             disable()
 
 
-def check_training_labels(model: Any, specs: Sequence[LossSpec], labels: Any, source: str) -> None:
+def check_training_labels(model: tf_keras.Model, specs: Sequence[LossSpec], labels: Any, source: str) -> None:
     """Refuse labels the losses cannot train on (strings, class ids outside the model's classes, wrong shapes...).
 
     ``labels`` is one array per output, in output order (a list), or a dict by output name. ``source`` names the data
@@ -283,7 +286,7 @@ def _metrics_for(spec: LossSpec) -> list[Any]:
     return []
 
 
-def _arrays_for(model: Any, data: tuple[Any, Any], what: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def _arrays_for(model: tf_keras.Model, data: tuple[Any, Any], what: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Check ``(x, y)`` against the model's inputs and outputs; return them as lists in model order."""
     if not isinstance(data, (tuple, list)) or len(data) != 2:
         raise DataError(f"{what} must be a pair (x, y)")

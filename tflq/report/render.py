@@ -11,7 +11,10 @@ import json
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 Row = dict[str, Any]
 
@@ -157,7 +160,7 @@ def eval_columns(rows: Sequence[Row]) -> tuple[Column, ...]:
     return EVAL_COLUMNS[:position] + (MAX_ERROR_COLUMN,) + EVAL_COLUMNS[position:]
 
 
-def render_table(rows: Sequence[Row], *, columns: Sequence[Column] | None = None, title: str | None = None) -> Any:
+def render_table(rows: Sequence[Row], *, columns: Sequence[Column] | None = None, title: str | None = None) -> Table:
     """A ``rich.table.Table`` of the rows (errors in red, noisy latency marked ``!``); columns default to
     :func:`eval_columns`."""
     from rich.table import Table
