@@ -103,9 +103,8 @@ class Dataset:
         for sample_inputs, sample_labels in itertools.islice(self._reader(), self.limit):
             if count == 0:
                 _cast_notices(self.source, self.inputs, sample_inputs)
-            checked = {
-                spec.name: _check_sample(self.source, spec, sample_inputs[spec.name], count) for spec in self.inputs
-            }
+            checked = {spec.name: _check_sample(self.source, spec, sample_inputs[spec.name], count)
+                       for spec in self.inputs}
             yield checked, sample_labels
             count += 1
         if count == 0:
@@ -277,9 +276,8 @@ def open_data(
     if ":" in spec and not path.exists():
         return _function(spec, inputs, outputs, limit)
     if not path.exists():
-        raise DataError(
-            f"{spec}: {role} data not found (expected a .npz/.npy file, an image folder or module:function)"
-        )
+        raise DataError(f"{spec}: {role} data not found (expected a .npz/.npy file, an image folder or "
+                        "module:function)")
     raise DataError(f"{spec}: unsupported {role} data format {path.suffix or '(no suffix)'!r}; expected .npz, .npy, an "
                     "image folder or module:function")
 
@@ -318,10 +316,8 @@ def _npz(path: Path, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]
     else:
         missing = [spec.name for spec in inputs if spec.name not in arrays]
         if missing:
-            raise DataError(
-                f"{path}: the model has inputs {[s.name for s in inputs]}; missing key(s) {missing}, found keys "
-                f"{sorted(arrays)}"
-            )
+            raise DataError(f"{path}: the model has inputs {[s.name for s in inputs]}; missing key(s) {missing}, "
+                            f"found keys {sorted(arrays)}")
         input_arrays = {spec.name: arrays[spec.name] for spec in inputs}
     label_arrays = {output: arrays[key] for key, output in label_keys.items() if key in arrays}
     if outputs and len(outputs) > 1 and "y" in arrays:
