@@ -320,7 +320,7 @@ def evaluate(
         return on_message
 
     # Imported once here, so that children forked from this process do not import it again.
-    import ai_edge_litert.interpreter  # noqa: F401
+    import ai_edge_litert.interpreter  # noqa: F401 (imported for its side effect: loaded before the children fork)
 
     baseline: str | None
     if reference and reference.endswith(".tflite"):

@@ -120,7 +120,7 @@ class Dataset:
         if batch_size < 1:
             raise UsageError(f"batch size must be at least 1, got {batch_size}")
         if self._arrays is not None:
-            yield from self._array_batches(batch_size)
+            yield from self._array_batches(self._arrays, batch_size)
             return
         chunk: list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]] = []
         for item in self._checked():
@@ -131,8 +131,10 @@ class Dataset:
         if chunk:
             yield _stack(chunk)
 
-    def _array_batches(self, batch_size: int) -> Iterator[Batch]:
-        input_arrays, label_arrays = self._arrays  # type: ignore[misc]
+    def _array_batches(
+        self, arrays: tuple[dict[str, np.ndarray], dict[str, np.ndarray]], batch_size: int
+    ) -> Iterator[Batch]:
+        input_arrays, label_arrays = arrays
         count = self.count or 0
         if count == 0:
             raise DataError(f"{self.source}: no samples (the data is empty)")

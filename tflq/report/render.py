@@ -11,7 +11,7 @@ import json
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -25,7 +25,7 @@ class Column:
 
     header: str
     text: Callable[[Row], str]
-    justify: str = "right"
+    justify: Literal["left", "right"] = "right"
 
 
 def format_bytes(size: int | None) -> str:
@@ -168,7 +168,7 @@ def render_table(rows: Sequence[Row], *, columns: Sequence[Column] | None = None
     columns = eval_columns(rows) if columns is None else columns
     table = Table(title=title, header_style="bold")
     for column in columns:
-        table.add_column(column.header, justify=column.justify)  # type: ignore[arg-type]
+        table.add_column(column.header, justify=column.justify)
     for row in rows:
         style = "red" if row.get("status") == "error" else None
         table.add_row(*(column.text(row) for column in columns), style=style)
@@ -275,9 +275,9 @@ def render_text(rows: Sequence[Row], output_format: str, *, columns: Sequence[Co
         return to_markdown(rows, columns=columns)
     from rich.console import Console
 
-    console = Console(file=io.StringIO(), width=200, color_system=None)
-    console.print(render_table(rows, columns=columns))
-    return console.file.getvalue()  # type: ignore[attr-defined]
+    text = io.StringIO()
+    Console(file=text, width=200, color_system=None).print(render_table(rows, columns=columns))
+    return text.getvalue()
 
 
 # ---------------------------------------------------------------------------------------------------------------
