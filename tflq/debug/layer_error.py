@@ -36,7 +36,7 @@ from tflq._tf import imports as _tf
 from tflq.convert.layer_map import ModelOp, read_ops
 from tflq.convert.session import ConvertOptions, ModelSession
 from tflq.debug.debug_models import WeightError, _DebugRun, _rounded, _run_debug_models
-from tflq.debug.scoring import NoClassifierOutput, Score, points
+from tflq.debug.scoring import Evaluator, NoClassifierOutput, Score, points
 from tflq.errors import ConversionError, TflqError, UsageError
 from tflq.modes import Variant
 
@@ -341,7 +341,6 @@ def debug_quantization(model_path: Path, options: DebugOptions, *, workdir: Path
     Returns a DebugReport whose ops are sorted from most to least sensitive. Raises UsageError/ModelLoadError/
     DataError for bad input, ConversionError when calibration or quantization fails.
     """
-    from tflq.debug.scoring import Evaluator
 
     convert_options = replace(options.convert, modes=("int8",), io_types=())
     with contextlib.ExitStack() as stack:
@@ -413,7 +412,7 @@ def _float32(session: ModelSession, path: Path) -> Path:
 
 
 def _check_accuracy(
-    session: ModelSession, calibrated: bytes, evaluator: Any, float_score: Score, groups: Sequence[LayerGroup],
+    session: ModelSession, calibrated: bytes, evaluator: Evaluator, float_score: Score, groups: Sequence[LayerGroup],
     workdir: Path,
 ) -> AccuracyCheck:
     int8_score = evaluator.score(_write(workdir / "int8.tflite", session.convert_variant(Variant("int8"))))
