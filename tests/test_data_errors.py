@@ -129,6 +129,32 @@ def test_a_broken_numpy_file_says_what_it_is(tmp_path: Path, name: str, case: st
     assert "pickle" not in str(caught.value)
 
 
+def _damaged(path: Path, case: str) -> Path:
+    """Damage that np.load reports with neither ValueError nor OSError (tokenize.TokenError, zlib.error)."""
+    rng = np.random.default_rng(0)
+    if case == "unclosed header":
+        np.save(path, np.zeros((50, 4, 4, 1), np.float32))
+        data = path.read_bytes()
+        path.write_bytes(data.replace(b"(50, 4, 4, 1)", b"(50, 4, 4, 1 ", 1))
+    else:
+        np.savez_compressed(path, x=rng.random((50, 4, 4, 1)).astype(np.float32))
+        data = bytearray(path.read_bytes())
+        data[200] ^= 0xFF  # inside the deflate stream of x.npy
+        path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "case", "kind"),
+    [("d.npy", "unclosed header", "TokenError"), ("d.npz", "corrupt deflate stream", "error")],
+)
+def test_numpy_damage_outside_valueerror_is_a_data_error(tmp_path: Path, name: str, case: str, kind: str) -> None:
+    path = _damaged(tmp_path / name, case)
+    with pytest.raises(DataError) as caught:
+        _load(str(path))
+    assert str(caught.value).startswith(f"{path}: a truncated or damaged {path.suffix} file ({kind}: "), caught.value
+
+
 def test_a_fifo_or_directory_as_data_is_refused_without_blocking(tmp_path: Path) -> None:
     fifo = tmp_path / "calib.npz"
     os.mkfifo(fifo)

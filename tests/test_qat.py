@@ -277,6 +277,14 @@ def test_explicit_loss_applies_to_every_output_and_overrides(multi_io):
     assert spec.describe() == "sparse_categorical_crossentropy(from_logits=True)"
 
 
+def test_one_label_array_for_two_outputs_is_refused(multi_io, digits):
+    twin = bridge_to_tf_keras(multi_io)
+    specs = qat.resolve_loss(twin)
+    with pytest.raises(DataError) as caught:
+        qat.check_training_labels(twin, specs, [digits["y_train"]], "labels.npz")
+    assert str(caught.value) == "labels.npz: 1 label arrays for the model's 2 outputs ['digit', 'value']"
+
+
 def _uncompiled():
     import keras
 

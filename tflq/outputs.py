@@ -119,12 +119,13 @@ def _create_folder(folder: Path) -> list[Path]:
             break
         parent = parent.parent
     if parent.is_symlink() and not parent.exists():
-        raise UsageError(f"output folder {folder}: {parent} is a symbolic link to {os.readlink(parent)}, which does not exist")
+        raise UsageError(f"output folder {folder}: {parent} is a symbolic link to {os.readlink(parent)}, which does "
+                         "not exist")
     if parent.exists() and not parent.is_dir():
         if parent == folder:
             raise UsageError(f"output folder {folder} exists and is not a folder")
         raise UsageError(f"output folder {folder}: its parent {parent} is a file, not a folder")
-    created = []
+    created: list[Path] = []
     for path in reversed(missing):
         try:
             path.mkdir()

@@ -21,14 +21,17 @@ these private names, so a TensorFlow upgrade that moves them breaks one module a
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tflq._tf import imports as _tf
 
+if TYPE_CHECKING:
+    from tensorflow.lite.python.lite import TFLiteConverterBaseV2
 
-def saved_model_converter(saved_model_dir: str, signature_key: str) -> Any:
+
+def saved_model_converter(saved_model_dir: str, signature_key: str) -> TFLiteConverterBaseV2:
     """The converter ``from_saved_model(dir, signature_keys=[key])`` returns, without its Python SavedModel load."""
     _tf.tf()
     from tensorflow.lite.python import conversion_metadata_schema_py_generated as metadata_schema
@@ -43,7 +46,7 @@ def saved_model_converter(saved_model_dir: str, signature_key: str) -> Any:
     return converter
 
 
-def calibrate(converter: Any, samples: Sequence[dict[str, np.ndarray]]) -> bytes:
+def calibrate(converter: TFLiteConverterBaseV2, samples: Sequence[dict[str, np.ndarray]]) -> bytes:
     """Run the converter's calibration only. ``converter`` is fresh and float (no optimization set yet)."""
     tf = _tf.tf()
     converter.optimizations = [tf.lite.Optimize.DEFAULT]

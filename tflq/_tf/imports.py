@@ -93,8 +93,8 @@ def quiet(*, keep_stderr: bool = False) -> Iterator[io.StringIO]:
             sink.seek(0)
             captured.write(sink.read().decode("utf-8", "replace"))
             with contextlib.suppress(NameError):
-                captured.write(py_out.getvalue())  # type: ignore[possibly-undefined]
-                if isinstance(py_err, io.StringIO):  # type: ignore[possibly-undefined]
+                captured.write(py_out.getvalue())
+                if isinstance(py_err, io.StringIO):
                     captured.write(py_err.getvalue())
 
 
@@ -112,3 +112,25 @@ def last_error_line(text: str) -> str:
         if "error:" in line.lower():
             return line[line.lower().index("error:") + len("error:"):].strip() or line
     return lines[-1] if lines else text.strip()
+
+
+def library_errors() -> tuple[type[Exception], ...]:
+    """The exception types TensorFlow, Keras, tf_keras, tfmot and the converter raise for a model, file or graph they
+    cannot take, for ``except _tf.library_errors() as error:`` around one such call (evaluated only when an exception
+    reaches the handler, by which time TensorFlow is imported).
+
+    Python's own types from their Python code; ``RuntimeError`` from pybind11 and LiteRT's error reporter;
+    ``tf.errors.OpError`` from TensorFlow's C++ status; ``ConverterError`` from the converter's phases; ``DecodeError``
+    from a damaged protobuf; ``zipfile.BadZipFile`` from a damaged ``.keras`` archive. A bug in tflq (``NameError``,
+    ``AssertionError``...) is none of these and keeps its traceback.
+    """
+    import zipfile
+
+    from google.protobuf.message import DecodeError  # type: ignore[import-untyped]  # protobuf ships no type stubs
+    from tensorflow.errors import OpError
+    from tensorflow.lite.python.convert_phase import ConverterError
+
+    return (
+        ValueError, TypeError, KeyError, IndexError, AttributeError, OSError, ImportError, NotImplementedError,
+        RuntimeError, zipfile.BadZipFile, OpError, ConverterError, DecodeError,
+    )

@@ -160,7 +160,8 @@ class AutoResult:
     ranking_seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        """The stable JSON form (``tflq auto --json``, keys documented in the README section "Debug, selective quantization and auto search")."""
+        """The stable JSON form (``tflq auto --json``; keys documented in the README section "Debug, selective
+        quantization and auto search")."""
         return {
             "model": self.model,
             "objective": self.objective,
@@ -278,7 +279,7 @@ class _Search:
                         calibrated, io_type="float32", per_tensor=self.session.options.per_tensor,
                         denylisted_nodes=candidate.float_nodes,
                     )
-            except Exception as error:  # the quantizer raises several types; each becomes one message
+            except _tf.library_errors() as error:  # the quantizer's types; each becomes one message
                 raise ConversionError(f"the quantizer failed: {_tf.last_error_line(str(error))}") from None
         else:
             if candidate.mode == "16x8":
@@ -311,7 +312,8 @@ class _Search:
         try:
             score = self.evaluator.score(self.path(number))
         except InterpreterError as error:
-            return replace(built, status=FAILED, reason=str(error), seconds=built.seconds + time.perf_counter() - started)
+            seconds = built.seconds + time.perf_counter() - started
+            return replace(built, status=FAILED, reason=str(error), seconds=seconds)
         drop = points(baseline, score.value)
         fits = drop <= self.options.max_drop
         reason = f"drop {drop:.2f} {'<=' if fits else '>'} {self.options.max_drop:g} points"
@@ -377,7 +379,8 @@ def _search_latency(search: _Search, trials: list[Trial], baseline: float) -> in
         trials[index] = replace(
             trial, reason=f"{trial.reason}; {relation} {fastest.candidate.label} "
             f"({_distinct(trial.latency_ms, fastest.latency_ms, 'ms')})"
-            + ("" if relation == "slower than" else f" and not smaller ({trial.size_bytes:,d} vs {fastest.size_bytes:,d} B)"),
+            + ("" if relation == "slower than"
+               else f" and not smaller ({trial.size_bytes:,d} vs {fastest.size_bytes:,d} B)"),
         )
     return chosen
 

@@ -1,7 +1,8 @@
 """The quantization debug models of ``tflq debug`` in a LiteRT interpreter, and the error statistics they give.
 
-:mod:`tflq.debug.layer_error` builds the models (``_calibrated.debug_model``) and names their ops; this module runs them on the
-samples and accumulates each NumericVerify op's signal and noise, and compares the int8 weights with the float ones.
+:mod:`tflq.debug.layer_error` builds the models (``_calibrated.debug_model``) and names their ops; this module runs
+them on the samples and accumulates each NumericVerify op's signal and noise, and compares the int8 weights with the
+float ones.
 """
 from __future__ import annotations
 
@@ -80,7 +81,7 @@ class _Accumulator:
         live = self.channel_signal > 0
         if not np.any(live):
             return None
-        values = [_sqnr_db(s, n) for s, n in zip(self.channel_signal[live], self.channel_noise[live])]
+        values = [_sqnr_db(s, n) for s, n in zip(self.channel_signal[live], self.channel_noise[live], strict=True)]
         median = float(np.median([math.inf if v is None else v for v in values]))
         return None if math.isinf(median) else median
 
@@ -138,7 +139,8 @@ class _DebugRun:
         try:
             interpreter.invoke()
         except (RuntimeError, ValueError) as error:
-            raise ConversionError(f"the quantization debug model does not run: {' '.join(str(error).split())}") from None
+            message = " ".join(str(error).split())
+            raise ConversionError(f"the quantization debug model does not run: {message}") from None
         for op in self.verify:
             quantized, reference = op["inputs"][:2]
             self.stats[op["index"]].add(interpreter.get_tensor(reference), interpreter.get_tensor(op["outputs"][0]))
@@ -152,7 +154,7 @@ class _DebugRun:
         float_op = self.defining.get(verify["inputs"][1])
         if float_op is None or float_op is quantized_op:
             return None
-        for quantized_index, float_index in zip(quantized_op["inputs"], float_op["inputs"]):
+        for quantized_index, float_index in zip(quantized_op["inputs"], float_op["inputs"], strict=False):
             if quantized_index < 0 or float_index < 0:
                 continue
             detail = self.tensors.get(quantized_index)
@@ -175,7 +177,8 @@ class _DebugRun:
             dequantized = (values.astype(np.float64) - zero_points.reshape(shape)) * scales.reshape(shape)
             difference = dequantized - reference
             per_channel = [
-                _sqnr_db(float(np.sum(np.take(reference, c, axis=axis) ** 2)), float(np.sum(np.take(difference, c, axis=axis) ** 2)))
+                _sqnr_db(float(np.sum(np.take(reference, c, axis=axis) ** 2)),
+                         float(np.sum(np.take(difference, c, axis=axis) ** 2)))
                 for c in range(values.shape[axis])
             ] if values.ndim else []
             finite = [value for value in per_channel if value is not None]

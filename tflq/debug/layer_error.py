@@ -36,7 +36,7 @@ from tflq._tf import imports as _tf
 from tflq.convert.layer_map import ModelOp, read_ops
 from tflq.convert.session import ConvertOptions, ModelSession
 from tflq.debug.debug_models import WeightError, _DebugRun, _rounded, _run_debug_models
-from tflq.debug.scoring import NoClassifierOutput, Score, points
+from tflq.debug.scoring import Evaluator, NoClassifierOutput, Score, points
 from tflq.errors import ConversionError, TflqError, UsageError
 from tflq.modes import Variant
 
@@ -211,7 +211,8 @@ class DebugReport:
         return None
 
     def to_dict(self) -> dict[str, Any]:
-        """The stable JSON form (``tflq debug --format json``, keys documented in the README section "Debug, selective quantization and auto search")."""
+        """The stable JSON form (``tflq debug --format json``; keys documented in the README section "Debug, selective
+        quantization and auto search")."""
         return {
             "model": self.model,
             "samples": self.samples,
@@ -242,7 +243,8 @@ def _match_ops(names: Sequence[tuple[str, str]], model_ops: Sequence[ModelOp]) -
         match = next(
             (op for op in candidates if op.index not in used and op.op_type == op_type and op.tensor == name), None
         ) or next(
-            (op for op in candidates if op.index not in used and op.op_type == op_type and _TRAILING_DIGITS.sub("", op.tensor) == key),
+            (op for op in candidates
+             if op.index not in used and op.op_type == op_type and _TRAILING_DIGITS.sub("", op.tensor) == key),
             None,
         )
         if match is not None:
@@ -262,7 +264,7 @@ def measure_ops(
         with _tf.quiet():
             own_model = _calibrated.debug_model(calibrated, per_tensor=per_tensor, whole_model=False)
             whole_model = _calibrated.debug_model(calibrated, per_tensor=per_tensor, whole_model=True)
-    except Exception as error:  # the quantizer raises several types; each becomes one message
+    except _tf.library_errors() as error:  # the quantizer's types; each becomes one message
         raise ConversionError(f"cannot build the quantization debug model: {_tf.last_error_line(str(error))}") from None
     try:
         own, whole = _run_debug_models(own_model, whole_model, samples, delegate=True)
@@ -278,11 +280,11 @@ def measure_ops(
 
     whole_by_op = {
         model_op.index: whole.stats[op["index"]]
-        for op, model_op in zip(whole.verify, _match_ops(names(whole), model_ops))
+        for op, model_op in zip(whole.verify, _match_ops(names(whole), model_ops), strict=True)
         if model_op is not None
     }
     errors = []
-    for op, model_op in zip(own.verify, _match_ops(names(own), model_ops)):
+    for op, model_op in zip(own.verify, _match_ops(names(own), model_ops), strict=True):
         stats = own.stats[op["index"]]
         quantized = own.tensors[op["inputs"][0]]
         scale, zero_point = quantized["quantization"]
@@ -339,7 +341,6 @@ def debug_quantization(model_path: Path, options: DebugOptions, *, workdir: Path
     Returns a DebugReport whose ops are sorted from most to least sensitive. Raises UsageError/ModelLoadError/
     DataError for bad input, ConversionError when calibration or quantization fails.
     """
-    from tflq.debug.scoring import Evaluator
 
     convert_options = replace(options.convert, modes=("int8",), io_types=())
     with contextlib.ExitStack() as stack:
@@ -367,7 +368,8 @@ def debug_quantization(model_path: Path, options: DebugOptions, *, workdir: Path
                 )
             samples, source = _data_samples(options, session), options.data
         else:
-            samples, source = session.calibration_samples()[: options.layer_samples], f"{options.convert.calibration} (calibration)"
+            samples = session.calibration_samples()[: options.layer_samples]
+            source = f"{options.convert.calibration} (calibration)"
         calibrated = session.calibrated_model()
         model_ops = read_ops(calibrated, exported)
         errors = rank(measure_ops(calibrated, model_ops, samples, per_tensor=convert_options.per_tensor))
@@ -410,7 +412,7 @@ def _float32(session: ModelSession, path: Path) -> Path:
 
 
 def _check_accuracy(
-    session: ModelSession, calibrated: bytes, evaluator: Any, float_score: Score, groups: Sequence[LayerGroup],
+    session: ModelSession, calibrated: bytes, evaluator: Evaluator, float_score: Score, groups: Sequence[LayerGroup],
     workdir: Path,
 ) -> AccuracyCheck:
     int8_score = evaluator.score(_write(workdir / "int8.tflite", session.convert_variant(Variant("int8"))))
@@ -421,12 +423,15 @@ def _check_accuracy(
                 content = _calibrated.quantize(
                     calibrated, io_type="float32", per_tensor=session.options.per_tensor, denylisted_nodes=group.tensors
                 )
+        except _tf.library_errors() as error:  # the quantizer failed on this group: report it, keep the others
+            recoveries.append(Recovery(group, None, _tf.last_error_line(str(error)) or type(error).__name__))
+            continue
+        try:
             score = evaluator.score(_write(workdir / f"int8_float_{number}.tflite", content))
-            recoveries.append(Recovery(group, score.value))
         except TflqError as error:
             recoveries.append(Recovery(group, None, str(error)))
-        except Exception as error:  # the quantizer's own exceptions: report this group, keep the others
-            recoveries.append(Recovery(group, None, _tf.last_error_line(str(error)) or type(error).__name__))
+            continue
+        recoveries.append(Recovery(group, score.value))
     return AccuracyCheck(
         metric=evaluator.metric,
         samples=float_score.samples,

@@ -9,9 +9,12 @@ import io
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from tflq.debug.layer_error import DebugReport, OpError
+
+if TYPE_CHECKING:
+    from rich.table import Table
 from tflq.errors import UsageError
 
 FORMATS = ("table", "json", "csv", "md")
@@ -37,7 +40,8 @@ def _number(value: float | None, digits: int = 3) -> str:
 def summary_lines(report: DebugReport) -> list[str]:
     """The lines above the table: what was measured, and the accuracy of float32 and int8."""
     quantization = "per-tensor" if report.per_tensor else "per-channel"
-    lines = [f"{report.model}: int8 ({quantization} weights), layer errors on {report.samples} sample(s) of {report.sample_source}"]
+    lines = [f"{report.model}: int8 ({quantization} weights), layer errors on {report.samples} sample(s) of "
+             f"{report.sample_source}"]
     check = report.accuracy
     if check is not None:
         lines.append(
@@ -81,7 +85,9 @@ HEADERS = (
     "#", "layer", "op", "SQNR dB", "channel SQNR dB", "accum. SQNR dB", "RMSE/scale", "mean err", "weights SQNR dB",
     "top-1 with layer in float",
 )
-SHORT_HEADERS = ("#", "layer", "op", "SQNR", "chan. SQNR", "accum. SQNR", "RMSE/scale", "mean err", "weights SQNR", "in float")
+SHORT_HEADERS = (
+    "#", "layer", "op", "SQNR", "chan. SQNR", "accum. SQNR", "RMSE/scale", "mean err", "weights SQNR", "in float",
+)
 LEGEND = (
     "SQNR: the op's own error (float twin on the same inputs); channel SQNR: median over output channels, low when "
     "a few large channels or values crush the rest; accum. SQNR: error from the model input to this op; ranked by "
@@ -89,14 +95,14 @@ LEGEND = (
 )
 
 
-def rich_table(report: DebugReport) -> Any:
+def rich_table(report: DebugReport) -> Table:
     """The ranking as a rich Table."""
     from rich import box
     from rich.table import Table
 
     table = Table(title="int8 quantization error per op (SQNR in dB), most sensitive first", title_justify="left",
                   box=box.SIMPLE_HEAD, pad_edge=False)
-    for header, short in zip(HEADERS, SHORT_HEADERS):
+    for header, short in zip(HEADERS, SHORT_HEADERS, strict=True):
         text_column = header in ("layer", "op", "top-1 with layer in float")
         table.add_column(short, justify="left" if text_column else "right", no_wrap=header in ("layer", "op"))
     for row in _table_rows(report):
@@ -179,18 +185,22 @@ def plot_sqnr(report: DebugReport, path: Path) -> None:
     width = min(40.0, max(7.0, (0.62 if long_labels else 0.5) * len(ops) + 3.0))
     figure, axes = plt.subplots(figsize=(width, 5.6), dpi=110)
     highlighted = [ranks.get(op.tensor, 10**6) <= HIGHLIGHTED for op in ops]
-    colors = ["#d62728" if ranks.get(op.tensor) == 1 else "#f4a582" if flag else "#8da0cb" for op, flag in zip(ops, highlighted)]
+    colors = [
+        "#d62728" if ranks.get(op.tensor) == 1 else "#f4a582" if flag else "#8da0cb"
+        for op, flag in zip(ops, highlighted, strict=True)
+    ]
     axes.bar(
         positions, [shown(op.sensitivity if math.isfinite(op.sensitivity) else None) - bottom for op in ops],
         bottom=bottom, width=0.62, color=colors,
         label=f"ranking score: lower of own and channel SQNR (red: most sensitive, pink: next {HIGHLIGHTED - 1})",
     )
-    axes.plot(positions, [shown(op.sqnr_db) for op in ops], "x", color="black", markersize=7, label="own SQNR (whole tensor)")
+    axes.plot(positions, [shown(op.sqnr_db) for op in ops], "x", color="black", markersize=7,
+              label="own SQNR (whole tensor)")
     axes.plot(positions, [shown(op.channel_sqnr_db) for op in ops], "D", color="#ff7f0e", markersize=5,
               label="median channel SQNR")
     axes.plot(positions, [shown(op.accumulated_sqnr_db) for op in ops], "o-", color="#2ca02c", markersize=4,
               linewidth=1.2, label="accumulated SQNR (from the model input)")
-    for position, op, flag in zip(positions, ops, highlighted):
+    for position, op, flag in zip(positions, ops, highlighted, strict=True):
         height = max(shown(value) for value in (op.sqnr_db, op.channel_sqnr_db, op.accumulated_sqnr_db))
         note = []
         if flag:

@@ -8,17 +8,18 @@ Public API:
 * :func:`score` turns a TfliteRun into a Measurement (accuracy against labels, agreement with a reference), in
   :mod:`tflq.measure.measurement` with the result types (re-exported here).
 
-Feeding data through the interpreter lives in :mod:`tflq.measure.runner`, the latency protocol in :mod:`tflq.measure.latency`,
-the metrics in :mod:`tflq.measure.metrics`, what a file holds in :mod:`tflq.measure.tflite_info`, the child processes in
-:mod:`tflq.measure.isolation`.
+Feeding data through the interpreter lives in :mod:`tflq.measure.runner`, the latency protocol in
+:mod:`tflq.measure.latency`, the metrics in :mod:`tflq.measure.metrics`, what a file holds in
+:mod:`tflq.measure.tflite_info`, the child processes in :mod:`tflq.measure.isolation`.
 """
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -306,7 +307,8 @@ def run_reference(
     from tflq.model.load import Reference, export_model
 
     with tempfile.TemporaryDirectory(prefix="tflq-reference-") as export_dir:
-        model = Reference(export_model(Path(reference), Path(export_dir) / "saved_model", model_options or ModelOptions()))
+        exported = export_model(Path(reference), Path(export_dir) / "saved_model", model_options or ModelOptions())
+        model = Reference(exported)
         dataset = open_data(data, model.inputs, outputs=model.outputs, limit=settings.limit, role="evaluation")
         batch_size = settings.batch_size or auto_batch_size(spec.shape for spec in model.inputs)
         predictions, _, _ = predict_dataset(model.predict, dataset, batch_size, report=report)
@@ -360,7 +362,7 @@ def evaluate(
         return on_message
 
     # Imported once here, so that children forked from this process do not import it again.
-    import ai_edge_litert.interpreter  # noqa: F401
+    import ai_edge_litert.interpreter  # noqa: F401 (imported for its side effect: loaded before the children fork)
 
     baseline: str | None
     if reference and reference.endswith(".tflite"):
@@ -390,7 +392,9 @@ def evaluate(
         size = os.path.getsize(path)
         ratio = size / baseline_size if baseline_size else None
         try:
-            opened = _opened_in_parent(path, data, settings, opened_by_specs) if data and start_method == "fork" else None
+            opened = None
+            if data and start_method == "fork":
+                opened = _opened_in_parent(path, data, settings, opened_by_specs)
             run: TfliteRun = call_isolated(
                 run_tflite, path, settings, data, keywords={"opened": opened},
                 description=path, on_message=progress_for(path), start_method=start_method,
@@ -406,7 +410,9 @@ def evaluate(
             measurements[position] = Measurement(path, size, ratio, threads=settings.resolved_threads, error=message)
             failures[position] = error
     if len(failures) == len(tflite_paths):
-        usage = [failures[position] for position in sorted(failures) if not isinstance(failures[position], InterpreterError)]
+        usage = [
+            failures[position] for position in sorted(failures) if not isinstance(failures[position], InterpreterError)
+        ]
         if usage:  # nothing measured and the data / reference / labels are at fault: a usage error (exit 2)
             raise usage[0]
     return [measurements[position] for position in range(len(tflite_paths))]

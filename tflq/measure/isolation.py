@@ -32,9 +32,12 @@ import threading
 import traceback
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from tflq.errors import InterpreterError, TflqError
+
+if TYPE_CHECKING:
+    from multiprocessing.context import ForkContext, ForkServerContext, SpawnContext
 
 # Test hook: a child whose description contains this environment variable's value calls os.abort() before its work.
 ABORT_HOOK_VARIABLE = "TFLQ_TEST_ABORT_CHILD"
@@ -52,7 +55,8 @@ _stopping = threading.Event()
 
 
 def stop_children() -> None:
-    """Kill every running child now; their calls, and later ones until :func:`allow_children`, raise KeyboardInterrupt."""
+    """Kill every running child now; their calls, and later ones until :func:`allow_children`, raise
+    KeyboardInterrupt."""
     with _running_lock:
         _stopping.set()
         for process in list(_running):
@@ -86,7 +90,9 @@ def call_isolated(
     """
     if _stopping.is_set():
         raise _interrupted()
-    context = multiprocessing.get_context(start_method or choose_start_method())
+    # get_context(str) is typed BaseContext, which has no Process; each of the three concrete contexts has one.
+    method = start_method or choose_start_method()
+    context = cast("ForkContext | ForkServerContext | SpawnContext", multiprocessing.get_context(method))
     if context.get_start_method() == "forkserver":
         context.set_forkserver_preload(_FORKSERVER_PRELOAD)
     # The child's native stderr (LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate", TensorFlow's logs) goes
@@ -96,7 +102,7 @@ def call_isolated(
     receiver, sender = context.Pipe(duplex=False)
     watch_reader, watch_writer = context.Pipe(duplex=False)  # the parent holds the only writer: EOF = parent gone
     hook = os.environ.get(ABORT_HOOK_VARIABLE)  # read here: a forkserver child has the server's environment
-    abort = bool(hook) and hook in description
+    abort = bool(hook and hook in description)
     tflq_logger = logging.getLogger("tflq")
     level = logging.DEBUG if tflq_logger.isEnabledFor(logging.DEBUG) else logging.INFO
     parent_pid = os.getpid() if context.get_start_method() == "fork" else None
@@ -180,7 +186,8 @@ def choose_start_method() -> str:
 
 
 def _child_main(
-    sender: Any, target: Callable[..., Any], args: tuple[Any, ...], keywords: dict[str, Any], log_path: str, abort: bool,
+    sender: Any, target: Callable[..., Any], args: tuple[Any, ...], keywords: dict[str, Any], log_path: str,
+    abort: bool,
     watch: tuple[Any, Any], level: int, parent_pid: int | None,
 ) -> None:
     _die_with_parent(watch, parent_pid)
@@ -265,7 +272,9 @@ def _forward_logs(send: Callable[[tuple[str, Any]], None], level: int) -> None:
     logger.propagate = False
     show_original = warnings.showwarning
 
-    def show(message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+    def show(
+        message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Any = None
+    ) -> None:
         if os.path.abspath(filename).startswith(_TFLQ_SOURCE + os.sep):
             logger.warning("%s", f"{category.__name__}: {message}")
         else:  # TensorFlow's, Keras's...: to the child's log file, like the rest of their output

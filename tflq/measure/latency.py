@@ -7,16 +7,31 @@ alone, a warm-up of at least ``warmup_runs`` runs and ``warmup_seconds``, then a
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
 from tflq.errors import InterpreterError
 from tflq.measure.runner import TfliteRunner, quantize
 
-if TYPE_CHECKING:
-    from tflq.measure.harness import EvalSettings
+
+class LatencySettings(Protocol):
+    """What the latency protocol reads from the measurement settings (:class:`tflq.measure.harness.EvalSettings`
+    has these fields); a protocol, so this module does not import the harness that imports it."""
+
+    @property
+    def runs(self) -> int: ...
+    @property
+    def min_seconds(self) -> float: ...
+    @property
+    def warmup_runs(self) -> int: ...
+    @property
+    def warmup_seconds(self) -> float: ...
+    @property
+    def max_seconds(self) -> float: ...
+
 
 NOISY_CV = 0.15  # latency coefficient of variation above which the machine is called noisy
 
@@ -38,7 +53,9 @@ class LatencyStats:
     warmup_runs: int
 
     @classmethod
-    def from_timings(cls, *, init_ms: float, first_ms: float, timings_ms: Sequence[float], warmup_runs: int) -> LatencyStats:
+    def from_timings(
+        cls, *, init_ms: float, first_ms: float, timings_ms: Sequence[float], warmup_runs: int
+    ) -> LatencyStats:
         values = np.asarray(timings_ms, dtype=np.float64)
         p50, p90, p99 = np.percentile(values, [50, 90, 99])
         return cls(
@@ -82,7 +99,7 @@ class LatencyStats:
 
 
 def time_invocations(
-    runner: TfliteRunner, sample: dict[str, np.ndarray], settings: EvalSettings, *, init_ms: float
+    runner: TfliteRunner, sample: dict[str, np.ndarray], settings: LatencySettings, *, init_ms: float
 ) -> LatencyStats:
     """The latency protocol on one sample (batch of one): first run, warm-up, timed runs."""
     interpreter = runner.interpreter
@@ -102,7 +119,7 @@ def time_invocations(
             warmup_runs += 1
             if clock() - warmup_started > settings.max_seconds:
                 break
-        timings_ms = []
+        timings_ms: list[float] = []
         timed_started = clock()
         while len(timings_ms) < settings.runs or clock() - timed_started < settings.min_seconds:
             started = clock()

@@ -5,8 +5,9 @@ against labels and agreement with a reference, per output and by its task). Re-e
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -252,11 +253,11 @@ def match_outputs(run: TfliteRun, reference: ReferenceRun) -> dict[str, str]:
     tensor_names = [tensor.tensor_name for tensor in run.signature.outputs]
     if len(set(tensor_names)) == len(names) and set(tensor_names) == set(reference.tensor_names):
         # A variant without SignatureDef (outputs named by tensor) next to one with: the same tensors.
-        by_tensor = dict(zip(reference.tensor_names, reference_names))
-        return {name: by_tensor[tensor] for name, tensor in zip(names, tensor_names)}
+        by_tensor = dict(zip(reference.tensor_names, reference_names, strict=True))
+        return {name: by_tensor[tensor] for name, tensor in zip(names, tensor_names, strict=True)}
     generic = all(_is_generic(name) for name in names) or all(_is_generic(name) for name in reference_names)
     if len(names) == len(reference_names) and (len(names) == 1 or generic):
-        return dict(zip(names, reference_names))
+        return dict(zip(names, reference_names, strict=True))
     raise UsageError(
         f"reference {reference.source} has outputs {reference_names}; {run.tflite_path} has outputs {names}"
     )

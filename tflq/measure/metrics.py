@@ -64,8 +64,9 @@ def is_class_scores(predictions: np.ndarray) -> bool:
 
 
 def decide_task(output: str, predictions: np.ndarray, labels: np.ndarray | None, override: str | None = None) -> str:
-    """Classification or regression for one output (the rule in :mod:`tflq.measure.tasks`): ``override`` when given (checked:
-    classification needs class scores (N, C), C >= 2), else class scores whose labels (if any) are class labels.
+    """Classification or regression for one output (the rule in :mod:`tflq.measure.tasks`): ``override`` when given
+    (checked: classification needs class scores (N, C), C >= 2), else class scores whose labels (if any) are class
+    labels.
 
     Raises UsageError when ``override`` is classification for an output that gives no class scores.
     """

@@ -2,7 +2,8 @@
 dimension is dynamic, one sample at a time otherwise."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -45,13 +46,14 @@ class TfliteRunner:
     (or in chunks of the static batch size, the last chunk padded and the padding dropped).
     """
 
-    def __init__(self, interpreter: "Interpreter", signature: Signature, tflite_path: str) -> None:
+    def __init__(self, interpreter: Interpreter, signature: Signature, tflite_path: str) -> None:
         self.interpreter = interpreter
         self.signature = signature
         self.tflite_path = tflite_path
         self.batched = all(tensor.dynamic_batch for tensor in signature.inputs)
         self._current_shapes = {
-            tensor.index: tuple(detail["shape"]) for tensor, detail in zip(signature.inputs, self._input_details())
+            tensor.index: tuple(detail["shape"])
+            for tensor, detail in zip(signature.inputs, self._input_details(), strict=True)
         }
 
     def _input_details(self) -> list[dict[str, Any]]:

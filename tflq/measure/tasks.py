@@ -1,9 +1,9 @@
 """What each model output is: a classifier (top-1 / top-5, agreement of the arg-max) or a regression output (error
 figures: MAE / RMSE against labels, SQNR and max abs error against the reference).
 
-The rule (:func:`tflq.measure.metrics.decide_task`): an output of shape (N, C) with C >= 2 is a classifier, unless its labels
-are neither class indices ((N,) or (N, 1) integers) nor one-hot / probability rows ((N, C), values in [0, 1] summing
-to 1); anything else is a regression output. A box (N, 4) without labels looks like 4 class scores: say so with
+The rule (:func:`tflq.measure.metrics.decide_task`): an output of shape (N, C) with C >= 2 is a classifier, unless its
+labels are neither class indices ((N,) or (N, 1) integers) nor one-hot / probability rows ((N, C), values in [0, 1]
+summing to 1); anything else is a regression output. A box (N, 4) without labels looks like 4 class scores: say so with
 ``tflq eval --task NAME=regression`` or ``task:`` in the batch YAML.
 
 This module only parses those overrides (no numpy, no TensorFlow: config validation stays instant).

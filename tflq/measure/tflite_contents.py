@@ -12,10 +12,15 @@ import os
 import struct
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tflq.errors import InterpreterError, ModelLoadError
 from tflq.model.load import TensorSpec
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from ai_edge_litert.schema_py_generated import Model
 
 QUANTIZED_DTYPES = ("int8", "uint8", "int16")
 FLOAT_DTYPES = ("float32", "float16", "float64", "bfloat16")
@@ -87,7 +92,9 @@ class FlatbufferSummary:
 # What the generated flatbuffer reader raises on bad offsets and lengths: struct.error / IndexError (read past the
 # end), TypeError (an offset outside uint32, from flatbuffers' enforce_number), AttributeError (a missing table read
 # as None), ValueError / OverflowError (a negative or huge length for numpy), UnicodeDecodeError (a name).
-FLATBUFFER_READ_ERRORS = (struct.error, IndexError, TypeError, AttributeError, ValueError, OverflowError, UnicodeDecodeError)
+FLATBUFFER_READ_ERRORS = (
+    struct.error, IndexError, TypeError, AttributeError, ValueError, OverflowError, UnicodeDecodeError,
+)
 
 
 def check_model_file(tflite_path: str) -> None:
@@ -103,7 +110,9 @@ def check_model_file(tflite_path: str) -> None:
     if stat.S_ISDIR(mode):
         raise ModelLoadError(f"{tflite_path}: is a directory, not a .tflite file")
     if not stat.S_ISREG(mode):
-        raise ModelLoadError(f"{tflite_path}: is not a regular file (a FIFO, socket or device); expected a .tflite file")
+        raise ModelLoadError(
+            f"{tflite_path}: is not a regular file (a FIFO, socket or device); expected a .tflite file"
+        )
 
 
 def read_model_bytes(tflite_path: str) -> bytes:
@@ -154,7 +163,7 @@ def corrupt_message(tflite_path: str, content: bytes, error: BaseException) -> s
     return f"{tflite_path}: corrupt or truncated TFLite flatbuffer ({len(content)} bytes; {reason})"
 
 
-def _summarize(schema: Any, model: Any, content: bytes) -> FlatbufferSummary:
+def _summarize(schema: ModuleType, model: Model, content: bytes) -> FlatbufferSummary:
     type_names = {value: name.lower() for name, value in vars(schema.TensorType).items() if not name.startswith("_")}
     op_names = {value: name for name, value in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
     buffer_sizes = [_buffer_size(model.Buffers(position)) for position in range(model.BuffersLength())]
@@ -176,7 +185,7 @@ def _summarize(schema: Any, model: Any, content: bytes) -> FlatbufferSummary:
         tensors = [subgraph.Tensors(position) for position in range(subgraph.TensorsLength())]
         tensor_types = [type_names.get(tensor.Type(), f"type_{tensor.Type()}") for tensor in tensors]
         constant = [0 < tensor.Buffer() < len(buffer_sizes) and buffer_sizes[tensor.Buffer()] > 0 for tensor in tensors]
-        for tensor, tensor_type, is_constant in zip(tensors, tensor_types, constant):
+        for tensor, tensor_type, is_constant in zip(tensors, tensor_types, constant, strict=True):
             if is_constant and tensor.Buffer() not in counted_buffers:
                 counted_buffers.add(tensor.Buffer())
                 weight_bytes[tensor_type] += buffer_sizes[tensor.Buffer()]
@@ -284,7 +293,8 @@ def _decode_conversion_metadata(raw: bytes) -> dict[str, Any]:
     environment = subtable(metadata, 0)
     if environment is not None:
         version_offset = field(environment, 0)
-        result["tensorflow_version"] = environment.String(version_offset + environment.Pos).decode() if version_offset else None
+        version = environment.String(version_offset + environment.Pos).decode() if version_offset else None
+        result["tensorflow_version"] = version
         result["api_version"] = scalar(environment, 1, number_types.Uint32Flags, 0)
         result["model_type"] = _MODEL_TYPES.get(scalar(environment, 2, number_types.Int32Flags, 0), "UNKNOWN")
     options = subtable(metadata, 1)
@@ -347,7 +357,7 @@ def flatbuffer_signature(tflite_path: str) -> FlatbufferSignature | None:
         return None
 
 
-def _signature_of(schema: Any, model: Any) -> FlatbufferSignature | None:
+def _signature_of(schema: ModuleType, model: Model) -> FlatbufferSignature | None:
     type_names = {value: name.lower() for name, value in vars(schema.TensorType).items() if not name.startswith("_")}
     subgraph = model.Subgraphs(0)
 
@@ -393,7 +403,8 @@ def _signature_of(schema: Any, model: Any) -> FlatbufferSignature | None:
         signature.Inputs(j).Name().decode(): signature.Inputs(j).TensorIndex() for j in range(signature.InputsLength())
     }
     outputs_by_name = {
-        signature.Outputs(j).Name().decode(): signature.Outputs(j).TensorIndex() for j in range(signature.OutputsLength())
+        signature.Outputs(j).Name().decode(): signature.Outputs(j).TensorIndex()
+        for j in range(signature.OutputsLength())
     }
     return FlatbufferSignature(
         key,

@@ -11,8 +11,9 @@ Two sources, kept apart:
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -107,7 +108,7 @@ class Signature:
         }
 
 
-def open_interpreter(tflite_path: str, *, threads: int, use_xnnpack: bool = True) -> "Interpreter":
+def open_interpreter(tflite_path: str, *, threads: int, use_xnnpack: bool = True) -> Interpreter:
     """Load a ``.tflite`` into the LiteRT interpreter (not yet allocated).
 
     Returns the interpreter. Raises ModelLoadError for a missing file, InterpreterError for a file the interpreter
@@ -123,7 +124,7 @@ def open_interpreter(tflite_path: str, *, threads: int, use_xnnpack: bool = True
         raise InterpreterError(f"{tflite_path}: not a loadable TFLite model ({_one_line(error)})") from None
 
 
-def allocate(interpreter: "Interpreter", tflite_path: str) -> None:
+def allocate(interpreter: Interpreter, tflite_path: str) -> None:
     """``allocate_tensors`` (which also applies XNNPACK) with the interpreter's reason as a one-line error."""
     try:
         interpreter.allocate_tensors()
@@ -131,7 +132,7 @@ def allocate(interpreter: "Interpreter", tflite_path: str) -> None:
         raise InterpreterError(f"{tflite_path}: allocate_tensors failed ({_one_line(error)})") from None
 
 
-def read_signature(interpreter: "Interpreter", tflite_path: str = "model") -> Signature:
+def read_signature(interpreter: Interpreter, tflite_path: str = "model") -> Signature:
     """The signature tflq runs: ``serving_default`` or the only SignatureDef, else the model's input/output tensors.
 
     Raises InterpreterError when the chosen signature is not the primary subgraph (not supported), or a name in the
@@ -143,7 +144,7 @@ def read_signature(interpreter: "Interpreter", tflite_path: str = "model") -> Si
         raise InterpreterError(f"{tflite_path}: a tensor or signature name is not UTF-8 (corrupt file?)") from None
 
 
-def _read_signature(interpreter: "Interpreter", tflite_path: str) -> Signature:
+def _read_signature(interpreter: Interpreter, tflite_path: str) -> Signature:
     signatures = interpreter._get_full_signature_list()  # name -> {"inputs": {name: index}, "outputs": {...}}
     if not signatures:
         inputs = tuple(_tensor_info(detail["name"], detail) for detail in interpreter.get_input_details())
@@ -225,7 +226,7 @@ class Delegation:
         return text
 
 
-def delegation_of(interpreter: "Interpreter", *, enabled: bool, tflite_path: str = "model") -> Delegation:
+def delegation_of(interpreter: Interpreter, *, enabled: bool, tflite_path: str = "model") -> Delegation:
     """Count the ops the delegate took, from the node list of an allocated interpreter.
 
     After ``allocate_tensors`` the node list holds the model's own nodes followed by one ``DELEGATE`` node per
@@ -326,11 +327,14 @@ def inspect_tflite(
     return Inspection(tflite_path, os.path.getsize(tflite_path), contents, signature, delegation, error)
 
 
-def interpreter_view(tflite_path: str, threads: int, use_xnnpack: bool, *, report: Any = None) -> tuple[Signature, Delegation]:
+def interpreter_view(
+    tflite_path: str, threads: int, use_xnnpack: bool, *, report: Any = None
+) -> tuple[Signature, Delegation]:
     """Signature and delegation of a ``.tflite`` (loads and allocates it in this process)."""
     interpreter = open_interpreter(tflite_path, threads=threads, use_xnnpack=use_xnnpack)
     allocate(interpreter, tflite_path)
-    return read_signature(interpreter, tflite_path), delegation_of(interpreter, enabled=use_xnnpack, tflite_path=tflite_path)
+    delegation = delegation_of(interpreter, enabled=use_xnnpack, tflite_path=tflite_path)
+    return read_signature(interpreter, tflite_path), delegation
 
 
 def signature_from_flatbuffer(tflite_path: str) -> Signature | None:

@@ -28,7 +28,7 @@ import numpy as np
 from tflq import options as opts
 from tflq.errors import DataError, UsageError
 from tflq.model import user_code
-from tflq.model.file_checks import check_numpy_file
+from tflq.model.file_checks import NUMPY_READ_ERRORS, check_numpy_file
 from tflq.model.load import TensorSpec, resolve_object
 
 log = logging.getLogger("tflq")
@@ -108,7 +108,8 @@ class Dataset:
         for sample_inputs, sample_labels in itertools.islice(self._reader(), self.limit):
             if count == 0:
                 _cast_notices(self.source, self.inputs, sample_inputs)
-            checked = {spec.name: _check_sample(self.source, spec, sample_inputs[spec.name], count) for spec in self.inputs}
+            checked = {spec.name: _check_sample(self.source, spec, sample_inputs[spec.name], count)
+                       for spec in self.inputs}
             yield checked, sample_labels
             count += 1
         if count == 0:
@@ -124,7 +125,7 @@ class Dataset:
         if batch_size < 1:
             raise UsageError(f"batch size must be at least 1, got {batch_size}")
         if self._arrays is not None:
-            yield from self._array_batches(batch_size)
+            yield from self._array_batches(self._arrays, batch_size)
             return
         chunk: list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]] = []
         for item in self._checked():
@@ -135,8 +136,10 @@ class Dataset:
         if chunk:
             yield _stack(chunk)
 
-    def _array_batches(self, batch_size: int) -> Iterator[Batch]:
-        input_arrays, label_arrays = self._arrays  # type: ignore[misc]
+    def _array_batches(
+        self, arrays: tuple[dict[str, np.ndarray], dict[str, np.ndarray]], batch_size: int
+    ) -> Iterator[Batch]:
+        input_arrays, label_arrays = arrays
         count = self.count or 0
         if count == 0:
             raise DataError(f"{self.source}: no samples (the data is empty)")
@@ -163,7 +166,8 @@ def _cast_notices(source: str, inputs: Sequence[TensorSpec], sample_inputs: dict
         if found == np.float64 and spec.dtype == "float32":
             log.info("%s: input %r is float64; cast to float32", source, spec.name)
         elif found.kind in "iu" and np.dtype(spec.dtype).kind in "iu" and not np.can_cast(found, spec.dtype):
-            log.info("%s: input %r is %s; cast to %s (every value is checked to fit)", source, spec.name, found.name, spec.dtype)
+            log.info("%s: input %r is %s; cast to %s (every value is checked to fit)",
+                     source, spec.name, found.name, spec.dtype)
 
 
 def _check_labels(source: str, labels: dict[str, Any], where: str = "") -> None:
@@ -222,14 +226,16 @@ def _check_sample(source: str, spec: TensorSpec, value: Any, index: int) -> np.n
     where = f"{source}: input {spec.name!r}, sample {index}"
     if array.ndim == len(expected) + 1 and array.shape[0] == 1:
         array = array[0]
-    if array.ndim != len(expected) or any(e is not None and e != f for e, f in zip(expected, array.shape)):
+    if array.ndim != len(expected) or any(e is not None and e != f for e, f in zip(expected, array.shape, strict=True)):
         want = "(" + ", ".join("?" if e is None else str(e) for e in expected) + ")"
         if (
             array.ndim == len(expected)
             and len(expected) >= 3
-            and array.shape[:-1] == tuple(e if e is not None else f for e, f in zip(expected[:-1], array.shape[:-1]))
+            and array.shape[:-1]
+            == tuple(e if e is not None else f for e, f in zip(expected[:-1], array.shape[:-1], strict=True))
         ):
-            raise DataError(f"{where}: expected {expected[-1]} channels (shape {want}), found {array.shape[-1]} (shape {array.shape})")
+            raise DataError(f"{where}: expected {expected[-1]} channels (shape {want}), found {array.shape[-1]} (shape "
+                            f"{array.shape})")
         raise DataError(f"{where}: expected shape {want} per sample, found {tuple(array.shape)}")
     want_dtype = np.dtype(spec.dtype)
     if array.dtype != want_dtype:
@@ -277,8 +283,10 @@ def open_data(
     if ":" in spec and not path.exists():
         return _function(spec, inputs, outputs, limit)
     if not path.exists():
-        raise DataError(f"{spec}: {role} data not found (expected a .npz/.npy file, an image folder or module:function)")
-    raise DataError(f"{spec}: unsupported {role} data format {path.suffix or '(no suffix)'!r}; expected .npz, .npy, an image folder or module:function")
+        raise DataError(f"{spec}: {role} data not found (expected a .npz/.npy file, an image folder or "
+                        "module:function)")
+    raise DataError(f"{spec}: unsupported {role} data format {path.suffix or '(no suffix)'!r}; expected .npz, .npy, an "
+                    "image folder or module:function")
 
 
 def _label_keys(outputs: Sequence[TensorSpec]) -> dict[str, str]:
@@ -297,7 +305,7 @@ def _npz(path: Path, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]
             arrays = {key: archive[key] for key in archive.files}
     except ValueError as error:  # an array of Python objects (needs pickle)
         raise DataError(f"{path}: cannot read the .npz file: {_numpy_reason(error)}") from None
-    except Exception as error:  # numpy and zipfile raise several types for a corrupt archive
+    except NUMPY_READ_ERRORS as error:  # a corrupt archive
         raise DataError(f"{path}: a truncated or damaged .npz file ({type(error).__name__}: {error})") from None
     label_keys = _label_keys(outputs)
     candidates = {key: value for key, value in arrays.items() if not key.startswith("y")}
@@ -315,9 +323,8 @@ def _npz(path: Path, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]
     else:
         missing = [spec.name for spec in inputs if spec.name not in arrays]
         if missing:
-            raise DataError(
-                f"{path}: the model has inputs {[s.name for s in inputs]}; missing key(s) {missing}, found keys {sorted(arrays)}"
-            )
+            raise DataError(f"{path}: the model has inputs {[s.name for s in inputs]}; missing key(s) {missing}, "
+                            f"found keys {sorted(arrays)}")
         input_arrays = {spec.name: arrays[spec.name] for spec in inputs}
     label_arrays = {output: arrays[key] for key, output in label_keys.items() if key in arrays}
     if outputs and len(outputs) > 1 and "y" in arrays:
@@ -331,7 +338,8 @@ def _npz(path: Path, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]
     _check_labels(str(path), label_arrays)
     for output, value in label_arrays.items():
         if value.ndim == 0 or len(value) != count:
-            raise DataError(f"{path}: labels for output {output!r} have {len(value) if value.ndim else 0} rows, expected {count} (one per sample)")
+            raise DataError(f"{path}: labels for output {output!r} have {len(value) if value.ndim else 0} rows, "
+                            f"expected {count} (one per sample)")
 
     def reader() -> Iterator[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
         for index in range(count):
@@ -349,13 +357,14 @@ def _npy(path: Path, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]
     if not path.exists():
         raise DataError(f"{path}: no such file")
     if len(inputs) != 1:
-        raise DataError(f"{path}: a .npy file holds one array, but the model has {len(inputs)} inputs; use a .npz with keys {[s.name for s in inputs]}")
+        raise DataError(f"{path}: a .npy file holds one array, but the model has {len(inputs)} inputs; use a .npz with "
+                        f"keys {[s.name for s in inputs]}")
     check_numpy_file(path, ".npy", DataError)
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError as error:  # a Python-object array, or a header that does not fit the file
         raise DataError(f"{path}: cannot read the .npy file: {_numpy_reason(error)}") from None
-    except Exception as error:  # numpy raises several types for a corrupt file
+    except NUMPY_READ_ERRORS as error:  # a corrupt file
         raise DataError(f"{path}: a truncated or damaged .npy file ({type(error).__name__}: {error})") from None
     name = inputs[0].name
 
@@ -399,10 +408,12 @@ def _image_folder(
         raise DataError(f"{folder}: an image folder feeds one input, but the model has {len(inputs)} inputs")
     spec = inputs[0]
     if len(spec.shape) != 4 or spec.shape[1] is None or spec.shape[2] is None:
-        raise DataError(f"{folder}: image folders need an input of shape (batch, height, width, channels); {spec.describe()}")
+        raise DataError(f"{folder}: image folders need an input of shape (batch, height, width, channels); "
+                        f"{spec.describe()}")
     height, width, channels = spec.shape[1], spec.shape[2], spec.shape[3]
     if channels not in (1, 3):
-        raise DataError(f"{folder}: input {spec.name!r} has {channels} channels; image folders give 1 (grayscale) or 3 (RGB)")
+        raise DataError(f"{folder}: input {spec.name!r} has {channels} channels; image folders give 1 (grayscale) or 3 "
+                        "(RGB)")
     files, classes = _image_files(folder)
     if not files:
         raise DataError(f"{folder}: no images found (looked for {', '.join(IMAGE_SUFFIXES)})")
@@ -413,8 +424,9 @@ def _image_folder(
 
         for file_path, label in files:
             try:
-                with Image.open(file_path) as image:
-                    image = image.convert("L" if channels == 1 else "RGB").resize((width, height), Image.BILINEAR)
+                with Image.open(file_path) as opened:
+                    mode = "L" if channels == 1 else "RGB"
+                    image = opened.convert(mode).resize((width, height), Image.Resampling.BILINEAR)
                     pixels = np.asarray(image, dtype=np.float32)
             except Image.DecompressionBombError as error:
                 raise DataError(f"{file_path}: image refused, over PIL's decompression-bomb limit ({error})") from None
@@ -422,7 +434,7 @@ def _image_folder(
                 raise DataError(f"{file_path}: cannot read the image: {error}") from None
             if channels == 1:
                 pixels = pixels[..., np.newaxis]
-            labels = {outputs[0].name: np.int64(label)} if labelled and label is not None else {}
+            labels = {outputs[0].name: np.array(label, dtype=np.int64)} if labelled and label is not None else {}
             yield {spec.name: _scale(pixels, options.scale)}, labels
 
     return Dataset(str(folder), inputs, outputs, reader, limit, has_labels=labelled)
@@ -434,7 +446,8 @@ def _scale(pixels: np.ndarray, scale: str) -> np.ndarray:
     if scale == "symmetric":
         return pixels / 127.5 - 1.0
     if scale == "imagenet":
-        return ((pixels / 255.0 - _IMAGENET_MEAN[: pixels.shape[-1]]) / _IMAGENET_STD[: pixels.shape[-1]]).astype(np.float32)
+        channels = pixels.shape[-1]
+        return ((pixels / 255.0 - _IMAGENET_MEAN[:channels]) / _IMAGENET_STD[:channels]).astype(np.float32)
     return pixels
 
 
@@ -462,12 +475,14 @@ def _function(spec: str, inputs: Sequence[TensorSpec], outputs: Sequence[TensorS
                 yield values, labels
             elif isinstance(sample, (list, tuple)):
                 if len(sample) != len(names):
-                    raise DataError(f"{spec}: sample {index} has {len(sample)} arrays, the model has {len(names)} inputs {names}")
-                yield dict(zip(names, sample)), {}
+                    raise DataError(f"{spec}: sample {index} has {len(sample)} arrays, the model has {len(names)} "
+                                    f"inputs {names}")
+                yield dict(zip(names, sample, strict=True)), {}
             elif len(names) == 1:
                 yield {names[0]: sample}, {}
             else:
-                raise DataError(f"{spec}: sample {index} is one array, the model has {len(names)} inputs {names}; yield a list or dict")
+                raise DataError(f"{spec}: sample {index} is one array, the model has {len(names)} inputs {names}; "
+                                "yield a list or dict")
 
     return Dataset(spec, inputs, outputs, reader, limit, has_labels=False)
 
@@ -475,7 +490,8 @@ def _function(spec: str, inputs: Sequence[TensorSpec], outputs: Sequence[TensorS
 def _random(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], count: int, role: str, seed: int) -> Dataset:
     for spec in inputs:
         if any(dim is None for dim in spec.shape[1:]):
-            raise DataError(f"random {role} data: input {spec.name!r} has a dynamic dimension {spec.shape}; give real data")
+            raise DataError(f"random {role} data: input {spec.name!r} has a dynamic dimension {spec.shape}; give real "
+                            "data")
     log.warning(
         "RANDOM %s DATA: %d uniform random samples; quantization ranges and any accuracy figure will mean nothing",
         role.upper(),

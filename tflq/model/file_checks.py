@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import tokenize
 import zipfile
 import zlib
 from pathlib import Path
@@ -20,6 +21,14 @@ HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 NPY_MAGIC = b"\x93NUMPY"
 ZIP_MAGIC = b"PK\x03\x04"
 EMPTY_ZIP_MAGIC = b"PK\x05\x06"
+# What np.load raises for a damaged .npy/.npz besides ValueError (found by truncating and corrupting files, headers
+# included): the zip layer (BadZipFile, zlib.error, NotImplementedError for an unknown compression, OSError,
+# EOFError), the header parser (SyntaxError, tokenize.TokenError, KeyError, OverflowError) and a header claiming an
+# array too large to allocate (MemoryError).
+NUMPY_READ_ERRORS = (
+    OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError, SyntaxError, tokenize.TokenError, KeyError,
+    OverflowError, MemoryError,
+)
 _KINDS = (
     (stat.S_ISFIFO, "a FIFO (named pipe)"),
     (stat.S_ISSOCK, "a socket"),
@@ -84,7 +93,9 @@ def read_keras_config(path: Path) -> dict[str, Any]:
                 raise ModelLoadError(f"{path}: not a Keras archive: the zip has no config.json (it holds {listed})")
             raw = archive.read("config.json")
     except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as error:
-        raise ModelLoadError(f"{path}: a truncated or damaged zip archive, not a loadable Keras archive ({error})") from None
+        raise ModelLoadError(
+            f"{path}: a truncated or damaged zip archive, not a loadable Keras archive ({error})"
+        ) from None
     try:
         config = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:

@@ -10,13 +10,17 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tflq import options as opts
 from tflq._tf import imports as _tf
 from tflq.errors import ModelLoadError, UsageError
 from tflq.model import file_checks as model_files
 from tflq.model import user_code
+
+if TYPE_CHECKING:
+    import keras
+    import tf_keras
 
 KERAS_SUFFIXES = (".keras",)
 H5_SUFFIXES = (".h5", ".hdf5")
@@ -142,7 +146,7 @@ def _unsafe_hint(path: Path, error: Exception) -> str | None:
     return None
 
 
-def load_keras_model(path: Path, options: ModelOptions = ModelOptions()) -> Any:
+def load_keras_model(path: Path, options: ModelOptions = ModelOptions()) -> keras.Model | tf_keras.Model:
     """Load a .keras or .h5 model with Keras 3 (safe mode unless asked). Raises ModelLoadError."""
     kind = model_kind(path)
     if kind == "savedmodel":
@@ -160,7 +164,7 @@ def load_keras_model(path: Path, options: ModelOptions = ModelOptions()) -> Any:
             model = keras.models.load_model(
                 str(path), compile=False, safe_mode=not options.unsafe_deserialization, custom_objects=custom
             )
-    except Exception as error:  # Keras raises many types for bad files; each becomes one message
+    except _tf.library_errors() as error:  # Keras raises many types for bad files; each becomes one message
         hint = _unsafe_hint(path, error)
         if hint:
             raise ModelLoadError(hint) from None
@@ -175,7 +179,8 @@ def load_keras_model(path: Path, options: ModelOptions = ModelOptions()) -> Any:
                 f"{path}: the model uses a class Keras does not know ({_first_sentence(text)}); "
                 "pass it with --custom-objects module:Class"
             ) from None
-        raise ModelLoadError(f"{path}: cannot load the model: {_first_sentence(text) or type(error).__name__}") from None
+        reason = _first_sentence(text) or type(error).__name__
+        raise ModelLoadError(f"{path}: cannot load the model: {reason}") from None
     del chatter
     if getattr(model, "_tflq_tf_keras", False):
         return model
@@ -219,11 +224,12 @@ def _load_h5_with_tf_keras(path: Path, options: ModelOptions, custom: dict[str, 
             import tf_keras
 
             model = tf_keras.models.load_model(str(path), compile=False, custom_objects=custom)
-    except Exception as error:
+    except _tf.library_errors() as error:
         text = _first_sentence(" ".join(str(error).split()))
         if "Unknown layer" in text or "custom_objects" in text:
             raise ModelLoadError(
-                f"{path}: the model uses a class Keras does not know ({text}); pass it with --custom-objects module:Class"
+                f"{path}: the model uses a class Keras does not know ({text}); pass it with --custom-objects "
+                "module:Class"
             ) from None
         raise ModelLoadError(
             f"{path}: cannot load the model with Keras 3 ({_first_sentence(str(keras3_error))}) "
@@ -282,22 +288,28 @@ def unroll_recurrent(model: Any, source: Path) -> Any:
     try:
         rebuilt = model.__class__.from_config(config)
         rebuilt.set_weights(model.get_weights())
-    except Exception as error:
-        raise ModelLoadError(f"{source}: cannot unroll recurrent layer(s) {', '.join(sorted(names))}: {error}") from None
+    except _tf.library_errors() as error:
+        raise ModelLoadError(
+            f"{source}: cannot unroll recurrent layer(s) {', '.join(sorted(names))}: {error}"
+        ) from None
     import numpy as np
 
     rng = np.random.default_rng(0)
     probe = [rng.random((2, *t.shape[1:]), dtype=np.float32).astype(t.dtype) for t in model.inputs]
     probe_arg = _inputs_as_built(model, probe)
     before, after = model(probe_arg, training=False), rebuilt(probe_arg, training=False)
-    flat = zip(keras.tree.flatten(before), keras.tree.flatten(after))
-    if any(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) > 1e-5 for a, b in flat):
+    flat_before, flat_after = keras.tree.flatten(before), keras.tree.flatten(after)
+    if len(flat_before) != len(flat_after) or any(
+        float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) > 1e-5
+        for a, b in zip(flat_before, flat_after, strict=True)
+    ):
         raise ModelLoadError(f"{source}: unrolling recurrent layer(s) {', '.join(sorted(names))} changed the outputs")
-    log.info("%s: recurrent layer(s) %s unrolled for TFLite (same outputs, plain ops)", source, ", ".join(sorted(names)))
+    log.info("%s: recurrent layer(s) %s unrolled for TFLite (same outputs, plain ops)",
+             source, ", ".join(sorted(names)))
     return rebuilt
 
 
-def export_keras_model(model: Any, source: Path, export_dir: Path) -> ExportedModel:
+def export_keras_model(model: keras.Model | tf_keras.Model, source: Path, export_dir: Path) -> ExportedModel:
     """Export a Keras 3 model to ``export_dir`` as a SavedModel with named inputs/outputs and dynamic batch."""
     tf = _tf.tf()
     keras = _tf.keras()
@@ -306,17 +318,19 @@ def export_keras_model(model: Any, source: Path, export_dir: Path) -> ExportedMo
         model = unroll_recurrent(model, source)
     input_names, output_names = keras_io_names(model)
     if len(set(input_names)) != len(input_names) or len(set(output_names)) != len(output_names):
-        raise ModelLoadError(f"{source}: the model's input or output names are not unique: {input_names} {output_names}")
+        raise ModelLoadError(
+            f"{source}: the model's input or output names are not unique: {input_names} {output_names}"
+        )
     input_specs = [
         tf.TensorSpec([None, *tensor.shape[1:]], tensor.dtype, name=name)
-        for name, tensor in zip(input_names, model.inputs)
+        for name, tensor in zip(input_names, model.inputs, strict=True)
     ]
     def serve(*args: Any) -> dict[str, Any]:
         outputs = model(_inputs_as_built(model, list(args)), training=False)
         if isinstance(outputs, dict):
             return {name: outputs[name] for name in output_names}
         if isinstance(outputs, (list, tuple)):
-            return dict(zip(output_names, outputs))
+            return dict(zip(output_names, outputs, strict=True))
         return {output_names[0]: outputs}
 
     try:
@@ -329,13 +343,17 @@ def export_keras_model(model: Any, source: Path, export_dir: Path) -> ExportedMo
                 archive.track(model)
                 archive.add_endpoint(SERVING_KEY, serve, input_signature=input_specs)
                 archive.write_out(str(export_dir), verbose=False)
-    except Exception as error:
+    except _tf.library_errors() as error:
         raise ModelLoadError(f"{source}: cannot export the model to a SavedModel: {keras_reason(str(error))}") from None
     layer_names = tuple(layer.name for layer in _all_layers(model))
     # The interface is known from the specs the export was made with: no need to load the SavedModel back.
     outputs = tuple(
-        TensorSpec(name=name, shape=(None, *(None if d is None else int(d) for d in tensor.shape[1:])), dtype=_dtype_name(tensor.dtype))
-        for name, tensor in zip(output_names, model.outputs)
+        TensorSpec(
+            name=name,
+            shape=(None, *(None if d is None else int(d) for d in tensor.shape[1:])),
+            dtype=_dtype_name(tensor.dtype),
+        )
+        for name, tensor in zip(output_names, model.outputs, strict=True)
     )
     inputs = tuple(_spec_from_tf(spec.name, spec) for spec in input_specs)
     return ExportedModel(
@@ -413,7 +431,7 @@ def read_saved_model(path: Path, signature: str | None, *, source: Path | None =
     try:
         with _tf.quiet():
             loaded = tf.saved_model.load(str(path))
-    except Exception as error:
+    except _tf.library_errors() as error:
         raise ModelLoadError(f"{path}: cannot load the SavedModel: {_first_sentence(str(error))}") from None
     keys = sorted(loaded.signatures.keys())
     if not keys:
@@ -424,7 +442,8 @@ def read_saved_model(path: Path, signature: str | None, *, source: Path | None =
         elif len(keys) == 1:
             signature = keys[0]
         else:
-            raise ModelLoadError(f"{path}: the SavedModel has several signatures ({', '.join(keys)}); choose one with --signature")
+            raise ModelLoadError(f"{path}: the SavedModel has several signatures ({', '.join(keys)}); choose one with "
+                                 "--signature")
     elif signature not in keys:
         raise ModelLoadError(f"{path}: no signature {signature!r}; the SavedModel has {', '.join(keys)}")
     function = loaded.signatures[signature]

@@ -13,11 +13,16 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tflq._tf import imports as _tf
 from tflq.errors import ConversionError, QatError
+
+if TYPE_CHECKING:
+    import keras
+    import tf_keras
 
 POST_TRAINING_HINT = "use post-training quantization instead (mode int8, or 16x8)"
 
@@ -59,11 +64,13 @@ _NAMESPACES = {
 class LayerPair:
     """A Keras 3 layer and its tf_keras twin (weights are copied from ``source`` to ``twin``)."""
 
-    source: Any
-    twin: Any
+    source: keras.layers.Layer
+    twin: tf_keras.layers.Layer
 
 
-def bridge_to_tf_keras(model: Any, *, sample_inputs: Any = None, atol: float = 1e-5) -> Any:
+def bridge_to_tf_keras(
+    model: keras.Model | tf_keras.Model, *, sample_inputs: Any = None, atol: float = 1e-5
+) -> tf_keras.Model:
     """Rebuild a Keras 3 Sequential or Functional model in tf_keras, copy its weights and check the outputs agree.
 
     ``sample_inputs`` (an array, a list in input order, or a dict by input name) is what the two models are
@@ -88,7 +95,7 @@ def bridge_to_tf_keras(model: Any, *, sample_inputs: Any = None, atol: float = 1
     outputs = builder.walk(model, inputs)
     try:
         twin = tf_keras.Model(inputs, outputs, name=model.name)
-    except Exception as error:  # tf_keras rejects the graph: say which model, keep its reason
+    except _tf.library_errors() as error:  # tf_keras rejects the graph: say which model, keep its reason
         raise ConversionError(f"could not rebuild model '{model.name}' in tf_keras: {_one_line(error)}") from error
     for pair in builder.pairs:
         _copy_weights(pair)
@@ -121,7 +128,7 @@ class _Builder:
         import tf_keras
 
         inputs = []
-        for tensor, input_layer in zip(model.inputs, _input_layers(model)):
+        for tensor, input_layer in zip(model.inputs, _input_layers(model), strict=True):
             config = input_layer.get_config()
             if config.get("sparse") or config.get("ragged"):
                 raise QatError(f"input '{input_layer.name}' is sparse or ragged: QAT supports dense inputs only")
@@ -147,7 +154,7 @@ class _Builder:
     def _walk_functional(self, model: Any, inputs: list[Any], training: bool | None) -> list[Any]:
         config = model.get_config()
         tensors: dict[tuple[str, int, int], Any] = {}
-        for ref, tensor in zip(_refs(config["input_layers"]), inputs):
+        for ref, tensor in zip(_refs(config["input_layers"]), inputs, strict=True):
             tensors[ref] = tensor
         pending = [
             (entry, node_index, node)
@@ -185,7 +192,7 @@ class _Builder:
             kwargs = {**kwargs, "training": training}
         try:
             outputs = twin(*args, **kwargs)
-        except Exception as error:
+        except _tf.library_errors() as error:
             raise ConversionError(
                 f"layer '{layer.name}' ({type(layer).__name__}): its tf_keras twin cannot be called: {_one_line(error)}"
             ) from error
@@ -209,7 +216,7 @@ class _Builder:
         self._names.add(name)
 
 
-def make_twin_layer(layer: Any) -> Any:
+def make_twin_layer(layer: keras.layers.Layer) -> tf_keras.layers.Layer:
     """Create the tf_keras layer equivalent to Keras 3 ``layer`` from its config (weights not copied).
 
     Raises :class:`QatError` for Lambda and custom layers, and for a config tf_keras cannot rebuild.
@@ -237,7 +244,7 @@ def make_twin_layer(layer: Any) -> Any:
     config = translate_config(config, twin_class, label)
     try:
         return twin_class.from_config(config)
-    except Exception as error:
+    except _tf.library_errors() as error:
         reason = str(error).split("Exception encountered:")[-1]  # tf_keras prefixes the whole config
         raise QatError(f"{label} cannot be rebuilt in tf_keras for QAT ({_one_line(reason)}); "
                        f"{POST_TRAINING_HINT}") from error
@@ -362,9 +369,9 @@ def _copy_weights(pair: LayerPair) -> None:
     source_names = [_short_name(v) for v in sources]
     twin_names = [_short_name(v) for v in twins]
     if len(set(source_names)) == len(source_names) and sorted(source_names) == sorted(twin_names):
-        by_name = {name: variable for name, variable in zip(source_names, sources)}
+        by_name = {name: variable for name, variable in zip(source_names, sources, strict=True)}
         sources = [by_name[name] for name in twin_names]
-    for source, twin in zip(sources, twins):
+    for source, twin in zip(sources, twins, strict=True):
         value = np.asarray(source)
         if tuple(value.shape) != tuple(twin.shape):
             raise ConversionError(
@@ -424,7 +431,7 @@ def _flat_numpy(outputs: Any) -> list[np.ndarray]:
     return [np.asarray(output) for output in tf.nest.flatten(outputs)]
 
 
-def verify_twin(model: Any, twin: Any, pairs: list[LayerPair], *, sample_inputs: Any = None,
+def verify_twin(model: keras.Model, twin: tf_keras.Model, pairs: list[LayerPair], *, sample_inputs: Any = None,
                 atol: float = 1e-5) -> float:
     """Check that ``twin`` reproduces ``model`` on sample inputs; return the largest absolute difference.
 
@@ -435,8 +442,10 @@ def verify_twin(model: Any, twin: Any, pairs: list[LayerPair], *, sample_inputs:
     feed = inputs[0] if len(inputs) == 1 else inputs
     expected = _flat_numpy(model(_structured(model, inputs), training=False))
     found = _flat_numpy(twin(feed, training=False))
+    if len(expected) != len(found):
+        raise ConversionError(f"the model has {len(expected)} outputs in Keras 3 but {len(found)} in tf_keras")
     worst = 0.0
-    for index, (want, got) in enumerate(zip(expected, found)):
+    for index, (want, got) in enumerate(zip(expected, found, strict=True)):
         if want.shape != got.shape:
             raise ConversionError(f"output {index} has shape {want.shape} in Keras 3 but {got.shape} in tf_keras")
         difference = float(np.max(np.abs(want.astype(np.float64) - got))) if want.size else 0.0
@@ -475,15 +484,17 @@ def _first_differing_layer(model: Any, twin: Any, pairs: list[LayerPair], feed: 
             inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
             want = _flat_numpy(keras.Model(inputs, source.output)(feed, training=False))
             got = _flat_numpy(tf_keras.Model(twin.inputs, pair.twin.output)(feed, training=False))
-        except Exception:  # a layer we cannot probe on its own: try the next one
+        except _tf.library_errors():  # a layer we cannot probe on its own: try the next one
             continue
-        for expected, found in zip(want, got):
+        if len(want) != len(got):
+            return f"'{source.name}' ({type(source).__name__})"
+        for expected, found in zip(want, got, strict=True):
             scale = max(1.0, float(np.max(np.abs(expected)))) if expected.size else 1.0
             if expected.shape != found.shape or float(np.max(np.abs(expected - found))) > atol * scale:
                 return f"'{source.name}' ({type(source).__name__})"
     return None
 
 
-def _one_line(error: BaseException) -> str:
+def _one_line(error: BaseException | str) -> str:
     text = " ".join(str(error).split())
     return text if len(text) <= 300 else text[:297] + "..."

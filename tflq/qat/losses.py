@@ -60,7 +60,7 @@ def _loss_table() -> dict[str, type | None]:
         if isinstance(value, type) and issubclass(value, tf_keras.losses.Loss):
             try:
                 function = value().fn  # LossFunctionWrapper subclasses keep their function
-            except Exception:  # a Loss that cannot be built without arguments has no function name to offer
+            except (TypeError, ValueError, AttributeError):  # needs arguments, or has no ``fn``: no name to offer
                 continue
             table[function.__name__] = value
     for attribute in dir(tf_keras.losses):
@@ -95,7 +95,7 @@ def _canonical_loss_name(identifier: str) -> str:
 
 def _takes_from_logits(name: str) -> bool:
     loss_class = _loss_table().get(name)
-    return loss_class is not None and "from_logits" in inspect.signature(loss_class.__init__).parameters
+    return loss_class is not None and "from_logits" in inspect.signature(loss_class).parameters
 
 
 def _spec_from_object(loss: Any, where: str) -> LossSpec:
@@ -134,7 +134,7 @@ def _loss_defaults(name: str) -> dict[str, Any]:
     loss_class = _loss_table().get(name)
     if loss_class is None:
         return {}
-    return {p.name: p.default for p in inspect.signature(loss_class.__init__).parameters.values()
+    return {p.name: p.default for p in inspect.signature(loss_class).parameters.values()
             if p.name != "self" and p.default is not inspect.Parameter.empty}
 
 

@@ -1,10 +1,10 @@
 """Quantization-aware training (QAT) with tensorflow-model-optimization (tfmot), and its full-integer conversion.
 
-The flow: :func:`load_for_qat` (or :func:`tflq.qat.bridge.bridge_to_tf_keras` for a Keras 3 model in memory) gives a
-tf_keras model; :func:`resolve_loss` says what to train it with; :func:`train_qat` wraps it with tfmot's fake
-quantization and fine-tunes it; :func:`export_qat_saved_model` writes one SavedModel with a dynamic batch
-dimension and the Keras input/output names; :func:`convert_qat` turns that into a full-integer ``.tflite`` that is
-known to load, allocate and run in the LiteRT interpreter.
+The flow: :func:`load_for_qat` (from :mod:`tflq.qat.loading`; or :func:`tflq.qat.bridge.bridge_to_tf_keras` for a
+Keras 3 model in memory) gives a tf_keras model; :func:`resolve_loss` says what to train it with; :func:`train_qat`
+wraps it with tfmot's fake quantization and fine-tunes it; :func:`export_qat_saved_model` writes one SavedModel with
+a dynamic batch dimension and the Keras input/output names; :func:`convert_qat` turns that into a full-integer
+``.tflite`` that is known to load, allocate and run in the LiteRT interpreter.
 
 Everything here raises :class:`tflq.errors.TflqError` children; nothing prints except tf_keras's own per-epoch
 progress bar, on stderr, when ``progress=True``.
@@ -12,7 +12,6 @@ progress bar, on stderr, when ``progress=True``.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import shutil
@@ -20,17 +19,21 @@ import sys
 import tempfile
 import time
 import warnings
-import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tflq.errors import ConversionError, DataError, ModelLoadError, QatError, QatTrainingError, UsageError
+from tflq._tf import imports as _tf
+from tflq.errors import ConversionError, DataError, QatError, QatTrainingError, UsageError
 from tflq.qat.bridge import POST_TRAINING_HINT, bridge_to_tf_keras
+from tflq.qat.loading import _checked_graph_model, load_for_qat
 from tflq.qat.losses import LossSpec, build_loss, check_labels, resolve_loss, saved_loss_specs
+
+if TYPE_CHECKING:
+    import tf_keras
 
 __all__ = [
     "IO_TYPES",
@@ -54,149 +57,18 @@ IO_TYPES = ("float32", "int8", "uint8")
 QUANT_PREFIX = "quant_"
 
 
-# -------------------------------------------------------------------------------------------------- loading
-
-
-def load_for_qat(path: str | os.PathLike[str], *, custom_objects: dict[str, Any] | None = None,
-                 unsafe: bool = False) -> Any:
-    """Load a model file as a tf_keras model ready for :func:`train_qat`.
-
-    ``.keras`` loads in Keras 3 (``safe_mode`` unless ``unsafe``) and is bridged; ``.h5``/``.hdf5`` written by Keras 2
-    loads straight into tf_keras (one written by Keras 3 is bridged); a SavedModel directory loads only when it
-    carries tf_keras metadata. A saved loss is kept (see :func:`resolve_loss`).
-
-    Raises :class:`ModelLoadError` for a missing or unreadable file and :class:`QatError` for a model QAT cannot take
-    (Lambda or custom layers are refused before any code in the file runs).
-    """
-    source = Path(path)
-    if not source.exists():
-        raise ModelLoadError(f"{source}: no such file or directory")
-    if source.is_dir():
-        return _load_saved_model_dir(source, custom_objects)
-    suffix = source.suffix.lower()
-    if suffix == ".keras":
-        _scan_layers(_keras_zip_config(source), source)
-        return bridge_to_tf_keras(_load_keras3(source, custom_objects, unsafe))
-    if suffix in (".h5", ".hdf5"):
-        version, config = _h5_config(source)
-        _scan_layers(config, source)
-        if version.startswith("3."):
-            return bridge_to_tf_keras(_load_keras3(source, custom_objects, unsafe))
-        return _checked_graph_model(_load_tf_keras(source, custom_objects), source)
-    raise ModelLoadError(f"{source}: not a model tflq can train (expected .keras, .h5, .hdf5 or a SavedModel dir)")
-
-
-def _load_keras3(source: Path, custom_objects: dict[str, Any] | None, unsafe: bool) -> Any:
-    import keras
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return keras.saving.load_model(source, custom_objects=custom_objects, safe_mode=not unsafe)
-    except Exception as error:
-        raise ModelLoadError(f"{source}: cannot load with Keras 3: {_one_line(error)}") from error
-
-
-def _load_tf_keras(source: Path, custom_objects: dict[str, Any] | None) -> Any:
-    import tf_keras
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return tf_keras.models.load_model(source, custom_objects=custom_objects)
-    except Exception as error:
-        raise ModelLoadError(f"{source}: cannot load with tf_keras: {_one_line(error)}") from error
-
-
-def _load_saved_model_dir(source: Path, custom_objects: dict[str, Any] | None) -> Any:
-    if not (source / "saved_model.pb").exists():
-        raise ModelLoadError(f"{source}: a directory without saved_model.pb is not a SavedModel")
-    if not (source / "keras_metadata.pb").exists():
-        raise QatError(
-            f"{source}: this SavedModel has no Keras metadata (it was written by tf.saved_model.save or "
-            f"model.export), so there is no Keras model to fine-tune; give QAT the .keras or .h5 file, or "
-            f"{POST_TRAINING_HINT}"
-        )
-    return _checked_graph_model(_load_tf_keras(source, custom_objects), source)
-
-
-def _keras_zip_config(source: Path) -> dict[str, Any]:
-    try:
-        with zipfile.ZipFile(source) as archive:
-            return json.loads(archive.read("config.json"))
-    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as error:
-        raise ModelLoadError(f"{source}: not a readable .keras archive ({_one_line(error)})") from error
-
-
-def _h5_config(source: Path) -> tuple[str, dict[str, Any]]:
-    """(keras_version, model config) of an HDF5 model file."""
-    import h5py
-
-    try:
-        with h5py.File(source, "r") as h5:
-            version = h5.attrs.get("keras_version", "")
-            config = h5.attrs.get("model_config")
-    except OSError as error:
-        raise ModelLoadError(f"{source}: not a readable HDF5 file ({_one_line(error)})") from error
-    if config is None:
-        raise ModelLoadError(f"{source}: HDF5 file without a model config (weights only?); QAT needs a whole model")
-    decode = (lambda value: value.decode() if isinstance(value, bytes) else str(value))
-    return decode(version), json.loads(decode(config))
-
-
-def _scan_layers(config: Any, source: Path) -> None:
-    """Refuse Lambda and custom layers from the saved config alone, before loading runs any of the file's code."""
-    import tf_keras
-
-    if isinstance(config, list):
-        for item in config:
-            _scan_layers(item, source)
-        return
-    if not isinstance(config, dict):
-        return
-    inner = config.get("config")
-    class_name = config.get("class_name")
-    if isinstance(inner, dict) and isinstance(inner.get("layers"), list):  # a model: look at its layers
-        _scan_layers(inner["layers"], source)
-        return
-    if isinstance(class_name, str) and isinstance(inner, dict) and "name" in inner:
-        label = f"layer '{inner['name']}' ({class_name})"
-        if class_name == "Lambda":
-            raise QatError(f"{source}: {label} runs arbitrary Python code that QAT can neither rebuild nor quantize; "
-                           f"{POST_TRAINING_HINT}")
-        module = config.get("module")
-        if (module is not None and not str(module).startswith("keras")) or ">" in class_name:
-            raise QatError(f"{source}: {label} is a custom layer: QAT supports built-in Keras layers only; "
-                           f"{POST_TRAINING_HINT}")
-        if not hasattr(tf_keras.layers, class_name):
-            raise QatError(f"{source}: {label} is not a layer tf_keras has (custom, or new in Keras 3), so QAT "
-                           f"cannot take it; {POST_TRAINING_HINT}")
-        for key in ("layer", "backward_layer"):  # wrappers such as Bidirectional or TimeDistributed
-            _scan_layers(inner.get(key), source)
-
-
-def _checked_graph_model(model: Any, source: Path | str) -> Any:
-    import tf_keras
-
-    if not isinstance(model, tf_keras.Sequential) and not getattr(model, "_is_graph_network", False):
-        raise QatError(f"{source}: model '{model.name}' is a subclassed model ({type(model).__name__}); QAT needs a "
-                       f"Sequential or Functional model; {POST_TRAINING_HINT}")
-    return model
-
-
 # ------------------------------------------------------------------------------------------- quantizability
 
 
 _UNSUPPORTED = re.compile(r"Layer (?P<name>.+?):<class '(?P<path>[\w.]+)'> is not supported")
 
 
-def prepare_qat(model: Any) -> Any:
+def prepare_qat(model: tf_keras.Model) -> tf_keras.Model:
     """Wrap a tf_keras model with tfmot's fake quantization (``quantize_model``); return the new model.
 
     Raises :class:`QatError` naming the first layer tfmot cannot quantize (GRU, LSTM, Lambda, nested models...).
     """
     import tensorflow_model_optimization as tfmot
-    import tf_keras
 
     model = _checked_graph_model(model, "model")
     _check_before_tfmot(model)
@@ -222,11 +94,11 @@ _FUSED_ACTIVATIONS = frozenset({"linear", "relu", "swish", "gelu", "softmax", "s
 _ACTIVATION_LAYER_ACTIVATIONS = frozenset({"linear", "relu", "swish", "gelu", "relu6", "softmax", "sigmoid", "tanh"})
 
 
-def _check_before_tfmot(model: Any) -> None:
+def _check_before_tfmot(model: tf_keras.Model) -> None:
     """Refuse, naming the layer, what tfmot would reject with a message that does not name it (or accept wrongly)."""
     import tf_keras
 
-    for tensor, name in zip(model.inputs, model.input_names):
+    for tensor, name in zip(model.inputs, model.input_names, strict=True):
         if not tensor.dtype.is_floating:
             raise QatError(f"input '{name}' is {tensor.dtype.name}: QAT quantizes float inputs only (an Embedding "
                            f"model cannot be quantization-aware trained); {POST_TRAINING_HINT}")
@@ -255,7 +127,7 @@ def _check_before_tfmot(model: Any) -> None:
             )
 
 
-def check_qat_support(model: Any) -> None:
+def check_qat_support(model: tf_keras.Model) -> None:
     """Raise :class:`QatError` if tfmot cannot quantize ``model`` (a tf_keras or Keras 3 model); cheap, no training."""
     prepare_qat(bridge_to_tf_keras(model))
 
@@ -271,7 +143,7 @@ class QatResult:
     prefixed with the output name) to one value per epoch.
     """
 
-    model: Any
+    model: tf_keras.Model
     history: dict[str, tuple[float, ...]]
     seconds: float
     losses: tuple[LossSpec, ...]
@@ -279,7 +151,7 @@ class QatResult:
 
 
 def train_qat(
-    model: Any,
+    model: tf_keras.Model,
     train: tuple[Any, Any],
     *,
     epochs: int = 2,
@@ -351,7 +223,10 @@ def train_qat(
         raise QatTrainingError(f"QAT training diverged in epoch {len(losses_seen)} of {epochs} (loss {last}); "
                                f"try a lower learning rate than {learning_rate:g}")
     seconds = time.perf_counter() - started
-    renames = [(quantized + "_", original + "_") for quantized, original in zip(qat_model.output_names, output_names)]
+    renames = [
+        (quantized + "_", original + "_")
+        for quantized, original in zip(qat_model.output_names, output_names, strict=True)
+    ]
     history = {}
     for key, values in fitted.history.items():
         for quantized, original in renames:
@@ -380,7 +255,7 @@ def op_determinism() -> Iterator[None]:
             disable()
 
 
-def check_training_labels(model: Any, specs: Sequence[LossSpec], labels: Any, source: str) -> None:
+def check_training_labels(model: tf_keras.Model, specs: Sequence[LossSpec], labels: Any, source: str) -> None:
     """Refuse labels the losses cannot train on (strings, class ids outside the model's classes, wrong shapes...).
 
     ``labels`` is one array per output, in output order (a list), or a dict by output name. ``source`` names the data
@@ -388,7 +263,9 @@ def check_training_labels(model: Any, specs: Sequence[LossSpec], labels: Any, so
     """
     names = list(model.output_names)
     arrays = [labels[name] for name in names] if isinstance(labels, Mapping) else list(labels)
-    for spec, array, tensor, name in zip(specs, arrays, model.outputs, names):
+    if len(arrays) != len(names):
+        raise DataError(f"{source}: {len(arrays)} label arrays for the model's {len(names)} outputs {names}")
+    for spec, array, tensor, name in zip(specs, arrays, model.outputs, names, strict=True):
         check_labels(spec, array, tuple(tensor.shape)[1:], source=source, output=name)
 
 
@@ -409,7 +286,7 @@ def _metrics_for(spec: LossSpec) -> list[Any]:
     return []
 
 
-def _arrays_for(model: Any, data: tuple[Any, Any], what: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def _arrays_for(model: tf_keras.Model, data: tuple[Any, Any], what: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Check ``(x, y)`` against the model's inputs and outputs; return them as lists in model order."""
     if not isinstance(data, (tuple, list)) or len(data) != 2:
         raise DataError(f"{what} must be a pair (x, y)")
@@ -420,10 +297,10 @@ def _arrays_for(model: Any, data: tuple[Any, Any], what: str) -> tuple[list[np.n
         raise DataError(f"{what}: x and y have different numbers of samples ({sorted(counts)})")
     if counts == {0}:
         raise DataError(f"{what} is empty")
-    for array, tensor, name in zip(x, model.inputs, model.input_names):
+    for array, tensor, name in zip(x, model.inputs, model.input_names, strict=True):
         expected = tuple(tensor.shape)[1:]
         found = array.shape[1:]
-        if len(found) != len(expected) or any(e is not None and e != f for e, f in zip(expected, found)):
+        if len(found) != len(expected) or any(e is not None and e != f for e, f in zip(expected, found, strict=True)):
             raise DataError(f"{what} x for input '{name}': expected samples of shape {expected}, found {found}")
         if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
             raise DataError(f"{what} x for input '{name}' contains NaN or inf")
@@ -483,11 +360,11 @@ def export_qat_saved_model(qat_model: Any, out_dir: str | os.PathLike[str], *,
     if len(output_names) != len(qat_model.outputs) or len(set(output_names)) != len(output_names):
         raise UsageError(f"output names {list(output_names)} do not fit the model's {len(qat_model.outputs)} outputs")
     specs = [tf.TensorSpec((None, *tuple(tensor.shape)[1:]), tensor.dtype, name=name)
-             for tensor, name in zip(qat_model.inputs, input_names)]
+             for tensor, name in zip(qat_model.inputs, input_names, strict=True)]
 
     def serve(*inputs: Any) -> dict[str, Any]:
         outputs = tf.nest.flatten(qat_model(list(inputs) if len(inputs) > 1 else inputs[0], training=False))
-        return {name: output for name, output in zip(output_names, outputs)}
+        return {name: output for name, output in zip(output_names, outputs, strict=True)}
 
     module = tf.Module()
     module.model = qat_model
@@ -500,7 +377,7 @@ def export_qat_saved_model(qat_model: Any, out_dir: str | os.PathLike[str], *,
         if target.exists():
             shutil.rmtree(target)
         os.replace(staging, target)
-    except Exception as error:
+    except _tf.library_errors() as error:
         raise ConversionError(f"cannot export the QAT model to {target}: {_one_line(error)}") from error
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -529,7 +406,7 @@ def convert_qat(export: QatExport, *, io_type: str = "int8", representative_inpu
         count = min(samples, min(len(array) for array in arrays))
         if count < 1:
             raise DataError("representative inputs are empty")
-        feeds = [{name: array[index:index + 1] for name, array in zip(export.input_names, arrays)}
+        feeds = [{name: array[index:index + 1] for name, array in zip(export.input_names, arrays, strict=True)}
                  for index in range(count)]
     converter = tf.lite.TFLiteConverter.from_saved_model(str(export.path))
     if feeds is not None:  # strict on the int8 op set: the registry's qat mode, as `tflq convert --mode qat` does
@@ -546,7 +423,7 @@ def convert_qat(export: QatExport, *, io_type: str = "int8", representative_inpu
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the converter's own use of the deprecated tf.lite.Interpreter
             tflite_model = converter.convert()
-    except Exception as error:
+    except _tf.library_errors() as error:
         raise ConversionError(f"qat ({io_type} I/O): the converter failed: {_one_line(error)}") from error
     float_ops = _check_runs(tflite_model, feeds[0] if feeds else None, io_type)
     if float_ops and not allow_float_fallback:
@@ -559,19 +436,25 @@ def _check_runs(tflite_model: bytes, feed: dict[str, np.ndarray] | None, io_type
     """Load, allocate and run ``tflite_model`` once; return the ops that compute in float (empty when full-integer)."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    try:
+    def cannot_run(error: Exception) -> ConversionError:
+        return ConversionError(f"qat ({io_type} I/O): the LiteRT interpreter cannot run the result: {_one_line(error)}")
+
+    try:  # LiteRT raises ValueError for a model it cannot read, RuntimeError from its kernels
         interpreter = Interpreter(model_content=tflite_model)
         interpreter.allocate_tensors()
         runner = interpreter.get_signature_runner()
-        arguments = {}
-        for name, detail in runner.get_input_details().items():
-            shape = [1, *detail["shape_signature"][1:]]
-            sample = feed[name] if feed is not None else np.zeros([max(1, d) for d in shape], np.float32)
-            arguments[name] = _quantize_input(sample, detail)
+        input_details = runner.get_input_details()
+    except (ValueError, RuntimeError) as error:
+        raise cannot_run(error) from error
+    arguments = {}
+    for name, detail in input_details.items():
+        shape = [1, *detail["shape_signature"][1:]]
+        sample = feed[name] if feed is not None else np.zeros([max(1, d) for d in shape], np.float32)
+        arguments[name] = _quantize_input(sample, detail)
+    try:
         runner(**arguments)
-    except Exception as error:
-        raise ConversionError(f"qat ({io_type} I/O): the LiteRT interpreter cannot run the result: "
-                              f"{_one_line(error)}") from error
+    except (ValueError, RuntimeError) as error:
+        raise cannot_run(error) from error
     # Inspect the ops without the default delegate, which would hide them behind one DELEGATE op.
     plain = Interpreter(model_content=tflite_model,
                         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)

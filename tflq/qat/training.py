@@ -1,8 +1,9 @@
 """The training step of a training mode (``qat``) inside a conversion: its options, the labelled data read through
 the one data layer, one fine-tune per model, and the summary every ``qat`` artifact carries.
 
-:mod:`tflq.qat.quantize_aware` does the work (bridge, loss, tfmot training, export). :class:`tflq.convert.session.ModelSession` calls
-:func:`train_for_conversion` once per model and converts every I/O type from its one export.
+:mod:`tflq.qat.quantize_aware` does the work (bridge, loss, tfmot training, export).
+:class:`tflq.convert.session.ModelSession` calls :func:`train_for_conversion` once per model and converts every I/O
+type from its one export.
 """
 from __future__ import annotations
 
@@ -166,8 +167,9 @@ def train_for_conversion(
         losses = qat.resolve_loss(model, loss=settings.loss, from_logits=settings.from_logits)
     train = _labelled(exported, images, settings.train_data, "training", model)
     qat.check_training_labels(model, losses, train[1], settings.train_data)
-    val = _labelled(exported, images, settings.val_data, "validation", model) if settings.val_data else None
-    if val is not None:
+    val = None
+    if settings.val_data:
+        val = _labelled(exported, images, settings.val_data, "validation", model)
         qat.check_training_labels(model, losses, val[1], settings.val_data)
     prepare = time.perf_counter() - start
     with _tf.quiet(keep_stderr=settings.progress):
@@ -182,8 +184,10 @@ def train_for_conversion(
     prepare += time.perf_counter() - start
     inputs = train[0]
     count = min(representative_samples, len(next(iter(inputs.values()))))
-    names = list(zip(export.input_names, model.input_names))  # the export keeps the model's input order
-    samples = [{exported_name: inputs[name][index:index + 1] for exported_name, name in names} for index in range(count)]
+    names = list(zip(export.input_names, model.input_names, strict=True))  # the export keeps the model's input order
+    samples = [
+        {exported_name: inputs[name][index:index + 1] for exported_name, name in names} for index in range(count)
+    ]
     summary = TrainingSummary(
         epochs=settings.epochs,
         batch_size=settings.batch_size,

@@ -47,7 +47,9 @@ def write_pareto_plot(rows: Sequence[Row], path: Path) -> Path | None:
     import matplotlib.pyplot as plt
     from matplotlib import cm, colors, ticker
 
-    usable = [row for row in rows if row.get("status") == "ok" and row.get("size_bytes") and quality_of(row)[0] is not None]
+    usable = [
+        row for row in rows if row.get("status") == "ok" and row.get("size_bytes") and quality_of(row)[0] is not None
+    ]
     if not usable:
         return None
     models = list(dict.fromkeys(row["model"] for row in usable))
@@ -61,16 +63,19 @@ def write_pareto_plot(rows: Sequence[Row], path: Path) -> Path | None:
         rows_count, columns, figsize=(5.6 * columns, 4.4 * rows_count), squeeze=False, layout="constrained"
     )
     ylabel = ""
-    for panel, model in zip(axes.flat, models):
+    for panel, model in zip(axes.flat, models, strict=False):
         model_rows = [row for row in usable if row["model"] == model]
-        points = [(row["size_bytes"] / 1024.0, quality_of(row)[0]) for row in model_rows]
+        # Every usable row has a quality figure; the filter only tells mypy so.
+        points = [
+            (row["size_bytes"] / 1024.0, quality) for row in model_rows if (quality := quality_of(row)[0]) is not None
+        ]
         ylabel = quality_of(model_rows[0])[1]
         front = pareto_front(points)
         offsets = _label_offsets(points)
         front_x = [points[i][0] for i in front]
         front_y = [points[i][1] for i in front]
         panel.plot(front_x, front_y, "-", color="#d62728", linewidth=1.5, alpha=0.6, zorder=1, label="Pareto front")
-        for index, (row, (size_kb, quality)) in enumerate(zip(model_rows, points)):
+        for index, (row, (size_kb, quality)) in enumerate(zip(model_rows, points, strict=True)):
             p50 = (row.get("latency_ms") or {}).get("p50")
             color = cmap(norm(p50)) if (norm and p50) else "#888888"
             on_front = index in front
@@ -82,12 +87,15 @@ def write_pareto_plot(rows: Sequence[Row], path: Path) -> Path | None:
             label = row["variant"] + ("" if p50 is None else f" ({_latency_text(p50)})")
             panel.annotate(
                 label, (size_kb, quality), textcoords="offset points", xytext=(12, offsets[index]), fontsize=7.5,
-                va="center", arrowprops={"arrowstyle": "-", "color": "#888888", "linewidth": 0.6, "shrinkA": 0, "shrinkB": 4},
+                va="center",
+                arrowprops={"arrowstyle": "-", "color": "#888888", "linewidth": 0.6, "shrinkA": 0, "shrinkB": 4},
             )
         panel.set_title(model, fontsize=11, fontweight="bold")
         panel.set_xscale("log")
         panel.xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
-        panel.xaxis.set_minor_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}" if str(f"{value:g}")[0] in "25" else ""))
+        panel.xaxis.set_minor_formatter(
+            ticker.FuncFormatter(lambda value, _: f"{value:g}" if str(f"{value:g}")[0] in "25" else "")
+        )
         panel.tick_params(axis="x", which="minor", labelsize=7)
         panel.set_xlabel("size (KB, log scale)")
         panel.set_ylabel(ylabel)

@@ -9,8 +9,12 @@ import csv
 import io
 import json
 import math
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 Row = dict[str, Any]
 
@@ -21,7 +25,7 @@ class Column:
 
     header: str
     text: Callable[[Row], str]
-    justify: str = "right"
+    justify: Literal["left", "right"] = "right"
 
 
 def format_bytes(size: int | None) -> str:
@@ -156,7 +160,7 @@ def eval_columns(rows: Sequence[Row]) -> tuple[Column, ...]:
     return EVAL_COLUMNS[:position] + (MAX_ERROR_COLUMN,) + EVAL_COLUMNS[position:]
 
 
-def render_table(rows: Sequence[Row], *, columns: Sequence[Column] | None = None, title: str | None = None) -> Any:
+def render_table(rows: Sequence[Row], *, columns: Sequence[Column] | None = None, title: str | None = None) -> Table:
     """A ``rich.table.Table`` of the rows (errors in red, noisy latency marked ``!``); columns default to
     :func:`eval_columns`."""
     from rich.table import Table
@@ -164,7 +168,7 @@ def render_table(rows: Sequence[Row], *, columns: Sequence[Column] | None = None
     columns = eval_columns(rows) if columns is None else columns
     table = Table(title=title, header_style="bold")
     for column in columns:
-        table.add_column(column.header, justify=column.justify)  # type: ignore[arg-type]
+        table.add_column(column.header, justify=column.justify)
     for row in rows:
         style = "red" if row.get("status") == "error" else None
         table.add_row(*(column.text(row) for column in columns), style=style)
@@ -271,9 +275,9 @@ def render_text(rows: Sequence[Row], output_format: str, *, columns: Sequence[Co
         return to_markdown(rows, columns=columns)
     from rich.console import Console
 
-    console = Console(file=io.StringIO(), width=200, color_system=None)
-    console.print(render_table(rows, columns=columns))
-    return console.file.getvalue()  # type: ignore[attr-defined]
+    text = io.StringIO()
+    Console(file=text, width=200, color_system=None).print(render_table(rows, columns=columns))
+    return text.getvalue()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -319,14 +323,16 @@ def render_inspection(info: Row) -> list[Any]:
         ops.add_column(kind, justify="right")
     for stats in info["ops"]:
         compute = stats["compute"]
-        ops.add_row(stats["op_type"], str(stats["count"]), *(str(compute.get(kind, "")) for kind in ("float", "integer", "hybrid", "mixed")))
+        by_kind = (str(compute.get(kind, "")) for kind in ("float", "integer", "hybrid", "mixed"))
+        ops.add_row(stats["op_type"], str(stats["count"]), *by_kind)
     parts.append(ops)
 
     summary = Table(show_header=False, box=None)
     summary.add_column(style="bold")
     summary.add_column()
     summary.add_row("compute", ", ".join(f"{kind} {count}" for kind, count in info["compute"].items()))
-    summary.add_row("weights", ", ".join(f"{dtype} {format_bytes(size)}" for dtype, size in info["weight_bytes"].items()) or "none")
+    weights = ", ".join(f"{dtype} {format_bytes(size)}" for dtype, size in info["weight_bytes"].items())
+    summary.add_row("weights", weights or "none")
     if len(info["subgraphs"]) > 1:
         summary.add_row("subgraphs", ", ".join(f"{graph['name']} ({graph['ops']} ops)" for graph in info["subgraphs"]))
     delegation = info.get("xnnpack")
@@ -431,7 +437,8 @@ def write_batch_reports(output_dir: Any, rows: Sequence[Row]) -> list[Any]:
     named = [dict(row, name=f"{row.get('model', '')} {row.get('variant', '')}") for row in rows]
     markdown = "# tflq report\n\n" + to_markdown(named, columns=batch_columns(rows))
     written = []
-    for name, text in (("report.md", markdown), ("report.json", to_json(list(rows))), ("report.csv", to_csv(list(rows)))):
+    files = (("report.md", markdown), ("report.json", to_json(list(rows))), ("report.csv", to_csv(list(rows))))
+    for name, text in files:
         write_atomically(folder / name, text.encode())
         written.append(folder / name)
     plot = write_pareto_plot(rows, folder / "pareto.png")
