@@ -30,9 +30,10 @@ test-fast: $(STAMP)
 # Style and bugbear (ruff), types (mypy, on tflq/) and the stage layering (import-linter); pyproject.toml configures
 # all three. .ci/run runs this before the tests.
 lint: $(STAMP)
-	$(BIN)/ruff check tflq tools
+	$(BIN)/ruff check tflq tools docs/generate.py
 	$(BIN)/mypy tflq
 	$(BIN)/lint-imports
+	$(BIN)/python docs/generate.py --check
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/sweep.py

@@ -10,6 +10,7 @@ leak from one variant to the next.
 The builds only describe the work: they call back into the conversion session (:class:`Session`: the export, the
 one calibration, the one training run), which lives in :mod:`tflq.convert.session` above this module.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -99,7 +100,9 @@ class RequantizeBuild:
         from tflq._tf import calibrated as _calibrated
 
         return _calibrated.quantize(
-            session.calibrated_model(), io_type=settings.io_type, per_tensor=settings.per_tensor,
+            session.calibrated_model(),
+            io_type=settings.io_type,
+            per_tensor=settings.per_tensor,
             denylisted_nodes=settings.float_nodes,
             dense_per_tensor=settings.options is not None and settings.options.dense_per_tensor,
         )
@@ -178,8 +181,11 @@ class Mode:
         depend on a setting its cache key leaves out."""
         view = replace(type(options)(), modes=options.modes, **{name: getattr(options, name) for name in self.settings})
         return ModeSettings(
-            io_type=io_type, per_tensor=view.per_tensor, allow_float_fallback=view.allow_float_fallback,
-            float_nodes=tuple(float_nodes) if self.selective else (), options=view,
+            io_type=io_type,
+            per_tensor=view.per_tensor,
+            allow_float_fallback=view.allow_float_fallback,
+            float_nodes=tuple(float_nodes) if self.selective else (),
+            options=view,
         )
 
 
@@ -238,16 +244,38 @@ def _qat(converter: Any, tf: Any, settings: ModeSettings) -> None:
 MODES: dict[str, Mode] = {
     mode.name: mode
     for mode in (
-        Mode("float32", "float32 baseline: no quantization", (FLOAT_IO,), "float32", None, ConverterBuild(_float32),
-             baseline=True),
-        Mode("float16", "float16 weights, float32 compute (half the size, GPU-friendly)", (FLOAT_IO,), "float16", None,
-             ConverterBuild(_float16)),
-        Mode("dynamic", "dynamic range: int8 weights, activations quantized on the fly", (FLOAT_IO,), "int8", None,
-             ConverterBuild(_dynamic), settings=("per_tensor", "dense_per_tensor")),
+        Mode(
+            "float32",
+            "float32 baseline: no quantization",
+            (FLOAT_IO,),
+            "float32",
+            None,
+            ConverterBuild(_float32),
+            baseline=True,
+        ),
+        Mode(
+            "float16",
+            "float16 weights, float32 compute (half the size, GPU-friendly)",
+            (FLOAT_IO,),
+            "float16",
+            None,
+            ConverterBuild(_float16),
+        ),
+        Mode(
+            "dynamic",
+            "dynamic range: int8 weights, activations quantized on the fly",
+            (FLOAT_IO,),
+            "int8",
+            None,
+            ConverterBuild(_dynamic),
+            settings=("per_tensor", "dense_per_tensor"),
+        ),
         Mode(
             "int8",
             "full integer: int8 weights and activations, calibrated (I/O float32, int8 or uint8)",
-            (FLOAT_IO, "int8", "uint8"), "int8", "int8",
+            (FLOAT_IO, "int8", "uint8"),
+            "int8",
+            "int8",
             RequantizeBuild(_full_integer("TFLITE_BUILTINS_INT8")),
             settings=("per_tensor", "allow_float_fallback", "dense_per_tensor", "skip_layers", "skip_ops"),
         ),
@@ -255,15 +283,21 @@ MODES: dict[str, Mode] = {
             "qat",
             "quantization-aware training: fine-tune with fake quantization, then full integer (needs training data; "
             "I/O float32, int8 or uint8)",
-            (FLOAT_IO, "int8", "uint8"), "int8", "int8",
+            (FLOAT_IO, "int8", "uint8"),
+            "int8",
+            "int8",
             TrainThenRequantizeBuild(_qat),
             settings=("allow_float_fallback",),
         ),
         Mode(
             "16x8",
             "int16 activations, int8 weights, calibrated (more accurate than int8; reference kernels on CPU)",
-            (FLOAT_IO, "int16"), "int8", "int16",
-            ConverterBuild(_full_integer("EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8"), calibrated=True),
+            (FLOAT_IO, "int16"),
+            "int8",
+            "int16",
+            ConverterBuild(
+                _full_integer("EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8"), calibrated=True
+            ),
             settings=("per_tensor", "allow_float_fallback", "dense_per_tensor"),
         ),
     )
@@ -320,7 +354,8 @@ def plan_variants(modes: list[str], io_types: list[str]) -> list[Variant]:
         if not any(io_type in MODES[name].io_types for name in modes):
             supporting = [m.name for m in MODES.values() if io_type in m.io_types]
             raise UsageError(
-                f"I/O type {io_type!r} does not apply to mode(s) {', '.join(modes)}; it applies to {', '.join(supporting)}"
+                f"I/O type {io_type!r} does not apply to mode(s) {', '.join(modes)}; "
+                f"it applies to {', '.join(supporting)}"
             )
     variants: list[Variant] = []
     for name in [m for m in MODES if m in modes]:

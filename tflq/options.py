@@ -20,6 +20,7 @@ That one declaration is read by everything else:
 Nothing here imports TensorFlow. A kind's ``check(value, where)`` raises :class:`tflq.errors.ConfigError` whose
 message starts with ``where``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -39,7 +40,12 @@ _SETTING = "tflq.setting"
 def type_name(value: Any) -> str:
     """How an error message calls the type of a value read from YAML."""
     names = {
-        str: "a string", int: "an integer", float: "a number", bool: "true/false", list: "a list", dict: "a mapping",
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "true/false",
+        list: "a list",
+        dict: "a mapping",
     }
     if value is None:
         return "null"
@@ -276,7 +282,9 @@ class Setting:
     shown_default: str | None = None
     multiple: bool = False
     section: str | None = None  # the YAML section (``calibration``, ``latency``...); None: a plain model setting
-    yaml_default: Any = None  # a batch file's default when it differs from the library's (see ``Declared.batch_default``)
+    yaml_default: Any = (
+        None  # a batch file's default when it differs from the library's (see ``Declared.batch_default``)
+    )
     has_yaml_default: bool = False
 
 
@@ -390,7 +398,9 @@ def yaml_schema(classes: Iterable[type]) -> dict[str | None, dict[str, SchemaEnt
             keys = schema.setdefault(item.setting.section, {})
             if key in keys:
                 other = keys[key].options_class.__name__
-                raise TypeError(f"YAML key {item.setting.section}.{key} declared by {other} and {options_class.__name__}")
+                raise TypeError(
+                    f"YAML key {item.setting.section}.{key} declared by {other} and {options_class.__name__}"
+                )
             keys[key] = SchemaEntry(options_class, item)
     return schema
 
@@ -457,7 +467,8 @@ def click_options(
     import click
 
     items = [
-        item for item in declared(options_class)
+        item
+        for item in declared(options_class)
         if item.setting.flag and (names is None or item.name in names) and item.name not in exclude
     ]
 
@@ -485,7 +496,11 @@ def click_options(
                 )
             else:
                 decorator = click.option(
-                    flag, parameter, type=kind.click_type(), default=None, metavar=kind.metavar,
+                    flag,
+                    parameter,
+                    type=kind.click_type(),
+                    default=None,
+                    metavar=kind.metavar,
                     help=_help_with_default(item),
                 )
             command = decorator(command)
@@ -505,7 +520,7 @@ def from_flags(options_class: type, parsed: dict[str, Any]) -> dict[str, Any]:
     given: dict[str, Any] = {}
     for key in [key for key in parsed if key.startswith(prefix)]:
         value = parsed.pop(key)
-        name = key[len(prefix):]
+        name = key[len(prefix) :]
         if isinstance(value, tuple):
             if not value:
                 continue
@@ -528,9 +543,9 @@ def flags_given(options_class: type, parsed: Mapping[str, Any]) -> list[str]:
     given = []
     for key, value in parsed.items():
         if key.startswith(prefix) and value not in (None, ()):
-            flag = flags.get(key[len(prefix):])
-            kind = kinds.get(key[len(prefix):])
-            if flag and isinstance(kind, Flag) and (kind.optional or defaults_of.get(key[len(prefix):]) is True):
+            flag = flags.get(key[len(prefix) :])
+            kind = kinds.get(key[len(prefix) :])
+            if flag and isinstance(kind, Flag) and (kind.optional or defaults_of.get(key[len(prefix) :]) is True):
                 flag = f"{flag}/{flag.replace('--', '--no-', 1)}"
             if flag:
                 given.append(flag)

@@ -1,5 +1,7 @@
-"""The ``auto:`` row of a batch model: the accuracy-budget search (:func:`tflq.debug.auto.auto_search`) in a child process,
+"""The ``auto:`` row of a batch model: the accuracy-budget search (:func:`tflq.debug.auto.auto_search`) in a child
+process,
 reused while nothing it depends on changes."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -30,9 +32,13 @@ def _auto_in_child(job: ModelJob, output_dir: str, *, report: Callable[..., None
     _tf.set_verbose(False)
     report("info", "auto search")
     options = AutoOptions(
-        **job.auto, data=job.evaluation.data, reference=job.evaluation.reference, eval_samples=job.measure.limit,
+        **job.auto,
+        data=job.evaluation.data,
+        reference=job.evaluation.reference,
+        eval_samples=job.measure.limit,
         convert=replace(job.convert, modes=(), io_types=(), skip_layers=(), skip_ops=(), qat=QatOptions()),
-        output_dir=Path(output_dir), name=job.name,
+        output_dir=Path(output_dir),
+        name=job.name,
     )
     try:
         return auto_search(job.path, options).to_dict() | {"fits": True, "message": None}
@@ -66,22 +72,42 @@ def run_auto(
         except TflqError as error:
             manifest.drop(f"{job.name}/auto")
             on_event("fail", job.name, "auto", str(error))
-            return JobResult(job.name, "auto", "auto", "float32", str(path), "error", error=f"auto search failed: {error}")
+            return JobResult(
+                job.name, "auto", "auto", "float32", str(path), "error", error=f"auto search failed: {error}"
+            )
     chosen = next((t for t in found["trials"] if t["candidate"] == found.get("chosen")), None)
     best = chosen or next((t for t in found["trials"] if t["candidate"] == found.get("best")), None) or {}
     measurement: dict[str, Any] = {
         "status": "ok",
         "size_bytes": best.get("size_bytes"),
-        "accuracy": {"top1": best.get("top1"), "auto": {"top1": best.get("top1")}} if best.get("top1") is not None else None,
+        "accuracy": {"top1": best.get("top1"), "auto": {"top1": best.get("top1")}}
+        if best.get("top1") is not None
+        else None,
         "latency_ms": {"p50": best.get("latency_ms")} if best.get("latency_ms") is not None else None,
         "auto": found,
     } | ({"notes": search_notes} if search_notes else {})
-    artifact = {"path": str(path), "status": "ok", "sha256": _file_sha(path), "size_bytes": best.get("size_bytes") if chosen else None}
+    artifact = {
+        "path": str(path),
+        "status": "ok",
+        "sha256": _file_sha(path),
+        "size_bytes": best.get("size_bytes") if chosen else None,
+    }
     manifest.record(f"{job.name}/auto", {"key": key, "artifact": artifact, "measurement": measurement})
-    failures = () if found["fits"] else (f"nothing within max_drop {job.auto['max_drop']:g} pts (best: {found.get('best')})",)
+    failures: tuple[str, ...] = ()
+    if not found["fits"]:
+        failures = (f"nothing within max_drop {job.auto['max_drop']:g} pts (best: {found.get('best')})",)
     text = f"chose {found['chosen']}" if found["fits"] else failures[0]
     on_event("done" if found["fits"] else "fail", job.name, "auto", text + (" (up to date)" if fresh else ""))
     return JobResult(
-        job.name, "auto", "auto", "float32", str(path) if found["fits"] else "", "ok", up_to_date=fresh,
-        artifact=artifact, measurement=measurement, accuracy_drop=best.get("drop_points"), gate_failures=failures,
+        job.name,
+        "auto",
+        "auto",
+        "float32",
+        str(path) if found["fits"] else "",
+        "ok",
+        up_to_date=fresh,
+        artifact=artifact,
+        measurement=measurement,
+        accuracy_drop=best.get("drop_points"),
+        gate_failures=failures,
     )

@@ -7,6 +7,7 @@ against the YAML file's folder. Every problem is reported with ``file:line``, an
 The schema is read from the settings' declarations (:mod:`tflq.batch.schema`): adding a setting to a stage's
 options class adds its YAML key, its check, its default, its docs row and its part of the cache keys.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -30,9 +31,14 @@ from tflq.qat.training import QatOptions
 
 
 def _type_name(value: Any) -> str:
-    return {str: "a string", int: "an integer", float: "a number", bool: "true/false", list: "a list", dict: "a mapping"}.get(
-        type(value), type(value).__name__
-    )
+    return {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "true/false",
+        list: "a list",
+        dict: "a mapping",
+    }.get(type(value), type(value).__name__)
 
 
 def _str(value: Any, where: str) -> str:
@@ -44,7 +50,8 @@ def _str(value: Any, where: str) -> str:
 # `<name>.<label>.tflite` and its temporary twin `.<file>.XXXXXXXX.tmp` (convert.write_atomically) must fit NAME_MAX
 _NAME_MAX_BYTES = 255
 _LONGEST_SUFFIX = max(
-    [len(f".{Variant(mode.name, io).label}.tflite") for mode in MODES.values() for io in mode.io_types] + [len(".auto.tflite")]
+    [len(f".{Variant(mode.name, io).label}.tflite") for mode in MODES.values() for io in mode.io_types]
+    + [len(".auto.tflite")]
 )
 MAX_MODEL_NAME_BYTES = _NAME_MAX_BYTES - _LONGEST_SUFFIX - len("..XXXXXXXX.tmp")
 
@@ -83,7 +90,10 @@ def parse_modes_option(text: str) -> tuple[str, ...]:
     """``tflq run --modes MODE[,MODE...]``: at least one mode, no empty item, each a known mode. Raises UsageError."""
     names = tuple(item.strip() for item in text.split(","))
     if not any(names):
-        raise UsageError(f"--modes {text!r}: expected a comma-separated list of modes, e.g. float32,int8; valid modes: {', '.join(MODES)}")
+        raise UsageError(
+            f"--modes {text!r}: expected a comma-separated list of modes, e.g. float32,int8; "
+            f"valid modes: {', '.join(MODES)}"
+        )
     if not all(names):
         raise UsageError(f"--modes {text!r}: empty mode name between commas; expected MODE[,MODE...]")
     try:
@@ -178,7 +188,12 @@ def _resolve(value: Any, base: Path) -> Any:
     """Resolve a path setting against the config folder; ``module:function`` and ``random`` stay as they are."""
     if not isinstance(value, str) or value == "random":
         return value
-    if ":" in value and not Path(value).is_absolute() and not (base / value).exists() and "/" not in value.split(":")[0]:
+    if (
+        ":" in value
+        and not Path(value).is_absolute()
+        and not (base / value).exists()
+        and "/" not in value.split(":")[0]
+    ):
         return value  # module:function
     return str((base / value).resolve()) if not Path(value).is_absolute() else value
 
@@ -195,7 +210,9 @@ def load_config(path: Path, overrides: Overrides = Overrides()) -> BatchConfig:
 
     output_dir = base / "build"
     if "output_dir" in tree:
-        output_dir = Path(_resolve(_str(_plain(tree["output_dir"]), f"{path}:{tree['output_dir'].line}: output_dir"), base))
+        output_dir = Path(
+            _resolve(_str(_plain(tree["output_dir"]), f"{path}:{tree['output_dir'].line}: output_dir"), base)
+        )
     where = f"{path}: output_dir (default: build/ beside the file)"
     if "output_dir" in tree:
         where = f"{path}:{tree['output_dir'].line}: output_dir"
@@ -230,7 +247,9 @@ def load_config(path: Path, overrides: Overrides = Overrides()) -> BatchConfig:
                 raise ConfigError(f"{path}:{entry.line}: model entry without {required!r}")
         name = _model_name(_plain(entry.value["name"]), f"{path}:{entry.value['name'].line}: name")
         if name in seen:
-            raise ConfigError(f"{path}:{entry.value['name'].line}: model name {name!r} already used at line {seen[name]}")
+            raise ConfigError(
+                f"{path}:{entry.value['name'].line}: model name {name!r} already used at line {seen[name]}"
+            )
         seen[name] = entry.value["name"].line
         model_path = Path(_resolve(_str(_plain(entry.value["path"]), f"{path}:{entry.value['path'].line}: path"), base))
         if not model_path.exists():
@@ -240,14 +259,16 @@ def load_config(path: Path, overrides: Overrides = Overrides()) -> BatchConfig:
         modes = given.get((ConvertOptions, "modes"), defaults.get((ConvertOptions, "modes"), _batch_default_modes()))
         for key in ("skip_layers", "skip_ops"):
             value = given.get((ConvertOptions, key), defaults.get((ConvertOptions, key)))
-            if value and not any(MODES[mode].selective for mode in modes):
+            if value and not any(MODES[mode].selective for mode in modes or ()):
                 takers = ", ".join(name_ for name_, mode in MODES.items() if mode.selective)
                 line = entry.value[key].line if key in entry.value else entry.line
                 raise ConfigError(f"{path}:{line}: model {name!r}: {key} applies to mode {takers}; add it to its modes")
         job = _merge(name, model_path, defaults, given, f"{path}:{entry.line}: model {name!r}")
         for section, key, data in (
-            ("calibration", "data", job.convert.calibration), ("evaluation", "data", job.evaluation.data),
-            ("qat", "train_data", job.convert.qat.train_data), ("qat", "val_data", job.convert.qat.val_data),
+            ("calibration", "data", job.convert.calibration),
+            ("evaluation", "data", job.evaluation.data),
+            ("qat", "train_data", job.convert.qat.train_data),
+            ("qat", "val_data", job.convert.qat.val_data),
             ("evaluation", "reference", job.evaluation.reference),
         ):
             if data and data != "random" and ":" not in data and not Path(data).exists():
@@ -255,7 +276,9 @@ def load_config(path: Path, overrides: Overrides = Overrides()) -> BatchConfig:
                 raise ConfigError(f"{path}:{line}: {section}.{key}: {data} does not exist (model {name!r})")
         if (ConvertOptions, "io_types") not in given:  # inherited I/O types apply to the modes that take them
             applicable = {io for m in job.modes for io in MODES[m].io_types}
-            job = replace(job, convert=replace(job.convert, io_types=tuple(io for io in job.io_types if io in applicable)))
+            job = replace(
+                job, convert=replace(job.convert, io_types=tuple(io for io in job.io_types if io in applicable))
+            )
         try:
             plan_variants(list(job.modes), list(job.io_types))
         except UsageError as error:
@@ -263,7 +286,9 @@ def load_config(path: Path, overrides: Overrides = Overrides()) -> BatchConfig:
             raise ConfigError(f"{path}:{line}: model {name!r}: {error}") from None
         calibrated = [m for m in job.modes if MODES[m].calibrated]
         if calibrated and not job.convert.calibration:
-            raise ConfigError(f"{path}:{entry.line}: model {name!r}: mode(s) {', '.join(calibrated)} need calibration.data")
+            raise ConfigError(
+                f"{path}:{entry.line}: model {name!r}: mode(s) {', '.join(calibrated)} need calibration.data"
+            )
         training = [m for m in job.modes if MODES[m].needs_training]
         if training and not job.convert.qat.train_data:
             raise ConfigError(
@@ -272,8 +297,9 @@ def load_config(path: Path, overrides: Overrides = Overrides()) -> BatchConfig:
             )
         if job.searches:
             missing = [
-                f"{section}.data" for section, data in (("calibration", job.convert.calibration),
-                                                        ("evaluation", job.evaluation.data)) if not data
+                f"{section}.data"
+                for section, data in (("calibration", job.convert.calibration), ("evaluation", job.evaluation.data))
+                if not data
             ]
             if missing:
                 raise ConfigError(
@@ -288,11 +314,16 @@ def load_config(path: Path, overrides: Overrides = Overrides()) -> BatchConfig:
 
     refuse_colliding_outputs(jobs, models_node.value, output_dir, path)
     defaults_node = tree["defaults"].value if "defaults" in tree and isinstance(tree["defaults"].value, dict) else None
-    notes = unused_settings(jobs, models_node.value, defaults_node, path, ",".join(overrides.modes) if overrides.modes else None)
+    notes = unused_settings(
+        jobs, models_node.value, defaults_node, path, ",".join(overrides.modes) if overrides.modes else None
+    )
     if overrides.only:
         unknown = [n for n in overrides.only if n not in seen]
         if unknown:
-            raise ConfigError(f"--only {unknown[0]!r}: no such model in {path}{_did_you_mean(unknown[0], seen)}; models: {', '.join(seen)}")
+            raise ConfigError(
+                f"--only {unknown[0]!r}: no such model in {path}{_did_you_mean(unknown[0], seen)}; "
+                f"models: {', '.join(seen)}"
+            )
         jobs = [job for job in jobs if job.name in overrides.only]
     return BatchConfig(source=path, output_dir=output_dir, models=tuple(jobs), notes=notes)
 
@@ -326,12 +357,20 @@ def _merge(name: str, model_path: Path, defaults: Given, given: Given, where: st
     from tflq.debug.auto import AutoOptions
 
     convert = build(
-        ConvertOptions, images=build(ImageOptions), model=build(ModelOptions), qat=build(QatOptions),
+        ConvertOptions,
+        images=build(ImageOptions),
+        model=build(ModelOptions),
+        qat=build(QatOptions),
     )
     auto_values = {item.name: item.batch_default for item in opts.declared(AutoOptions)}
     for layer in (defaults, given):
         auto_values.update({name: value for (cls, name), value in layer.items() if cls is AutoOptions})
     return ModelJob(
-        name=name, path=model_path, convert=convert, evaluation=build(EvaluationOptions), measure=build(EvalSettings),
-        gates=build(GateOptions), auto=auto_values,
+        name=name,
+        path=model_path,
+        convert=convert,
+        evaluation=build(EvaluationOptions),
+        measure=build(EvalSettings),
+        gates=build(GateOptions),
+        auto=auto_values,
     )

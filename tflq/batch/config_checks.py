@@ -5,6 +5,7 @@
   ``qat:`` without mode qat...) is an error, as the same flag is for ``tflq convert``; when ``tflq run --modes``
   replaced the file's modes, it is a note instead (the user asked for other modes on purpose).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -25,13 +26,17 @@ def planned_outputs(job: ModelJob, output_dir: Path) -> list[Path]:
     from tflq.convert.session import output_path
     from tflq.debug.auto import output_path as auto_output_path
 
-    paths = [output_path(output_dir, job.name, variant) for variant in plan_variants(list(job.modes), list(job.io_types))]
+    paths = [
+        output_path(output_dir, job.name, variant) for variant in plan_variants(list(job.modes), list(job.io_types))
+    ]
     if job.searches:
         paths.append(auto_output_path(output_dir, job.name))
     return paths
 
 
-def refuse_colliding_outputs(jobs: Sequence[ModelJob], entries: Sequence[Located], output_dir: Path, source: Path) -> None:
+def refuse_colliding_outputs(
+    jobs: Sequence[ModelJob], entries: Sequence[Located], output_dir: Path, source: Path
+) -> None:
     """Raise ConfigError naming both entries when two models plan one output file (model ``x`` with int8 I/O and model
     ``x.int8`` both write ``x.int8.int8.tflite``). ``entries[i]`` is the YAML mapping of ``jobs[i]``."""
     owners: dict[str, int] = {}
@@ -73,9 +78,14 @@ def _searches(job: ModelJob) -> bool:
 
 USES = (
     _Use("per_tensor", _takes("per_tensor"), f"mode(s) {', '.join(_modes_with('per_tensor'))}"),
-    _Use("allow_float_fallback", _takes("allow_float_fallback"), f"mode(s) {', '.join(_modes_with('allow_float_fallback'))}"),
     _Use(
-        "calibration.data", _calibrates,
+        "allow_float_fallback",
+        _takes("allow_float_fallback"),
+        f"mode(s) {', '.join(_modes_with('allow_float_fallback'))}",
+    ),
+    _Use(
+        "calibration.data",
+        _calibrates,
         f"the calibrated mode(s) {', '.join(m.name for m in MODES.values() if m.calibrated)} and auto (auto.max_drop)",
     ),
     _Use("qat", lambda job: any(MODES[mode].needs_training for mode in job.modes), "mode qat"),
@@ -104,7 +114,8 @@ def _is_set(key: str, located: Located) -> bool:
     table = schema.schema()
     if section in table and section is not None and not name:
         return isinstance(value, dict) and any(
-            item != _plain_default(schema.batch_default(section, field)) for field, item in value.items()
+            item != _plain_default(schema.batch_default(section, field))
+            for field, item in value.items()
             if field in table[section]
         )
     default = schema.batch_default(section, name) if name else schema.batch_default(None, key)
@@ -128,7 +139,10 @@ def _lookup(mapping: dict[str, Located] | None, key: str) -> Located | None:
 
 
 def unused_settings(
-    jobs: Sequence[ModelJob], entries: Sequence[Located], defaults: dict[str, Located] | None, source: Path,
+    jobs: Sequence[ModelJob],
+    entries: Sequence[Located],
+    defaults: dict[str, Located] | None,
+    source: Path,
     modes_from_cli: str | None,
 ) -> tuple[str, ...]:
     """Settings given for modes nobody asked for. Raises ConfigError for the first one when the modes come from the
@@ -137,14 +151,15 @@ def unused_settings(
     problems: list[str] = []
     for use in USES:
         read_by_any = False
-        for job, entry in zip(jobs, entries):
+        for job, entry in zip(jobs, entries, strict=False):
             located = _lookup(entry.value, use.key)
             if located is None:
                 read_by_any = read_by_any or use.reads(job)
                 continue
             if not use.reads(job):
                 problems.append(
-                    f"{source}:{located.line}: model {job.name!r}: {use.key} is read by {use.readers} only, and its modes "
+                    f"{source}:{located.line}: model {job.name!r}: {use.key} is read by {use.readers} only, "
+                    "and its modes "
                     f"are {', '.join(job.modes)}: add one of them or drop {use.key}"
                 )
         located = _lookup(defaults, use.key)
@@ -158,7 +173,7 @@ def unused_settings(
     # default I/O types are documented to apply to the modes that take them: one no model takes is a note, not an error
     io_types = _lookup(defaults, "io_types")
     if io_types is not None:
-        inherited = [job for job, entry in zip(jobs, entries) if "io_types" not in entry.value]
+        inherited = [job for job, entry in zip(jobs, entries, strict=False) if "io_types" not in entry.value]
         for item in io_types.value if isinstance(io_types.value, list) else [io_types]:
             io_type = item.value
             if inherited and not any(io_type in MODES[mode].io_types for job in inherited for mode in job.modes):

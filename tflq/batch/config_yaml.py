@@ -5,6 +5,7 @@ value with its 1-based line), or raises :class:`~tflq.errors.ConfigError` naming
 checked while the document is composed, before anything is expanded, so a hostile file (a "billion laughs" of
 aliases, a self-referencing alias, thousands of nested lists, a ``!!python/...`` tag) is refused at once.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ class Located:
 
 
 def _short_tag(tag: str) -> str:
-    return "!!" + tag[len(_CORE):] if tag.startswith(_CORE) else tag
+    return "!!" + tag[len(_CORE) :] if tag.startswith(_CORE) else tag
 
 
 def _bounded_loader(source: Path) -> type:
@@ -53,7 +54,9 @@ def _bounded_loader(source: Path) -> type:
                 if target is not None:
                     line = event.start_mark.line + 1
                     if id(target) not in self.sizes:
-                        raise ConfigError(f"{source}:{line}: YAML alias *{event.anchor} refers to a value that contains it")
+                        raise ConfigError(
+                            f"{source}:{line}: YAML alias *{event.anchor} refers to a value that contains it"
+                        )
                     self.alias_values += self.sizes[id(target)]
                     if self.alias_values > MAX_ALIAS_VALUES:
                         raise ConfigError(
@@ -65,7 +68,9 @@ def _bounded_loader(source: Path) -> type:
             if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
                 self.depth += 1
                 if self.depth > MAX_DEPTH:
-                    raise ConfigError(f"{source}:{event.start_mark.line + 1}: YAML nested more than {MAX_DEPTH} levels deep")
+                    raise ConfigError(
+                        f"{source}:{event.start_mark.line + 1}: YAML nested more than {MAX_DEPTH} levels deep"
+                    )
             try:
                 node = super().compose_node(parent, index)
             finally:
@@ -73,7 +78,9 @@ def _bounded_loader(source: Path) -> type:
                     self.depth -= 1
             line = node.start_mark.line + 1
             if node.tag == _CORE + "merge":
-                raise ConfigError(f"{source}:{line}: YAML merge keys (<<) are not supported; put shared settings under defaults:")
+                raise ConfigError(
+                    f"{source}:{line}: YAML merge keys (<<) are not supported; put shared settings under defaults:"
+                )
             if node.tag not in ALLOWED_TAGS:
                 raise ConfigError(
                     f"{source}:{line}: YAML tag {_short_tag(node.tag)} is not allowed; a batch file holds plain "
@@ -112,7 +119,9 @@ def _read_text(path: Path) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as error:
         line = data[: error.start].count(b"\n") + 1
-        raise ConfigError(f"{path}:{line}: not UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start})") from None
+        raise ConfigError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start})"
+        ) from None
 
 
 def _yaml_error(error: Any, text: str, source: Path) -> ConfigError:

@@ -3,6 +3,7 @@
 A gate failure is not an error: the variant was built and measured, it just is not good enough. ``tflq run`` exits
 3 when a gate fails and nothing else did (see docs/exit-codes.md).
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -20,15 +21,22 @@ class GateOptions:
     """The limits a variant must stay within; None: no such gate."""
 
     max_accuracy_drop: float | None = opts.setting(
-        None, opts.Number(0, 100, optional=True),
+        None,
+        opts.Number(0, 100, optional=True),
         "top-1 drop against the float32 variant, in percentage points (needs evaluation.data with labels)",
         section="gates",
     )
     max_size_bytes: float | None = opts.setting(
-        None, opts.Number(0, 2**63, optional=True), "file size in bytes", section="gates",
+        None,
+        opts.Number(0, 2**63, optional=True),
+        "file size in bytes",
+        section="gates",
     )
     max_latency_ms: float | None = opts.setting(
-        None, opts.Number(0, 10**9, optional=True), "p50 latency in milliseconds", section="gates",
+        None,
+        opts.Number(0, 10**9, optional=True),
+        "p50 latency in milliseconds",
+        section="gates",
     )
 
     @property

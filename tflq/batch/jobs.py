@@ -5,6 +5,7 @@ Cache keys read the settings' declarations (:func:`tflq.options.values`): a mode
 the settings its registry entry says it reads, plus how the model is loaded, its calibration when it calibrates
 and its training when it trains. Data files count by content.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -74,9 +75,15 @@ class JobResult:
             training=self.artifact.get("training"),
             # the measurement's warnings, then the notices tflq logged while converting and measuring (the child
             # processes' too: random calibration data, float64 cast, tf_keras fallback)
-            warnings=list(dict.fromkeys(
-                [*(row.get("warnings") or []), *(self.artifact.get("notes") or []), *(self.measurement.get("notes") or [])]
-            )),
+            warnings=list(
+                dict.fromkeys(
+                    [
+                        *(row.get("warnings") or []),
+                        *(self.artifact.get("notes") or []),
+                        *(self.measurement.get("notes") or []),
+                    ]
+                )
+            ),
         )
         row.pop("notes", None)
         return row
@@ -205,7 +212,8 @@ def owned_output(output_dir: Path, model: str, path: Path) -> Path:
 
 class _NoteCollector(logging.Handler):
     """Collects, per thread, the ``tflq`` log records at INFO and above -- the runner's own and those forwarded from
-    its child processes (:mod:`tflq.measure.isolation` re-emits them in the calling thread) -- for the report's notes."""
+    its child processes (:mod:`tflq.measure.isolation` re-emits them in the calling thread) -- for the report's
+    notes."""
 
     def __init__(self) -> None:
         super().__init__(logging.INFO)

@@ -8,6 +8,7 @@ entry is dropped with a note, and that variant is redone. A manifest path that i
 The lock (``.tflq.lock``, ``flock``) keeps two ``tflq run`` from writing one folder at the same time: the second one
 refuses at once, naming the folder, rather than waiting behind a run that may take an hour.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -38,7 +39,8 @@ class Manifest:
 
     @classmethod
     def read(cls, output_dir: Path) -> Manifest:
-        """The manifest of ``output_dir`` (empty when there is none). Raises UsageError when it cannot be used at all."""
+        """The manifest of ``output_dir`` (empty when there is none). Raises UsageError when it cannot be used at
+        all."""
         path = output_dir / MANIFEST
         if path.is_dir():
             raise UsageError(f"{path}: is a directory; expected the JSON manifest tflq writes there (remove it)")
@@ -53,13 +55,18 @@ class Manifest:
         try:
             loaded = json.loads(text)
         except ValueError as error:
-            return cls(output_dir, {}, (f"{path}: not JSON ({error}); rebuilding the manifest (every variant is redone)",))
+            return cls(
+                output_dir, {}, (f"{path}: not JSON ({error}); rebuilding the manifest (every variant is redone)",)
+            )
         if not isinstance(loaded, dict) or not isinstance(loaded.get("jobs"), dict):
             found = type(loaded.get("jobs") if isinstance(loaded, dict) else loaded).__name__
-            return cls(output_dir, {}, (f"{path}: expected an object with a 'jobs' object, found {found}; rebuilding it",))
+            return cls(
+                output_dir, {}, (f"{path}: expected an object with a 'jobs' object, found {found}; rebuilding it",)
+            )
         if loaded.get("version") != MANIFEST_VERSION:
             return cls(
-                output_dir, {},
+                output_dir,
+                {},
                 (f"{path}: manifest version {loaded.get('version')!r}, expected {MANIFEST_VERSION}; rebuilding it",),
             )
         jobs: dict[str, Entry] = {}
@@ -111,7 +118,10 @@ def entry_problem(key: Any, entry: Any) -> str | None:
     if not isinstance(entry, dict):
         return f"expected an object, found {type(entry).__name__}"
     expected: dict[str, tuple[type, ...]] = {
-        "key": (str,), "measure_key": (str, type(None)), "artifact": (dict,), "measurement": (dict,),
+        "key": (str,),
+        "measure_key": (str, type(None)),
+        "artifact": (dict,),
+        "measurement": (dict,),
     }
     for name, types in expected.items():
         if name in entry and not isinstance(entry[name], types):
@@ -120,15 +130,25 @@ def entry_problem(key: Any, entry: Any) -> str | None:
         return "'key' or 'artifact' is missing"
     artifact = entry["artifact"]
     for name, types in {
-        "status": (str,), "sha256": (str, type(None)), "path": (str,), "size_bytes": (int, type(None)),
-        "float_ops": (list,), "float_layers": (list,), "seconds": (int, float, type(None)), "notes": (list,),
+        "status": (str,),
+        "sha256": (str, type(None)),
+        "path": (str,),
+        "size_bytes": (int, type(None)),
+        "float_ops": (list,),
+        "float_layers": (list,),
+        "seconds": (int, float, type(None)),
+        "notes": (list,),
     }.items():
         if name in artifact and (not isinstance(artifact[name], types) or isinstance(artifact[name], bool)):
             return f"artifact {name!r} should be {_names(types)}, found {type(artifact[name]).__name__}"
     measurement = entry.get("measurement", {})
     for name, types in {
-        "status": (str,), "latency_ms": (dict, type(None)), "accuracy": (dict, type(None)), "warnings": (list,),
-        "notes": (list,), "auto": (dict,),
+        "status": (str,),
+        "latency_ms": (dict, type(None)),
+        "accuracy": (dict, type(None)),
+        "warnings": (list,),
+        "notes": (list,),
+        "auto": (dict,),
     }.items():
         if name in measurement and not isinstance(measurement[name], types):
             return f"measurement {name!r} should be {_names(types)}, found {type(measurement[name]).__name__}"
@@ -137,7 +157,11 @@ def entry_problem(key: Any, entry: Any) -> str | None:
         return f"measurement latency_ms.p50 should be a number, found {type(p50).__name__}"
     if key.endswith("/auto"):
         auto = measurement.get("auto")
-        if not isinstance(auto, dict) or not isinstance(auto.get("trials"), list) or not isinstance(auto.get("fits"), bool):
+        if (
+            not isinstance(auto, dict)
+            or not isinstance(auto.get("trials"), list)
+            or not isinstance(auto.get("fits"), bool)
+        ):
             return "measurement 'auto' should be an object with a 'trials' list and a 'fits' flag"
         if not all(isinstance(trial, dict) for trial in auto["trials"]):
             return "measurement auto.trials should hold objects"
@@ -145,7 +169,14 @@ def entry_problem(key: Any, entry: Any) -> str | None:
 
 
 def _names(types: tuple[type, ...]) -> str:
-    words = {str: "a string", dict: "an object", list: "a list", int: "an integer", float: "a number", type(None): "null"}
+    words = {
+        str: "a string",
+        dict: "an object",
+        list: "a list",
+        int: "an integer",
+        float: "a number",
+        type(None): "null",
+    }
     return " or ".join(dict.fromkeys(words[t] for t in types))
 
 

@@ -1,7 +1,8 @@
 """Run a validated batch: plan every model's variants, skip the up-to-date ones, convert and measure the rest (each
 model in its own child process), apply the gates, and write the reports.
 
-The CLI's ``tflq convert`` and ``tflq eval`` and this runner share one code path: :func:`tflq.convert.session.convert_model`
+The CLI's ``tflq convert`` and ``tflq eval`` and this runner share one code path:
+:func:`tflq.convert.session.convert_model`
 and :func:`tflq.measure.harness.evaluate`.
 
 Up to date means: the manifest beside the outputs (``.tflq-manifest.json``) holds, for that variant, the same
@@ -9,6 +10,7 @@ Up to date means: the manifest beside the outputs (``.tflq-manifest.json``) hold
 the tflq/TensorFlow versions) and the output file still has the recorded sha256. Its figures are reused when the
 *measurement key* (conversion key + evaluation data, reference and latency settings) matches too.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -40,6 +42,7 @@ from tflq.errors import EXIT_FAILED, EXIT_GATE, EXIT_OK, TflqError, UsageError
 from tflq.modes import BASELINE_VARIANT, Variant
 
 log = logging.getLogger("tflq")
+
 
 @dataclass(frozen=True)
 class BatchResult:
@@ -107,12 +110,17 @@ def _plan(job: ModelJob, output_dir: Path, manifest: Manifest, force: bool) -> _
         if not fresh:
             to_convert.append(variant)
             to_measure.append(variant)
-        elif entry.get("measure_key") != measure_keys[variant.label] or entry.get("measurement", {}).get("status") != "ok":
+        elif (
+            entry.get("measure_key") != measure_keys[variant.label]
+            or entry.get("measurement", {}).get("status") != "ok"
+        ):
             to_measure.append(variant)
     return _Plan(job, variants, keys, measure_keys, paths, tuple(to_convert), tuple(to_measure), force)
 
 
-def _convert_in_child(job: ModelJob, variants: Sequence[Variant], output_dir: str, *, report: Callable[..., None]) -> list[dict[str, Any]]:
+def _convert_in_child(
+    job: ModelJob, variants: Sequence[Variant], output_dir: str, *, report: Callable[..., None]
+) -> list[dict[str, Any]]:
     """Child-process body: export once, calibrate once, convert ``variants``. Returns Artifact dicts."""
     from tflq._tf import imports as _tf
     from tflq.convert.session import convert_model
@@ -143,8 +151,12 @@ def run_model(plan: _Plan, output_dir: Path, manifest: Manifest, on_event: Event
         with _notes.collecting() as notes:
             try:
                 produced = call_isolated(
-                    _convert_in_child, job, list(plan.convert), str(output_dir),
-                    description=f"{job.name}", on_message=lambda *message: None,
+                    _convert_in_child,
+                    job,
+                    list(plan.convert),
+                    str(output_dir),
+                    description=f"{job.name}",
+                    on_message=lambda *message: None,
                 )
             except TflqError as error:
                 produced = []
@@ -153,8 +165,12 @@ def run_model(plan: _Plan, output_dir: Path, manifest: Manifest, on_event: Event
                     with contextlib.suppress(FileNotFoundError):
                         path.unlink()
                     artifacts[variant.label] = {
-                        "mode": variant.mode, "io_type": variant.io_type, "path": str(path), "status": "error",
-                        "error": f"conversion failed: {error}", "label": variant.label,
+                        "mode": variant.mode,
+                        "io_type": variant.io_type,
+                        "path": str(path),
+                        "status": "error",
+                        "error": f"conversion failed: {error}",
+                        "label": variant.label,
                     }
         conversion_notes = _messages(notes)
         by_label = {v.label: v for v in plan.convert}
@@ -164,10 +180,15 @@ def run_model(plan: _Plan, output_dir: Path, manifest: Manifest, on_event: Event
         for variant in plan.convert:
             key, artifact = f"{job.name}/{variant.label}", artifacts[variant.label]
             if artifact.get("status") == "ok":  # converted, not measured yet
-                manifest.record(key, {
-                    "key": plan.keys[variant.label], "measure_key": None,
-                    "artifact": {k: v for k, v in artifact.items() if k != "label"}, "measurement": {},
-                })
+                manifest.record(
+                    key,
+                    {
+                        "key": plan.keys[variant.label],
+                        "measure_key": None,
+                        "artifact": {k: v for k, v in artifact.items() if k != "label"},
+                        "measurement": {},
+                    },
+                )
             else:
                 manifest.drop(key)
     measurements: dict[str, dict[str, Any]] = {}
@@ -185,12 +206,16 @@ def run_model(plan: _Plan, output_dir: Path, manifest: Manifest, on_event: Event
         with _notes.collecting() as notes:
             try:
                 results = evaluate(
-                    paths, data=job.evaluation.data, reference=reference, settings=job.measure,
-                    reference_options=None, tasks=job.evaluation.task,
+                    paths,
+                    data=job.evaluation.data,
+                    reference=reference,
+                    settings=job.measure,
+                    reference_options=None,
+                    tasks=job.evaluation.task,
                 )
-                for variant, path, measurement in zip(to_measure, paths, results):
-                    measured = measurement.to_dict()
-                    own_notes = _messages(notes, child=path)
+                for variant, measured_path, result in zip(to_measure, paths, results, strict=True):
+                    measured = result.to_dict()
+                    own_notes = _messages(notes, child=measured_path)
                     measurements[variant.label] = measured | ({"notes": own_notes} if own_notes else {})
             except TflqError as error:
                 for variant in to_measure:
@@ -200,34 +225,45 @@ def run_model(plan: _Plan, output_dir: Path, manifest: Manifest, on_event: Event
         key = f"{job.name}/{variant.label}"
         artifact = artifacts[variant.label]
         entry = manifest.entry(key)
+        measurement: dict[str, Any]
         if variant.label in measurements:
             measurement = measurements[variant.label]
         else:
             measurement = entry.get("measurement", {}) if artifact.get("status") == "ok" else {}
         ok = artifact.get("status") == "ok" and measurement.get("status", "ok") == "ok"
-        error = artifact.get("error") or measurement.get("error")
+        failure = artifact.get("error") or measurement.get("error")
         up_to_date = variant not in plan.convert and variant not in plan.measure
         if artifact.get("status") == "ok":
             if variant in plan.convert or variant in plan.measure:
-                manifest.record(key, {
-                    "key": plan.keys[variant.label],
-                    "measure_key": plan.measure_keys[variant.label] if measurement.get("status") == "ok" else None,
-                    "artifact": {k: v for k, v in artifact.items() if k != "label"},
-                    "measurement": measurement,
-                })
+                manifest.record(
+                    key,
+                    {
+                        "key": plan.keys[variant.label],
+                        "measure_key": plan.measure_keys[variant.label] if measurement.get("status") == "ok" else None,
+                        "artifact": {k: v for k, v in artifact.items() if k != "label"},
+                        "measurement": measurement,
+                    },
+                )
         else:
             manifest.drop(key)
         results_out.append(
             JobResult(
-                model=job.name, label=variant.label, mode=variant.mode, io_type=variant.io_type,
-                path=artifact.get("path", ""), status="ok" if ok else "error", up_to_date=up_to_date, error=error,
-                artifact=artifact, measurement=measurement,
+                model=job.name,
+                label=variant.label,
+                mode=variant.mode,
+                io_type=variant.io_type,
+                path=artifact.get("path", ""),
+                status="ok" if ok else "error",
+                up_to_date=up_to_date,
+                error=failure,
+                artifact=artifact,
+                measurement=measurement,
             )
         )
         if ok:
             on_event("done", job.name, variant.label, _summary(artifact, measurement, up_to_date))
         else:
-            on_event("fail", job.name, variant.label, error or "failed")
+            on_event("fail", job.name, variant.label, failure or "failed")
     gated = apply_gates(job.gates, results_out)
     if job.searches:
         from tflq.batch.auto_job import run_auto

@@ -17,6 +17,7 @@ model entries only            :class:`~tflq.model.load.ModelOptions` (signature,
 
 Importing this module imports those classes' modules, none of which imports TensorFlow at module level.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -42,8 +43,16 @@ def option_classes() -> tuple[type, ...]:
     from tflq.model.load import ModelOptions
     from tflq.qat.training import QatOptions
 
-    return (ConvertOptions, ModelOptions, ImageOptions, EvaluationOptions, EvalSettings, GateOptions, AutoOptions,
-            QatOptions)
+    return (
+        ConvertOptions,
+        ModelOptions,
+        ImageOptions,
+        EvaluationOptions,
+        EvalSettings,
+        GateOptions,
+        AutoOptions,
+        QatOptions,
+    )
 
 
 @cache
@@ -73,7 +82,8 @@ def sections() -> tuple[str, ...]:
 def plain_keys(model_entry: bool) -> tuple[str, ...]:
     """The keys allowed outside sections in ``defaults:`` (``model_entry`` False) or in a model entry."""
     keys = [
-        key for key, entry in schema().get(None, {}).items()
+        key
+        for key, entry in schema().get(None, {}).items()
         if model_entry or entry.options_class not in model_only_classes()
     ]
     return (*IDENTITY, *keys) if model_entry else tuple(keys)
@@ -88,23 +98,35 @@ def schema_rows() -> list[tuple[str, list[dict[str, str]]]]:
     """(title, rows) for the docs: one table for the plain settings and one per section, from the declarations."""
     tables: list[tuple[str, list[dict[str, str]]]] = []
     identity = [
-        {"yaml": "name", "flag": "", "default": "required", "type": "string",
-         "meaning": "model entries only: unique in the file; the stem of the output files (a plain file name)"},
-        {"yaml": "path", "flag": "", "default": "required", "type": "path",
-         "meaning": "model entries only: a .keras or .h5 file, or a SavedModel folder (relative to the file)"},
+        {
+            "yaml": "name",
+            "flag": "",
+            "default": "required",
+            "type": "string",
+            "meaning": "model entries only: unique in the file; the stem of the output files (a plain file name)",
+        },
+        {
+            "yaml": "path",
+            "flag": "",
+            "default": "required",
+            "type": "path",
+            "meaning": "model entries only: a .keras or .h5 file, or a SavedModel folder (relative to the file)",
+        },
     ]
     for section, keys in schema().items():
         rows = identity if section is None else []
         for key, entry in keys.items():
             item = entry.item
             only = "model entries only: " if entry.options_class in model_only_classes() else ""
-            rows.append({
-                "yaml": key if section is None else f"{section}.{key}",
-                "flag": item.setting.flag or "",
-                "default": _default_text(item),
-                "type": item.setting.kind.describe(),
-                "meaning": only + item.setting.help,
-            })
+            rows.append(
+                {
+                    "yaml": key if section is None else f"{section}.{key}",
+                    "flag": item.setting.flag or "",
+                    "default": _default_text(item),
+                    "type": item.setting.kind.describe(),
+                    "meaning": only + item.setting.help,
+                }
+            )
         tables.append(("Plain settings" if section is None else f"`{section}:`", rows))
     return tables
 

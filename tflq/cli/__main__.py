@@ -1,4 +1,5 @@
 """``python -m tflq.cli``: the tflq command."""
+
 from tflq.cli.app import main
 
 main()

@@ -4,6 +4,7 @@
 Every command's module imports only :mod:`tflq.cli.common` and the library, never this module, so the CLI has no
 import cycle. Nothing heavy is imported at module level: ``tflq --help`` stays instant.
 """
+
 from __future__ import annotations
 
 import click
@@ -25,7 +26,15 @@ def main() -> None:
     """Convert TensorFlow/Keras models to quantized TensorFlow Lite models and measure which one to ship."""
 
 
-for command in (convert_command, modes_command, run_command, eval_command, inspect_command, debug_command, auto_command):
+for command in (
+    convert_command,
+    modes_command,
+    run_command,
+    eval_command,
+    inspect_command,
+    debug_command,
+    auto_command,
+):
     main.add_command(command)
 
 if __name__ == "__main__":  # pragma: no cover

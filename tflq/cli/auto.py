@@ -1,4 +1,5 @@
 """``tflq auto``: the smallest or fastest variant within an accuracy budget (a thin shell over tflq.debug.auto)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,19 +21,39 @@ from tflq.model.load import ModelOptions
 @opts.click_options(ConvertOptions, names=["calibration", "calibration_samples"])
 @opts.click_options(ImageOptions)
 @opts.click_options(ConvertOptions, names=["per_tensor"])
-@click.option("--data", metavar="EVAL", help="Evaluation data (required): labelled, or compared with --reference / the float32 model.")
+@click.option(
+    "--data",
+    metavar="EVAL",
+    help="Evaluation data (required): labelled, or compared with --reference / the float32 model.",
+)
 @opts.click_options(AutoOptions)
-@click.option("--reference", metavar="MODEL", help="Without labels: compare top-1 with this model (default: the float32 model).")
+@click.option(
+    "--reference", metavar="MODEL", help="Without labels: compare top-1 with this model (default: the float32 model)."
+)
 @click.option("--eval-samples", type=int, help="Evaluation samples to use (default: all).")
-@click.option("-o", "--output-dir", type=click.Path(path_type=Path), default=Path("build"), show_default=True, help="Where the chosen model goes.")
+@click.option(
+    "-o",
+    "--output-dir",
+    type=click.Path(path_type=Path),
+    default=Path("build"),
+    show_default=True,
+    help="Where the chosen model goes.",
+)
 @click.option("--name", help="Output file-name stem (default: the model's name): writes <name>.auto.tflite.")
 @click.option("--json", "as_json", is_flag=True, help="Print the search as JSON.")
 @opts.click_options(ModelOptions)
 @verbose_option
 @handle_errors
 def auto_command(
-    model: Path, data: str | None, reference: str | None, eval_samples: int | None, output_dir: Path,
-    name: str | None, as_json: bool, verbose: bool, **flags: Any,
+    model: Path,
+    data: str | None,
+    reference: str | None,
+    eval_samples: int | None,
+    output_dir: Path,
+    name: str | None,
+    as_json: bool,
+    verbose: bool,
+    **flags: Any,
 ) -> None:
     """Write the smallest (or fastest) variant of MODEL whose top-1 drop against float32 stays within --max-drop.
 
@@ -46,7 +67,12 @@ def auto_command(
     setup_logging(verbose)
     search = opts.from_flags(AutoOptions, flags)
     options = AutoOptions(
-        **search, data=data, reference=reference, eval_samples=eval_samples, output_dir=output_dir, name=name,
+        **search,
+        data=data,
+        reference=reference,
+        eval_samples=eval_samples,
+        output_dir=output_dir,
+        name=name,
         convert=selective_options(flags),
     )
     try:
@@ -75,12 +101,17 @@ def print_auto(result: Any) -> None:
     console.print(
         f"{result.model}: float32 {result.metric} {result.float32_score:.2%} on {result.samples} sample(s), "
         f"{result.float32_size:,d} B; budget: drop <= {result.max_drop:g} points; objective: {result.objective}",
-        highlight=False, markup=False, soft_wrap=True,
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
     )
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     for header in ("candidate", "status", "top-1", "drop", "size B", "vs float32", "latency ms", "reason"):
-        table.add_column(header, justify="left" if header in ("candidate", "status", "reason") else "right",
-                         no_wrap=header in ("candidate", "status"))
+        table.add_column(
+            header,
+            justify="left" if header in ("candidate", "status", "reason") else "right",
+            no_wrap=header in ("candidate", "status"),
+        )
     for trial in result.trials:
         chosen = result.chosen is trial
         table.add_row(
@@ -100,7 +131,11 @@ def print_auto(result: Any) -> None:
     )
     console.print(
         f"{calibrated}; layer ranking {result.ranking_seconds:.2f} s; search {result.seconds:.2f} s",
-        highlight=False, markup=False, soft_wrap=True,
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
     )
     if result.chosen is not None:
-        console.print(f"chosen: {result.chosen.candidate.label} -> {result.path}", highlight=False, markup=False, soft_wrap=True)
+        console.print(
+            f"chosen: {result.chosen.candidate.label} -> {result.path}", highlight=False, markup=False, soft_wrap=True
+        )

@@ -5,6 +5,7 @@ the documented exit code, and :class:`TflqGroup` does the same for click's own u
 The commands' options come from the settings' declarations (:func:`tflq.options.click_options`). Nothing heavy is
 imported here, so ``tflq --help`` stays instant.
 """
+
 from __future__ import annotations
 
 import functools
@@ -24,7 +25,7 @@ class TflqClickException(click.ClickException):
 
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
-        self.exit_code = exit_code
+        self.exit_code = exit_code  # type: ignore[misc]  # click declares it on the class; tflq's varies
 
 
 def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -45,11 +46,11 @@ def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 class TflqGroup(click.Group):
     """The ``tflq`` group: click's usage errors (unknown option, bad value, missing argument) are one line too."""
 
-    def main(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    def main(self, *args: Any, **kwargs: Any) -> Any:
         standalone = kwargs.pop("standalone_mode", True)
         kwargs.setdefault("prog_name", "tflq")
         try:
-            code = super().main(*args, standalone_mode=False, **kwargs)
+            code = super().main(*args, standalone_mode=False, **kwargs)  # type: ignore[call-overload]
         except click.exceptions.UsageError as error:
             if not standalone:
                 raise
@@ -126,8 +127,13 @@ def progress_reporter(quiet: bool) -> tuple[Any, Callable[[str, int, int | None]
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     progress = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=Console(stderr=True), auto_refresh=False, transient=True,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        auto_refresh=False,
+        transient=True,
     )
     tasks: dict[str, Any] = {}
 
@@ -162,7 +168,9 @@ def check_output_file(output: str) -> None:
     if path.is_dir():
         raise UsageError(f"-o {output}: is a directory; expected a file name")
     if path.exists() and not path.is_file():
-        raise UsageError(f"-o {output}: is not a regular file (a device, FIFO or socket); leave out -o to print to stdout")
+        raise UsageError(
+            f"-o {output}: is not a regular file (a device, FIFO or socket); leave out -o to print to stdout"
+        )
     folder = path.absolute().parent
     while not folder.exists():
         folder = folder.parent

@@ -1,4 +1,5 @@
 """``tflq convert``: one .tflite per mode and I/O type, from the options the conversion stage declares."""
+
 from __future__ import annotations
 
 import sys
@@ -36,13 +37,23 @@ from tflq.qat.training import QatOptions
 @opts.click_options(ModelOptions)
 @opts.click_options(QatOptions)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of the outputs.")
-@click.option("--eval", "eval_data", metavar="DATA",
-              help="Then measure every output on DATA (size, latency, accuracy, agreement) and print the comparison table.")
+@click.option(
+    "--eval",
+    "eval_data",
+    metavar="DATA",
+    help="Then measure every output on DATA (size, latency, accuracy, agreement) and print the comparison table.",
+)
 @verbose_option
 @handle_errors
 def convert_command(
-    model: Path, all_modes: bool, output_dir: str, name: str | None, as_json: bool, eval_data: str | None,
-    verbose: bool, **flags: Any,
+    model: Path,
+    all_modes: bool,
+    output_dir: str,
+    name: str | None,
+    as_json: bool,
+    eval_data: str | None,
+    verbose: bool,
+    **flags: Any,
 ) -> None:
     """Convert MODEL (.keras, .h5 or SavedModel directory) into one .tflite per mode and I/O type.
 
@@ -66,8 +77,10 @@ def convert_command(
         if qat_flags:
             raise UsageError(f"{', '.join(qat_flags)} apply to mode qat only; add --mode qat or drop them")
     elif not qat.get("train_data"):
-        raise UsageError("mode qat needs labelled training data: pass --train-data DATA (.npz with x and y, "
-                         "an image folder with class subfolders, or module:function)")
+        raise UsageError(
+            "mode qat needs labelled training data: pass --train-data DATA (.npz with x and y, "
+            "an image folder with class subfolders, or module:function)"
+        )
     _refuse_unread(given, chosen, convert_flags)
     if not str(output_dir):
         raise UsageError("-o/--output-dir is empty: expected a folder")
@@ -100,7 +113,9 @@ def convert_command(
         echo_err(f"Error: {measurement.error}")
     if not result.ok:
         failed = [a.label for a in result.artifacts if not a.ok]
-        raise TflqClickException(f"{len(failed)} of {len(result.artifacts)} variant(s) failed: {', '.join(failed)}", EXIT_FAILED)
+        raise TflqClickException(
+            f"{len(failed)} of {len(result.artifacts)} variant(s) failed: {', '.join(failed)}", EXIT_FAILED
+        )
     if failed_measurements:
         raise click.exceptions.Exit(EXIT_FAILED)
 
@@ -117,10 +132,14 @@ def _refuse_unread(given: dict[str, Any], chosen: tuple[str, ...], flags: list[s
             if flag in flags:
                 why = " (the trained model decides the weight granularity)" if name == "per_tensor" else ""
                 asked = f"mode {chosen[0]}" if len(chosen) == 1 else f"modes {', '.join(chosen)}"
-                raise UsageError(f"{flag} does not apply to {asked}{why}; it applies to {', '.join(modes_reading(name))}")
+                raise UsageError(
+                    f"{flag} does not apply to {asked}{why}; it applies to {', '.join(modes_reading(name))}"
+                )
 
 
-def _evaluate_conversion(result: Any, model: Path, eval_data: str, model_options: Any, *, quiet: bool) -> dict[str, Any]:
+def _evaluate_conversion(
+    result: Any, model: Path, eval_data: str, model_options: Any, *, quiet: bool
+) -> dict[str, Any]:
     """``convert --eval``: measure the variants that were written. Returns path -> Measurement."""
     from tflq.measure.harness import evaluate_artifacts
 
@@ -155,7 +174,8 @@ def print_artifacts(result: Any) -> None:
                 shown = ", ".join(layers[:6]) + (" ..." if len(layers) > 6 else "")
                 note = f"  ({len(artifact.float_ops)} op(s) left in float: {shown})"
             click.echo(
-                f"ok     {artifact.label:<16} {artifact.size_bytes:>10,d} B  {artifact.seconds:6.2f} s  {artifact.path}{note}"
+                f"ok     {artifact.label:<16} {artifact.size_bytes:>10,d} B  {artifact.seconds:6.2f} s  "
+                f"{artifact.path}{note}"
             )
         else:
             click.echo(f"error  {artifact.label:<16} {artifact.error}")

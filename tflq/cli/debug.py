@@ -1,4 +1,5 @@
 """``tflq debug``: per-layer quantization error, named after the Keras layers (a thin shell over tflq.debug)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,7 +19,8 @@ from tflq.model.load import ModelOptions
 def selective_options(flags: dict[str, Any]) -> ConvertOptions:
     """The int8 conversion ``tflq debug`` and ``tflq auto`` start from: calibration, image and loading flags."""
     return ConvertOptions(
-        modes=("int8",), **opts.from_flags(ConvertOptions, flags),
+        modes=("int8",),
+        **opts.from_flags(ConvertOptions, flags),
         images=ImageOptions(**opts.from_flags(ImageOptions, flags)),
         model=ModelOptions(**opts.from_flags(ModelOptions, flags)),
     )
@@ -29,21 +31,57 @@ def selective_options(flags: dict[str, Any]) -> ConvertOptions:
 @opts.click_options(ConvertOptions, names=["calibration", "calibration_samples"])
 @opts.click_options(ImageOptions)
 @opts.click_options(ConvertOptions, names=["per_tensor"])
-@click.option("--data", metavar="EVAL", help="Evaluation data: feeds the layer errors and the accuracy checks (against the labels, --reference or the float32 model; they need a classifier output).")
-@click.option("--reference", metavar="MODEL", help="Without labels: compare top-1 with this model (.keras/.h5/SavedModel/.tflite; default: the float32 model).")
-@click.option("--top", type=int, default=3, show_default=True, help="With --data: try the N most sensitive layers in float (0 to skip).")
-@click.option("--layer-samples", type=int, default=100, show_default=True, help="Samples the layer errors are measured on.")
+@click.option(
+    "--data",
+    metavar="EVAL",
+    help="Evaluation data: feeds the layer errors and the accuracy checks (against the labels, --reference or the "
+    "float32 model; they need a classifier output).",
+)
+@click.option(
+    "--reference",
+    metavar="MODEL",
+    help="Without labels: compare top-1 with this model (.keras/.h5/SavedModel/.tflite; default: the float32 model).",
+)
+@click.option(
+    "--top",
+    type=int,
+    default=3,
+    show_default=True,
+    help="With --data: try the N most sensitive layers in float (0 to skip).",
+)
+@click.option(
+    "--layer-samples", type=int, default=100, show_default=True, help="Samples the layer errors are measured on."
+)
 @click.option("--eval-samples", type=int, help="Evaluation samples for the accuracy checks (default: all).")
-@click.option("--format", "output_format", type=click.Choice(["table", "json", "csv", "md"]), help="Output format. Default: table (or from -o's extension).")
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the report to FILE instead of the terminal.")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["table", "json", "csv", "md"]),
+    help="Output format. Default: table (or from -o's extension).",
+)
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path), help="Write the report to FILE instead of the terminal."
+)
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
-@click.option("--plot", type=click.Path(path_type=Path), metavar="PNG", help="Write a plot of SQNR per layer, in model order.")
+@click.option(
+    "--plot", type=click.Path(path_type=Path), metavar="PNG", help="Write a plot of SQNR per layer, in model order."
+)
 @opts.click_options(ModelOptions)
 @verbose_option
 @handle_errors
 def debug_command(
-    model: Path, data: str | None, reference: str | None, top: int, layer_samples: int, eval_samples: int | None,
-    output_format: str | None, output: Path | None, as_json: bool, plot: Path | None, verbose: bool, **flags: Any,
+    model: Path,
+    data: str | None,
+    reference: str | None,
+    top: int,
+    layer_samples: int,
+    eval_samples: int | None,
+    output_format: str | None,
+    output: Path | None,
+    as_json: bool,
+    plot: Path | None,
+    verbose: bool,
+    **flags: Any,
 ) -> None:
     """Per-layer int8 quantization error of MODEL, named by its Keras layers, most sensitive first.
 
@@ -59,8 +97,12 @@ def debug_command(
         if path is not None:
             check_writable(flag, path, what)
     options = DebugOptions(
-        convert=selective_options(flags), data=data, reference=reference, layer_samples=layer_samples,
-        eval_samples=eval_samples, top=top,
+        convert=selective_options(flags),
+        data=data,
+        reference=reference,
+        layer_samples=layer_samples,
+        eval_samples=eval_samples,
+        top=top,
     )
     report = debug_quantization(model, options)
     if plot is not None:

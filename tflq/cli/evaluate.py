@@ -3,6 +3,7 @@
 Its latency and evaluation flags are the measurement stage's declared settings (``EvalSettings``,
 ``EvaluationOptions``), the same a batch file's ``latency:`` and ``evaluation:`` sections set.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -29,15 +30,32 @@ from tflq.model.load import ModelOptions
 @opts.click_options(EvaluationOptions, names=["data", "reference"])
 @opts.click_options(ModelOptions)
 @opts.click_options(EvalSettings)
-@click.option("--task", "task_options", multiple=True, metavar="[NAME=]TASK", help="classification or regression, for output NAME or every output (repeatable). Default: classification for (N, C) scores with class labels, else regression.")
-@click.option("--format", "output_format", type=click.Choice(["table", "json", "csv", "md"]), help="Output format. Default: table (or from -o's extension).")
+@click.option(
+    "--task",
+    "task_options",
+    multiple=True,
+    metavar="[NAME=]TASK",
+    help="classification or regression, for output NAME or every output (repeatable). Default: classification for "
+    "(N, C) scores with class labels, else regression.",
+)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["table", "json", "csv", "md"]),
+    help="Output format. Default: table (or from -o's extension).",
+)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the results to this file.")
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar, no notes.")
 @handle_errors
 def eval_command(
-    models: tuple[str, ...], task_options: tuple[str, ...], output_format: str | None, output: str | None,
-    as_json: bool, quiet: bool, **flags: Any,
+    models: tuple[str, ...],
+    task_options: tuple[str, ...],
+    output_format: str | None,
+    output: str | None,
+    as_json: bool,
+    quiet: bool,
+    **flags: Any,
 ) -> None:
     """Measure .tflite models: size, latency, XNNPACK delegation, accuracy and agreement, one row per model.
 
@@ -62,8 +80,13 @@ def eval_command(
         progress.start()
     try:
         measurements = evaluate(
-            paths_in(models), data=evaluation.data, reference=evaluation.reference, settings=settings,
-            on_progress=on_progress, tasks=tasks, reference_options=reference_options,
+            paths_in(models),
+            data=evaluation.data,
+            reference=evaluation.reference,
+            settings=settings,
+            on_progress=on_progress,
+            tasks=tasks,
+            reference_options=reference_options,
         )
     finally:
         if progress is not None:

@@ -1,4 +1,5 @@
 """``tflq inspect``: what a .tflite holds (a thin shell over tflq.measure.tflite_info)."""
+
 from __future__ import annotations
 
 import sys
@@ -18,7 +19,8 @@ from tflq.measure.harness import EvalSettings
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @handle_errors
 def inspect_command(model: str, as_json: bool, **flags: Any) -> None:
-    """Show a .tflite's inputs/outputs with quantization, op histogram, float/integer ops, weights, delegation, metadata."""
+    """Show a .tflite's inputs/outputs with quantization, op histogram, float/integer ops, weights, delegation and
+    metadata."""
     from tflq.measure.harness import machine_threads
     from tflq.measure.tflite_info import inspect_tflite
     from tflq.report.render import render_inspection, to_json

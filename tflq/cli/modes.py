@@ -1,4 +1,5 @@
 """``tflq modes``: the registry, one line per mode (or JSON)."""
+
 from __future__ import annotations
 
 import json
@@ -9,7 +10,9 @@ from tflq.cli.common import handle_errors
 
 
 @click.command("modes")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable: name, weights, activations, I/O types, settings.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Machine-readable: name, weights, activations, I/O types, settings."
+)
 @handle_errors
 def modes_command(as_json: bool) -> None:
     """List the conversion modes, one line each."""
@@ -18,9 +21,14 @@ def modes_command(as_json: bool) -> None:
     if as_json:
         rows = [
             {
-                "name": mode.name, "summary": mode.summary, "weights": mode.weights,
-                "activations": mode.activations or "float32", "io_types": list(mode.io_types),
-                "settings": list(mode.settings), "baseline": mode.baseline, "calibrated": mode.calibrated,
+                "name": mode.name,
+                "summary": mode.summary,
+                "weights": mode.weights,
+                "activations": mode.activations or "float32",
+                "io_types": list(mode.io_types),
+                "settings": list(mode.settings),
+                "baseline": mode.baseline,
+                "calibrated": mode.calibrated,
                 "needs_training": mode.needs_training,
             }
             for mode in MODES.values()

@@ -1,4 +1,5 @@
 """``tflq run``: a YAML batch file, converted, measured, gated and reported (a thin shell over tflq.batch.run)."""
+
 from __future__ import annotations
 
 import sys
@@ -20,8 +21,14 @@ from tflq.cli.common import TflqClickException, handle_errors, setup_logging, ve
 @verbose_option
 @handle_errors
 def run_command(
-    config_path: Path, only: tuple[str, ...], modes: str | None, force: bool, output_dir: Path | None, jobs: int,
-    as_json: bool, verbose: bool,
+    config_path: Path,
+    only: tuple[str, ...],
+    modes: str | None,
+    force: bool,
+    output_dir: Path | None,
+    jobs: int,
+    as_json: bool,
+    verbose: bool,
 ) -> None:
     """Run a YAML batch file: convert, measure, gate and report every model it lists.
 
@@ -66,7 +73,8 @@ def run_command(
 
         raise TflqClickException(
             f"interrupted: the variants finished before are recorded in {config.output_dir / MANIFEST}; "
-            "run again to do the rest", EXIT_FAILED,
+            "run again to do the rest",
+            EXIT_FAILED,
         ) from None
     rows = [r.to_row() for r in result.results]
     if as_json:
@@ -85,7 +93,10 @@ def run_command(
         failed = [f"{r.model} {r.label}" for r in result.results if r.status != "ok"]
         gated = [f"{r.model} {r.label}" for r in result.results if r.gate_failures]
         message = (
-            f"{len(failed)} job(s) failed: {', '.join(failed)}" if failed
+            f"{len(failed)} job(s) failed: {', '.join(failed)}"
+            if failed
             else f"{len(gated)} variant(s) failed a gate: {', '.join(gated)}"
         )
-        raise TflqClickException(message, result.exit_code if result.exit_code != EXIT_GATE or not failed else EXIT_FAILED)
+        raise TflqClickException(
+            message, result.exit_code if result.exit_code != EXIT_GATE or not failed else EXIT_FAILED
+        )

@@ -1,4 +1,5 @@
 """Export once, calibrate once, convert every requested variant, verify it runs, write it atomically."""
+
 from __future__ import annotations
 
 import contextlib
@@ -14,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from tflq import options as opts
 from tflq._tf import calibrated as _calibrated
 from tflq._tf import imports as _tf
 from tflq.convert.conversion_errors import explain_converter_error, no_kernel_message
@@ -21,7 +23,6 @@ from tflq.convert.layer_map import ModelOp, nodes_for_layers, nodes_for_op_types
 from tflq.errors import ConversionError, DataError, QatTrainingError, TflqError, UsageError
 from tflq.model.data import ImageOptions, open_data
 from tflq.model.load import ExportedModel, ModelOptions, export_model, model_kind
-from tflq import options as opts
 from tflq.modes import DEFAULT_MODES, IO_TYPES, MODES, ModeSettings, Variant, modes_reading, plan_variants
 from tflq.outputs import os_error_text, output_folder, write_atomically
 from tflq.qat.training import QatOptions, TrainedModel, TrainingSummary, train_for_conversion  # noqa: F401 (re-exported)
@@ -43,49 +44,75 @@ class ConvertOptions:
     """
 
     modes: tuple[str, ...] = opts.setting(
-        ("float32",), opts.Names(allowed=tuple(MODES), non_empty=True, what="mode"),
-        "the modes to produce (`tflq modes` lists them)", flag="--mode",
-        shown_default="float32 (a batch file: every mode but the training ones)", batch_default=DEFAULT_MODES,
+        ("float32",),
+        opts.Names(allowed=tuple(MODES), non_empty=True, what="mode"),
+        "the modes to produce (`tflq modes` lists them)",
+        flag="--mode",
+        shown_default="float32 (a batch file: every mode but the training ones)",
+        batch_default=DEFAULT_MODES,
     )
     io_types: tuple[str, ...] = opts.setting(
-        (), opts.Names(allowed=IO_TYPES, what="I/O type"),
+        (),
+        opts.Names(allowed=IO_TYPES, what="I/O type"),
         "model input/output types for the integer modes; a type applies to every requested mode that takes it",
-        flag="--io-type", shown_default="each mode's float32 I/O",
+        flag="--io-type",
+        shown_default="each mode's float32 I/O",
     )
     calibration: str | None = opts.setting(
-        None, opts.Text(optional=True, path=True, metavar="DATA"),
+        None,
+        opts.Text(optional=True, path=True, metavar="DATA"),
         "calibration (representative) data: .npz, .npy, image folder, module:function, or 'random' (smoke tests "
-        "only: warns loudly)", flag="--calib", section="calibration", yaml="data",
+        "only: warns loudly)",
+        flag="--calib",
+        section="calibration",
+        yaml="data",
     )
     calibration_samples: int = opts.setting(
-        200, opts.Integer(minimum=1, maximum=MAX_CALIB_SAMPLES), "calibration samples to use (read lazily)",
-        flag="--calib-samples", section="calibration", yaml="samples",
+        200,
+        opts.Integer(minimum=1, maximum=MAX_CALIB_SAMPLES),
+        "calibration samples to use (read lazily)",
+        flag="--calib-samples",
+        section="calibration",
+        yaml="samples",
     )
     per_tensor: bool = opts.setting(
-        False, opts.Flag(), "per-tensor instead of per-channel weight quantization", flag="--per-tensor",
+        False,
+        opts.Flag(),
+        "per-tensor instead of per-channel weight quantization",
+        flag="--per-tensor",
     )
     allow_float_fallback: bool = opts.setting(
-        False, opts.Flag(), "integer modes: keep ops without an integer kernel in float, and say which",
+        False,
+        opts.Flag(),
+        "integer modes: keep ops without an integer kernel in float, and say which",
         flag="--allow-float-fallback",
     )
     dense_per_tensor: bool = opts.setting(
-        False, opts.Flag(), "per-tensor weights for Dense (FULLY_CONNECTED) layers only; convolutions stay per-channel",
+        False,
+        opts.Flag(),
+        "per-tensor weights for Dense (FULLY_CONNECTED) layers only; convolutions stay per-channel",
         flag="--dense-per-tensor",
     )
     skip_layers: tuple[str, ...] = opts.setting(
-        (), opts.Names(what="layer name"), "selective quantization: keep these Keras layers in float",
+        (),
+        opts.Names(what="layer name"),
+        "selective quantization: keep these Keras layers in float",
         flag="--skip-layers",
     )
     skip_ops: tuple[str, ...] = opts.setting(
-        (), opts.Names(what="op type", metavar="OP"), "selective quantization: keep every op of these TFLite types "
-        "(e.g. FULLY_CONNECTED) in float", flag="--skip-ops",
+        (),
+        opts.Names(what="op type", metavar="OP"),
+        "selective quantization: keep every op of these TFLite types (e.g. FULLY_CONNECTED) in float",
+        flag="--skip-ops",
     )
     images: ImageOptions = field(default_factory=ImageOptions)
     model: ModelOptions = field(default_factory=ModelOptions)
     qat: QatOptions = field(default_factory=QatOptions)
 
     def __post_init__(self) -> None:
-        if (self.skip_layers or self.skip_ops) and not any(MODES[name].selective for name in self.modes if name in MODES):
+        if (self.skip_layers or self.skip_ops) and not any(
+            MODES[name].selective for name in self.modes if name in MODES
+        ):
             flag = "--skip-layers" if self.skip_layers else "--skip-ops"
             takers = ", ".join(modes_reading("skip_layers"))
             raise UsageError(f"{flag} applies to mode {takers} (selective quantization); add --mode {takers}")
@@ -184,11 +211,18 @@ def output_name(model_path: Path, name: str | None) -> str:
     if name is None:
         return default_name(model_path)
     problem = (
-        "it is empty" if not name else "it is blank" if not name.strip()
-        else "it holds a path separator" if any(sep in name for sep in ("/", "\\", os.sep))
-        else "it starts with a dot" if name.startswith(".")
-        else "it holds a control character" if any(ord(char) < 32 or ord(char) == 127 for char in name)
-        else "it starts or ends with a space" if name != name.strip()
+        "it is empty"
+        if not name
+        else "it is blank"
+        if not name.strip()
+        else "it holds a path separator"
+        if any(sep in name for sep in ("/", "\\", os.sep))
+        else "it starts with a dot"
+        if name.startswith(".")
+        else "it holds a control character"
+        if any(ord(char) < 32 or ord(char) == 127 for char in name)
+        else "it starts or ends with a space"
+        if name != name.strip()
         else None
     )
     if problem:
@@ -286,6 +320,7 @@ class ModelSession:
                 nodes.update(dict.fromkeys(nodes_for_op_types(ops, self.options.skip_ops)))
             self._float_nodes = tuple(nodes)
         return self._float_nodes
+
     def trained(self) -> TrainedModel:
         """The ``qat`` fine-tune (done once, on first use; every I/O type converts from its one export).
 
@@ -298,8 +333,12 @@ class ModelSession:
             start = time.perf_counter()
             try:
                 self._trained = train_for_conversion(
-                    self.model_path, self.exported, self.options.qat, model_options=self.options.model,
-                    images=self.options.images, representative_samples=self.options.calibration_samples,
+                    self.model_path,
+                    self.exported,
+                    self.options.qat,
+                    model_options=self.options.model,
+                    images=self.options.images,
+                    representative_samples=self.options.calibration_samples,
                     workdir=self.workdir,
                 )
             except (QatTrainingError, ConversionError) as error:
@@ -330,7 +369,6 @@ class ModelSession:
             finally:
                 self.calibration_seconds += time.perf_counter() - start
         return self._trained_calibrated
-
 
     def convert_variant(self, variant: Variant) -> bytes:
         """Convert one variant to TFLite bytes, the way its mode's build says. Raises ConversionError
@@ -425,7 +463,8 @@ def float_ops(content: bytes) -> tuple[str, ...]:
 def _same_tensor(name: str, asked: set[str]) -> bool:
     """Whether ``name`` is one of the ``asked`` tensors; the quantizer may append digits (``MaxPool2d1``)."""
     return name in asked or any(
-        (name.startswith(other) and name[len(other):].isdigit()) or (other.startswith(name) and other[len(name):].isdigit())
+        (name.startswith(other) and name[len(other) :].isdigit())
+        or (other.startswith(name) and other[len(name) :].isdigit())
         for other in asked
     )
 
@@ -472,7 +511,9 @@ def convert_model(
             with contextlib.suppress(QatTrainingError, ConversionError):  # reported by each training variant
                 session.trained_calibrated_model()
         probe = session.verification_inputs()
-        artifacts = [_produce(session, variant, target, probe) for variant, target in zip(variants, targets)]
+        artifacts = [
+            _produce(session, variant, target, probe) for variant, target in zip(variants, targets, strict=False)
+        ]
         return ConvertResult(
             model=model_path,
             name=name,
@@ -500,11 +541,18 @@ def _produce(session: ModelSession, variant: Variant, path: Path, probe: dict[st
             asked = set(session.float_nodes()) if mode.selective else set()
             unexpected = [(op_type, name) for op_type, name in details if not _same_tensor(name, asked)]
             if unexpected and not session.options.allow_float_fallback:
-                raise ConversionError(no_kernel_message(
-                    variant.label, mode.activations, content, session.exported, unexpected,
-                    besides_asked=bool(asked), skip_layers_applies=mode.selective,
-                    skipped_layers=session.options.skip_layers,
-                ))
+                raise ConversionError(
+                    no_kernel_message(
+                        variant.label,
+                        mode.activations or "integer",
+                        content,
+                        session.exported,
+                        unexpected,
+                        besides_asked=bool(asked),
+                        skip_layers_applies=mode.selective,
+                        skipped_layers=session.options.skip_layers,
+                    )
+                )
             remaining_float = tuple(f"{op_type}({name})" for op_type, name in details)
             if details:
                 float_layers = _float_layers(content, session, {name for _, name in details})
@@ -518,7 +566,12 @@ def _produce(session: ModelSession, variant: Variant, path: Path, probe: dict[st
             path.unlink()  # a stale file from an earlier run must not pass for this run's output
         log.debug("%s failed", variant.label, exc_info=error)
         return Artifact(
-            variant.mode, variant.io_type, path, "error", seconds=time.perf_counter() - start, error=str(error),
+            variant.mode,
+            variant.io_type,
+            path,
+            "error",
+            seconds=time.perf_counter() - start,
+            error=str(error),
             training=training,
         )
     return Artifact(
@@ -547,11 +600,16 @@ def _note_quantized_anyway(
     if not asked:
         return
     floated = {name for _, name in details}
-    kept = [f"{op.op_type}({op.label})" for op in session.model_ops() if op.tensor in asked and not _same_tensor(op.tensor, floated)]
+    kept = [
+        f"{op.op_type}({op.label})"
+        for op in session.model_ops()
+        if op.tensor in asked and not _same_tensor(op.tensor, floated)
+    ]
     if kept:
         log.warning(
             "%s: %d op(s) asked to stay in float were quantized anyway (ops that only move or select values, "
             "such as MAX_POOL_2D or RESHAPE next to integer ops, take their input's type): %s",
-            variant.label, len(kept), ", ".join(kept),
+            variant.label,
+            len(kept),
+            ", ".join(kept),
         )
-

@@ -20,6 +20,7 @@ The model is exported once and calibrated once. Every int8 candidate is re-quant
 (``_calibrated.quantize`` with a node denylist). 16x8 is the exception: it goes through the public converter,
 which calibrates again (see ``_calibrated``), and the result counts it in ``calibrations``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -59,20 +60,30 @@ class AutoOptions:
     """
 
     max_drop: float = opts.setting(
-        None, opts.Number(0, 100, optional=True), "the largest accepted top-1 drop against float32, in percentage "
-        "points (in a batch file: when set, the search runs for this model)", flag="--max-drop", section="auto",
+        None,
+        opts.Number(0, 100, optional=True),
+        "the largest accepted top-1 drop against float32, in percentage "
+        "points (in a batch file: when set, the search runs for this model)",
+        flag="--max-drop",
+        section="auto",
         shown_default="required by tflq auto; none in a batch file: no search",
     )
     objective: str = opts.setting(
-        "size", opts.Choice(OBJECTIVES), "size: the smallest candidate that fits; latency: time every fitting "
-        "candidate, keep the fastest", flag="--objective", section="auto",
+        "size",
+        opts.Choice(OBJECTIVES),
+        "size: the smallest candidate that fits; latency: time every fitting candidate, keep the fastest",
+        flag="--objective",
+        section="auto",
     )
     data: str | None = None
     reference: str | None = None
     eval_samples: int | None = None
     max_float_layers: int = opts.setting(
-        DEFAULT_MAX_FLOAT_LAYERS, opts.Integer(minimum=0, maximum=64),
-        "try int8 with up to N of the most sensitive layers left in float", flag="--max-float-layers", section="auto",
+        DEFAULT_MAX_FLOAT_LAYERS,
+        opts.Integer(minimum=0, maximum=64),
+        "try int8 with up to N of the most sensitive layers left in float",
+        flag="--max-float-layers",
+        section="auto",
     )
     convert: ConvertOptions = field(default_factory=ConvertOptions)
     output_dir: Path = Path("build")
@@ -81,7 +92,12 @@ class AutoOptions:
     def __post_init__(self) -> None:
         if self.max_drop is None:
             raise UsageError("tflq auto needs an accuracy budget: pass --max-drop POINTS (e.g. 1.0)")
-        if isinstance(self.max_drop, bool) or not isinstance(self.max_drop, (int, float)) or not math.isfinite(self.max_drop) or self.max_drop < 0:
+        if (
+            isinstance(self.max_drop, bool)
+            or not isinstance(self.max_drop, (int, float))
+            or not math.isfinite(self.max_drop)
+            or self.max_drop < 0
+        ):
             raise UsageError(f"--max-drop must be a number of accuracy points >= 0, got {self.max_drop!r}")
         if self.objective not in OBJECTIVES:
             raise UsageError(f"--objective {self.objective!r}: expected one of {', '.join(OBJECTIVES)}")
@@ -95,7 +111,9 @@ class AutoOptions:
         if self.eval_samples is not None and self.eval_samples < 1:
             raise UsageError(f"--eval-samples must be at least 1, got {self.eval_samples}")
         if self.name is not None and not self.name.strip():
-            raise UsageError(f"--name {self.name!r}: expected a plain file-name stem (omit --name for the model's name)")
+            raise UsageError(
+                f"--name {self.name!r}: expected a plain file-name stem (omit --name for the model's name)"
+            )
 
 
 @dataclass(frozen=True)
@@ -221,8 +239,13 @@ class _Search:
         self.ranking_seconds = 0.0
         self._float_path: Path | None = None  # set before the Evaluator, which converts float32 without labels
         self.evaluator = Evaluator(
-            options.data or "", exported, float_model=self.float_model, reference=options.reference,
-            limit=options.eval_samples, images=convert_options.images, model_options=convert_options.model,
+            options.data or "",
+            exported,
+            float_model=self.float_model,
+            reference=options.reference,
+            limit=options.eval_samples,
+            images=convert_options.images,
+            model_options=convert_options.model,
         )
 
     def float_model(self) -> Path:
@@ -244,8 +267,13 @@ class _Search:
 
         calibrated = self.calibrated()
         samples = list(
-            open_data(self.options.data or "", self.session.exported.inputs, limit=RANKING_SAMPLES, role="evaluation",
-                      images=self.session.options.images).samples()
+            open_data(
+                self.options.data or "",
+                self.session.exported.inputs,
+                limit=RANKING_SAMPLES,
+                role="evaluation",
+                images=self.session.options.images,
+            ).samples()
         )
         model_ops = self.session.model_ops()
         started = time.perf_counter()
@@ -276,7 +304,9 @@ class _Search:
             try:
                 with _tf.quiet():
                     content = _calibrated.quantize(
-                        calibrated, io_type="float32", per_tensor=self.session.options.per_tensor,
+                        calibrated,
+                        io_type="float32",
+                        per_tensor=self.session.options.per_tensor,
                         denylisted_nodes=candidate.float_nodes,
                     )
             except _tf.library_errors() as error:  # the quantizer's types; each becomes one message
@@ -300,8 +330,9 @@ class _Search:
             return Trial(candidate, FAILED, str(error), seconds=time.perf_counter() - started)
         self.path(number).write_bytes(content)
         floats = len(float_ops(content)) if candidate.mode == "int8" else 0
-        return Trial(candidate, NOT_TRIED, "", size_bytes=len(content), float_ops=floats,
-                     seconds=time.perf_counter() - started)
+        return Trial(
+            candidate, NOT_TRIED, "", size_bytes=len(content), float_ops=floats, seconds=time.perf_counter() - started
+        )
 
     def path(self, number: int) -> Path:
         return self.workdir / f"candidate.{number}.tflite"
@@ -317,8 +348,14 @@ class _Search:
         drop = points(baseline, score.value)
         fits = drop <= self.options.max_drop
         reason = f"drop {drop:.2f} {'<=' if fits else '>'} {self.options.max_drop:g} points"
-        return replace(built, status=FITS if fits else REJECTED, reason=reason, score=score.value, drop=drop,
-                       seconds=built.seconds + time.perf_counter() - started)
+        return replace(
+            built,
+            status=FITS if fits else REJECTED,
+            reason=reason,
+            score=score.value,
+            drop=drop,
+            seconds=built.seconds + time.perf_counter() - started,
+        )
 
 
 def _by_size(trials: list[Trial]) -> list[int]:
@@ -351,7 +388,8 @@ def _search_size(search: _Search, trials: list[Trial], baseline: float) -> int |
         assert trial.size_bytes is not None and winner.size_bytes is not None
         relation = "larger than" if trial.size_bytes > winner.size_bytes else "the same size as"
         trials[index] = replace(
-            trial, reason=f"not scored: {relation} {winner.candidate.label} ({winner.size_bytes:,d} B), which fits"
+            trial,
+            reason=f"not scored: {relation} {winner.candidate.label} ({winner.size_bytes:,d} B), which fits"
             + ("" if relation == "larger than" else " and comes first"),
         )
     return chosen
@@ -377,10 +415,14 @@ def _search_latency(search: _Search, trials: list[Trial], baseline: float) -> in
             continue
         relation = "slower than" if trial.latency_ms > fastest.latency_ms else "as fast as"
         trials[index] = replace(
-            trial, reason=f"{trial.reason}; {relation} {fastest.candidate.label} "
+            trial,
+            reason=f"{trial.reason}; {relation} {fastest.candidate.label} "
             f"({_distinct(trial.latency_ms, fastest.latency_ms, 'ms')})"
-            + ("" if relation == "slower than"
-               else f" and not smaller ({trial.size_bytes:,d} vs {fastest.size_bytes:,d} B)"),
+            + (
+                ""
+                if relation == "slower than"
+                else f" and not smaller ({trial.size_bytes:,d} vs {fastest.size_bytes:,d} B)"
+            ),
         )
     return chosen
 

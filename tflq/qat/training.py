@@ -21,7 +21,6 @@ from tflq.errors import DataError, UsageError
 from tflq.model.data import Batch, ImageOptions, open_data
 from tflq.model.load import ExportedModel, ModelOptions, custom_objects_dict
 
-
 MAX_COUNT = 2**31 - 1  # counts reach C ints; anything bigger is a typo
 
 
