@@ -50,7 +50,7 @@ def _bad_labels(case: str) -> np.ndarray:
     [
         ("above", "train", ["labels for output 'logits' range 10..19 (64 of 64 outside)", CLASS_IDS]),
         ("negative", "train", ["range -1..8 (", CLASS_IDS]),
-        ("strings", "train", ["labels for output 'logits' are strings (first: '", CLASS_IDS]),
+        ("strings", "train", ["labels for output 'logits' (strings or objects); expected numbers"]),
         ("fractional", "train", ["are not whole numbers (found ", CLASS_IDS]),
         ("one_hot", "train", ["have shape (64, 10)", "one-hot labels need the loss categorical_crossentropy"]),
         ("nan", "train", ["hold 1 NaN or inf value(s)", CLASS_IDS]),
@@ -224,7 +224,7 @@ def test_train_qat_refuses_bad_labels_before_training():
     """The library path names the data by its role ("training data", "validation data")."""
     import keras
 
-    from tflq import qat
+    from tflq.qat import quantize_aware as qat
 
     model = keras.saving.load_model(CNN)
     images, labels = _digits(32)
