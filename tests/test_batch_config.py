@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli_helpers import assert_config_error
-from tests.conftest import SAMPLES
+from tests.sample_paths import SAMPLES
 from tflq.batch.config import Overrides, load_config
 from tflq.errors import ConfigError
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from tests.conftest import SAMPLES
+from tests.sample_paths import SAMPLES
 from tflq.cli.app import main
 
 pytestmark = pytest.mark.slow

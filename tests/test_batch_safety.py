@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from tests.cli_helpers import assert_usage_error
-from tests.conftest import SAMPLES
+from tests.sample_paths import SAMPLES
 from tflq.batch.config import load_config
 from tflq.batch.manifest import LOCK, MANIFEST, Manifest
 from tflq.batch.run import run_batch

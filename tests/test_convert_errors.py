@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from tests.cli_helpers import assert_nothing_written, assert_usage_error, convert
-from tests.conftest import SAMPLES
+from tests.sample_paths import SAMPLES
 from tflq.cli.app import main
 
 CNN = str(SAMPLES / "digits_cnn.keras")
@@ -127,7 +127,7 @@ def test_savedmodel_signatures(tiny_models, tmp_path):
     assert_usage_error(convert(model, "--signature", "third", out=tmp_path / "b"), "no signature 'third'", "first, second")
     result = convert(model, "--signature", "second", out=tmp_path / "c")
     assert result.exit_code == 0, result.output
-    from tests.conftest import run_tflite
+    from tests.tflite_helpers import run_tflite
 
     outputs = run_tflite(tmp_path / "c" / "two_signatures.float32.tflite", {"x": np.ones((1, 4), np.float32)})
     np.testing.assert_allclose(outputs["y"], [[8.0, 8.0]])  # second signature doubles

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli_helpers import assert_nothing_written, assert_usage_error, convert, error_line
-from tests.conftest import SAMPLES
+from tests.sample_paths import SAMPLES
 
 CNN = str(SAMPLES / "digits_cnn.keras")
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from tests.conftest import SAMPLES, run_tflite
+from tests.sample_paths import SAMPLES
+from tests.tflite_helpers import run_tflite
 from tflq.cli.app import main
 from tflq.convert.session import ConvertOptions, convert_model
 from tflq.modes import MODES, Variant, plan_variants

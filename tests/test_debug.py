@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from tests.cli_helpers import error_line, invoke
-from tests.conftest import SAMPLES, run_tflite
+from tests.sample_paths import SAMPLES
+from tests.tflite_helpers import run_tflite
 from tflq.convert.session import ConvertOptions, ModelSession
 from tflq.debug.layer_error import DebugOptions, debug_quantization
 from tflq.debug.scoring import points

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from tests.cli_helpers import error_line, invoke
-from tests.conftest import SAMPLES, run_tflite
+from tests.sample_paths import SAMPLES
+from tests.tflite_helpers import run_tflite
 from tflq.convert.session import ConvertOptions
 from tflq.debug.auto import AutoOptions, NoCandidateFits, auto_search
 from tflq.debug.scoring import points

@@ -10,9 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from harness_fixtures import *  # noqa: F401,F403 - session fixtures
-from harness_fixtures import ClassifierFiles
 
+from tests.fixtures.tflite import ClassifierFiles
 from tflq.cli.app import main
 from tflq.measure.isolation import ABORT_HOOK_VARIABLE
 
@@ -377,7 +376,7 @@ def test_a_lone_float32_file_is_its_own_size_baseline(classifier: ClassifierFile
 
 
 def test_no_signaturedef_is_measured_by_subgraph_inputs_and_outputs(classifier: ClassifierFiles, tmp_path: Path) -> None:
-    from harness_fixtures import strip_signatures
+    from tests.tflite_helpers import strip_signatures
 
     bare = strip_signatures(classifier.float32, tmp_path / "bare.tflite")
     result = invoke("eval", classifier.float32, bare, "--data", classifier.data, "--json", *QUICK)
@@ -390,7 +389,7 @@ def test_no_signaturedef_is_measured_by_subgraph_inputs_and_outputs(classifier: 
 
 
 def test_no_signaturedef_with_two_outputs_pairs_them_by_tensor(classifier: ClassifierFiles, tmp_path: Path) -> None:
-    from harness_fixtures import strip_signatures
+    from tests.tflite_helpers import strip_signatures
 
     bare = strip_signatures(classifier.two_outputs, tmp_path / "bare_two.tflite")
     result = invoke("eval", classifier.two_outputs, bare, "--data", classifier.unlabelled, "--json", *QUICK)
@@ -401,7 +400,7 @@ def test_no_signaturedef_with_two_outputs_pairs_them_by_tensor(classifier: Class
 
 
 def test_inspect_without_signaturedef_shows_the_subgraph_tensors(classifier: ClassifierFiles, tmp_path: Path) -> None:
-    from harness_fixtures import strip_signatures
+    from tests.tflite_helpers import strip_signatures
 
     bare = strip_signatures(classifier.int8_io, tmp_path / "bare.tflite")
     info = json.loads(invoke("inspect", bare, "--json").stdout)

@@ -16,7 +16,8 @@ import pytest
 from click.testing import CliRunner
 
 from tests.cli_helpers import assert_config_error, assert_nothing_written, assert_usage_error, convert
-from tests.conftest import SAMPLES, run_tflite
+from tests.sample_paths import SAMPLES
+from tests.tflite_helpers import run_tflite
 from tflq.batch.config import load_config
 from tflq.cli.app import main
 from tflq.convert.session import ConvertOptions, QatOptions, convert_model
