@@ -152,7 +152,7 @@ def test_ctrl_c_stops_within_seconds_and_keeps_every_finished_variant(tmp_path):
     assert all(entry["measure_key"] and entry["measurement"]["status"] == "ok" for entry in recorded.values())
     assert not list((tmp_path / "out").glob("gru.*"))
 
-    again = CliRunner().invoke(main, ["run", str(config), "--json", "--only", "cnn"])
+    again = CliRunner().invoke(main, ["run", str(config), "--json", "--only", "cnn"], catch_exceptions=False)
     assert again.exit_code == 0, again.output
     assert all(row["up_to_date"] for row in json.loads(again.stdout)), again.stdout
 

@@ -158,7 +158,7 @@ def test_strict_int8_names_the_float_ops_and_other_modes_finish(float_op_model, 
     result = CliRunner().invoke(
         main,
         ["convert", str(float_op_model), "--mode", "float32", "--mode", "int8",
-         "--calib", str(calib), "-o", str(out), "--json"],
+         "--calib", str(calib), "-o", str(out), "--json"], catch_exceptions=False,
     )
     assert result.exit_code == 1, result.output
     rows = {row["mode"]: row for row in json.loads(result.stdout)}
@@ -172,7 +172,7 @@ def test_strict_int8_names_the_float_ops_and_other_modes_finish(float_op_model, 
     result = CliRunner().invoke(
         main,
         ["convert", str(float_op_model), "--mode", "int8", "--allow-float-fallback",
-         "--calib", str(calib), "-o", str(out)],
+         "--calib", str(calib), "-o", str(out)], catch_exceptions=False,
     )
     assert result.exit_code == 0, result.output
     assert "left in float" in result.output

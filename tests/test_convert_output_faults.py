@@ -91,7 +91,7 @@ def convert_raw(*args: str):
 
     from tflq.cli.app import main
 
-    return CliRunner().invoke(main, ["convert", *args])
+    return CliRunner().invoke(main, ["convert", *args], catch_exceptions=False)
 
 
 def test_a_bad_input_removes_the_output_folders_it_created(tmp_path):

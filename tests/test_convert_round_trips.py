@@ -183,7 +183,7 @@ def test_cli_convert_json_lists_every_output(tmp_path):
         main,
         ["convert", str(SAMPLES / "digits_cnn.keras"), "--mode", "float32", "--mode", "int8", "--io-type", "float32",
          "--io-type", "uint8", "--calib", str(SAMPLES / "digits_train.npz"), "--calib-samples", "50",
-         "-o", str(tmp_path), "--json"],
+         "-o", str(tmp_path), "--json"], catch_exceptions=False,
     )
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
@@ -215,7 +215,7 @@ def test_cli_convert_hides_tensorflow_noise(tmp_path):
 def test_all_modes_flag_matches_registry(tmp_path):
     result = CliRunner().invoke(
         main, ["convert", str(SAMPLES / "digits_cnn.keras"), "--all-modes", "--calib", str(SAMPLES / "digits_train.npz"),
-               "--calib-samples", "30", "-o", str(tmp_path), "--json"],
+               "--calib-samples", "30", "-o", str(tmp_path), "--json"], catch_exceptions=False,
     )
     assert result.exit_code == 0, result.output
     produced = {row["mode"] for row in json.loads(result.stdout)}
@@ -223,7 +223,7 @@ def test_all_modes_flag_matches_registry(tmp_path):
 
 
 def test_modes_command_lists_the_registry():
-    result = CliRunner().invoke(main, ["modes"])
+    result = CliRunner().invoke(main, ["modes"], catch_exceptions=False)
     assert result.exit_code == 0
     listed = [line.split()[0] for line in result.output.splitlines()]
     assert listed == list(MODES)

@@ -21,7 +21,7 @@ FAST = ["--threads", "1", "--runs", "0", "-q"]
 
 
 def invoke(*arguments: object):
-    return CliRunner().invoke(main, [str(argument) for argument in arguments])
+    return CliRunner().invoke(main, [str(argument) for argument in arguments], catch_exceptions=False)
 
 
 def corruptions(good: bytes, count: int, *, seed: int = SEED) -> list[bytes]:

@@ -20,7 +20,7 @@ REPOSITORY = Path(__file__).resolve().parent.parent
 
 
 def invoke(*arguments: str, env: dict[str, str] | None = None):
-    return CliRunner().invoke(main, [str(argument) for argument in arguments], env=env)
+    return CliRunner().invoke(main, [str(argument) for argument in arguments], env=env, catch_exceptions=False)
 
 
 def test_eval_json_carries_every_figure_under_stable_keys(classifier: ClassifierFiles) -> None:

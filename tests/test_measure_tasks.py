@@ -23,7 +23,7 @@ SAMPLES = 40
 
 
 def invoke(*arguments: object):
-    return CliRunner().invoke(main, [str(argument) for argument in arguments])
+    return CliRunner().invoke(main, [str(argument) for argument in arguments], catch_exceptions=False)
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ def test_registry_entry():
 
 
 def test_modes_command_lists_qat():
-    result = CliRunner().invoke(main, ["modes"])
+    result = CliRunner().invoke(main, ["modes"], catch_exceptions=False)
     assert result.exit_code == 0
     (line,) = [line for line in result.output.splitlines() if line.startswith("qat ")]
     assert "training" in line and "float32/int8/uint8" in line
