@@ -162,8 +162,9 @@ def test_gru_model_converts_in_every_mode(tmp_path, digits_test):
     }
     for label in ("float32", "float16", "dynamic", "int8"):
         assert accuracy[label] >= 0.95, (label, accuracy)
-    # 16x8 runs, but loses most of its accuracy on this GRU (measured 0.24): reported, not hidden
-    assert 0.0 <= accuracy["16x8"] <= 1.0
+    # 16x8 runs, but collapses on this GRU: 87 of the 360 test digits right (0.242), every answer one of 4 classes;
+    # the same 87 with 50 to 300 calibration samples. Pinned, so a fix (or a worse collapse) fails here and is seen.
+    assert accuracy["16x8"] == pytest.approx(87 / 360, abs=0.05), accuracy
 
 
 def test_while_loop_gru_is_unrolled_and_converts(tiny_models, tmp_path, digits_test):
