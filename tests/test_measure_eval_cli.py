@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from tests.fixtures.tflite import ClassifierFiles
+from tests.tflite_helpers import run_tflite
 from tflq.cli.app import main
 from tflq.measure.isolation import ABORT_HOOK_VARIABLE
 
@@ -33,7 +34,9 @@ def test_eval_json_carries_every_figure_under_stable_keys(classifier: Classifier
     assert int8["latency_ms"]["runs"] == 3 and int8["latency_ms"]["p50"] > 0
     assert int8["threads"] == 1
     assert int8["xnnpack"]["enabled"] and int8["xnnpack"]["delegated_ops"] > 0
-    assert 0 <= int8["accuracy"]["top1"] <= 1 and int8["accuracy"]["output_0"]["top5"] is not None
+    (logits,) = run_tflite(classifier.int8_io, {"image": classifier.x}).values()  # an independent per-sample loop
+    assert int8["accuracy"]["top1"] == pytest.approx(float(np.mean(logits.argmax(axis=1) == classifier.y)), abs=1e-9)
+    assert int8["accuracy"]["output_0"]["top5"] is not None
     assert 0.8 < int8["agreement"]["top1"] <= 1 and int8["agreement"]["sqnr_db"] > 10
     assert int8["reference"] == str(classifier.float32)
     assert int8["inputs"][0]["dtype"] == "int8" and int8["inputs"][0]["scale"] > 0
