@@ -154,7 +154,8 @@ def test_ctrl_c_stops_within_seconds_and_keeps_every_finished_variant(tmp_path):
 
     again = CliRunner().invoke(main, ["run", str(config), "--json", "--only", "cnn"], catch_exceptions=False)
     assert again.exit_code == 0, again.output
-    assert all(row["up_to_date"] for row in json.loads(again.stdout)), again.stdout
+    rows = json.loads(again.stdout)
+    assert rows and all(row["up_to_date"] for row in rows), again.stdout
 
 
 @pytest.mark.parametrize("signal_number", [signal.SIGKILL, signal.SIGTERM])

@@ -89,7 +89,7 @@ def test_skip_ops_leaves_every_op_of_that_type_in_float(tmp_path):
     assert result.exit_code == 0, result.output
     row = json.loads(result.stdout)[0]
     assert row["float_layers"] == ["dense1", "logits"]
-    assert all(op.startswith("FULLY_CONNECTED(") for op in row["float_ops"])
+    assert len(row["float_ops"]) == 2 and all(op.startswith("FULLY_CONNECTED(") for op in row["float_ops"])
 
 
 def test_debug_cli_formats_and_plot(fragile_models, tmp_path):
