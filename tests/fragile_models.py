@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.sample_paths import SAMPLES
+# not tests.sample_paths: docs/debug.md imports this file with only tests/ on sys.path
+SAMPLES = Path(__file__).resolve().parent.parent / "sample_models"
 
 MASKED_LOGIT = -300.0
 HIDDEN_UNITS = 128

@@ -23,7 +23,7 @@ BUDGET = 2.0  # accuracy points
 
 
 def top1(tflite: Path | bytes, data: dict[str, np.ndarray]) -> float:
-    """Top-1 accuracy (%) of a .tflite on the digits test set, with the conftest per-sample loop."""
+    """Top-1 accuracy (%) of a .tflite on the digits test set, with the per-sample loop of tests/tflite_helpers.py."""
     logits = next(iter(run_tflite(tflite, {"image": data["x"]}).values()))
     return float(np.mean(logits.argmax(axis=1) == data["y"]) * 100.0)
 

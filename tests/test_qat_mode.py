@@ -4,7 +4,7 @@ key, every error path (one line, exit 2, nothing written) and the accuracy it bu
 The accuracy bar (issue 9): QAT int8 stays within 1 point of float32 on the 360 test digits (one digit is 0.28
 points). QAT is deterministic on one machine but not across CPUs: seeds 0-4 gave -0.28 to 0.00 points here (seeds
 0-5 before op determinism: -0.28 to +0.28), and another machine -0.55, so the bar leaves room for that. The defaults, 2 epochs at learning rate 1e-3, pass it (2
-epochs at 1e-4 lose 6 digits: see README). What QAT buys where PTQ loses is in tests/test_reproducible.py.
+epochs at 1e-4 lose 6 digits: see README). What QAT buys where PTQ loses is in tests/test_qat_reproducible.py.
 """
 from __future__ import annotations
 
