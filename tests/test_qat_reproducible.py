@@ -224,7 +224,7 @@ def test_train_qat_refuses_bad_labels_before_training():
     """The library path names the data by its role ("training data", "validation data")."""
     import keras
 
-    from tflq import qat
+    from tflq.qat import quantize_aware as qat
 
     model = keras.saving.load_model(CNN)
     images, labels = _digits(32)
