@@ -9,13 +9,14 @@ from tflq.cli.app import main
 
 
 def invoke(*args: object):
-    """Run ``tflq ARGS...`` in-process with click's CliRunner."""
-    return CliRunner().invoke(main, [str(arg) for arg in args])
+    """Run ``tflq ARGS...`` in-process with click's CliRunner. ``catch_exceptions=False``: an exception the CLI does
+    not turn into an exit (a bug) raises in the test with its traceback instead of hiding in ``result.exception``."""
+    return CliRunner().invoke(main, [str(arg) for arg in args], catch_exceptions=False)
 
 
 def convert(*args: str, out: Path):
-    """``tflq convert ARGS... -o OUT``."""
-    return CliRunner().invoke(main, ["convert", *args, "-o", str(out)])
+    """``tflq convert ARGS... -o OUT``, in-process, with ``catch_exceptions=False`` as ``invoke``."""
+    return CliRunner().invoke(main, ["convert", *args, "-o", str(out)], catch_exceptions=False)
 
 
 def error_line(result) -> str:
@@ -39,7 +40,8 @@ def assert_nothing_written(out: Path) -> None:
 
 
 def assert_config_error(path: Path, *fragments: str) -> None:
-    """Loading the batch file at ``path`` fails with a ConfigError that starts with the path and holds every fragment."""
+    """Loading the batch file at ``path`` fails with a ConfigError that starts with the path and holds every
+    fragment."""
     import pytest
 
     from tflq.batch.config import load_config

@@ -1,4 +1,5 @@
-"""Models made fragile on purpose for ``tflq debug`` and ``tflq auto``, built once per test session.
+"""Models made fragile on purpose for ``tflq debug`` and ``tflq auto`` (the ``fragile_models`` session fixture of
+tests/fixtures/models.py builds both).
 
 Both read the digits images (``image``, 8x8x1) and are built without training, so they are the same on every run:
 a fixed random 3x3 convolution (``conv``), a fixed random projection to 128 ReLU units (``hidden``), and a
@@ -19,8 +20,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 
+# not tests.sample_paths: docs/debug.md imports this file with only tests/ on sys.path
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_models"
 
 MASKED_LOGIT = -300.0
@@ -58,12 +59,3 @@ def build_fragile(path: Path, *, spike: float | None = None, hidden_scale: float
     model.get_layer("logits").set_weights([weights.astype("float32"), bias.astype("float32")])
     model.save(path)
     return path
-
-
-@pytest.fixture(scope="session")
-def fragile_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    folder = tmp_path_factory.mktemp("fragile_models")
-    return {
-        "fragile": build_fragile(folder / "fragile.keras"),
-        "hopeless": build_fragile(folder / "hopeless.keras", spike=1e-3, hidden_scale=1e-8),
-    }

@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from tests.cli_helpers import assert_usage_error
-from tests.conftest import SAMPLES
+from tests.sample_paths import SAMPLES
 from tflq.batch.config import load_config
 from tflq.batch.manifest import LOCK, MANIFEST, Manifest
 from tflq.batch.run import run_batch
@@ -46,7 +46,7 @@ CNN = f"  - name: cnn\n    path: {SAMPLES}/digits_cnn.keras\n"
 
 
 def run(config: Path, *args: str):
-    return CliRunner().invoke(main, ["run", str(config), "--json", *args])
+    return CliRunner().invoke(main, ["run", str(config), "--json", *args], catch_exceptions=False)
 
 
 def rows_of(result) -> dict[str, dict]:
@@ -94,7 +94,7 @@ def test_a_second_run_on_a_locked_output_folder_refuses_at_once(tmp_path):
     out.mkdir()
     with open(out / LOCK, "a") as held:  # what a first, running `tflq run` holds
         fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        result = CliRunner().invoke(main, ["run", str(config)])
+        result = CliRunner().invoke(main, ["run", str(config)], catch_exceptions=False)
     assert_usage_error(result, str(out), "another tflq run is writing to this output folder", LOCK)
     assert sorted(p.name for p in out.iterdir()) == [LOCK]  # nothing converted, no manifest, no report
 
@@ -104,7 +104,7 @@ def test_a_lock_file_planted_as_a_symbolic_link_is_not_followed(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / LOCK).symlink_to(tmp_path / "elsewhere.txt")
-    result = CliRunner().invoke(main, ["run", str(config)])
+    result = CliRunner().invoke(main, ["run", str(config)], catch_exceptions=False)
     assert_usage_error(result, str(out / LOCK), "cannot create the output folder's lock file")
     assert not (tmp_path / "elsewhere.txt").exists()
     assert not list(out.glob("*.tflite"))
@@ -155,7 +155,7 @@ def test_two_processes_writing_pareto_png_at_once_both_succeed_with_the_umask_mo
 def test_a_manifest_path_that_is_a_directory_is_a_usage_error_before_any_work(tmp_path):
     config = write_config(tmp_path, CNN, modes="[float32]")
     (tmp_path / "out" / MANIFEST).mkdir(parents=True)
-    result = CliRunner().invoke(main, ["run", str(config)])
+    result = CliRunner().invoke(main, ["run", str(config)], catch_exceptions=False)
     assert_usage_error(result, str(tmp_path / "out" / MANIFEST), "is a directory", "expected the JSON manifest")
     assert not list((tmp_path / "out").glob("*.tflite"))
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.cli_helpers import assert_nothing_written, assert_usage_error, convert
-from tests.conftest import SAMPLES
+from tests.sample_paths import SAMPLES
 
 CNN = str(SAMPLES / "digits_cnn.keras")
 TRAIN = str(SAMPLES / "digits_train.npz")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.cli_helpers import assert_usage_error, convert
-from tests.conftest import SAMPLES
+from tests.sample_paths import SAMPLES
 from tflq.errors import DataError, UsageError
 from tflq.model.data import open_data
 from tflq.model.load import TensorSpec

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from tests.cli_helpers import error_line, invoke
-from tests.conftest import SAMPLES, run_tflite
+from tests.sample_paths import SAMPLES
+from tests.tflite_helpers import run_tflite
 from tflq.convert.session import ConvertOptions, ModelSession
 from tflq.debug.layer_error import DebugOptions, debug_quantization
 from tflq.debug.scoring import points
@@ -22,7 +23,7 @@ BUDGET = 2.0  # accuracy points
 
 
 def top1(tflite: Path | bytes, data: dict[str, np.ndarray]) -> float:
-    """Top-1 accuracy (%) of a .tflite on the digits test set, with the conftest per-sample loop."""
+    """Top-1 accuracy (%) of a .tflite on the digits test set, with the per-sample loop of tests/tflite_helpers.py."""
     logits = next(iter(run_tflite(tflite, {"image": data["x"]}).values()))
     return float(np.mean(logits.argmax(axis=1) == data["y"]) * 100.0)
 
@@ -88,7 +89,7 @@ def test_skip_ops_leaves_every_op_of_that_type_in_float(tmp_path):
     assert result.exit_code == 0, result.output
     row = json.loads(result.stdout)[0]
     assert row["float_layers"] == ["dense1", "logits"]
-    assert all(op.startswith("FULLY_CONNECTED(") for op in row["float_ops"])
+    assert len(row["float_ops"]) == 2 and all(op.startswith("FULLY_CONNECTED(") for op in row["float_ops"])
 
 
 def test_debug_cli_formats_and_plot(fragile_models, tmp_path):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tests.cli_helpers import assert_usage_error, invoke
-from tests.conftest import SAMPLES
+from tests.sample_paths import SAMPLES
 
 TRAIN = str(SAMPLES / "digits_train.npz")
 TEST = str(SAMPLES / "digits_test.npz")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SAMPLES
+from tests.sample_paths import SAMPLES
 from tflq.modes import MODES, plan_variants
 
 ROOT = SAMPLES.parent

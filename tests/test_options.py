@@ -68,7 +68,7 @@ def test_flags_given_override_and_lists_split_on_commas() -> None:
     ],
 )
 def test_click_checks_the_declared_ranges(arguments: list[str], message: str) -> None:
-    result = CliRunner().invoke(_command(), arguments)
+    result = CliRunner().invoke(_command(), arguments, catch_exceptions=False)
     assert result.exit_code == 2
     assert message in result.output
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from tests.cli_helpers import assert_usage_error, convert
-from tests.conftest import SAMPLES
+from tests.sample_paths import SAMPLES
 from tflq.errors import ConfigError
 
 CNN = str(SAMPLES / "digits_cnn.keras")
@@ -54,7 +54,7 @@ def test_dense_per_tensor_matches_the_public_converter(tmp_path: Path) -> None:
     import keras
     import tensorflow as tf
 
-    from tests.conftest import run_tflite
+    from tests.tflite_helpers import run_tflite
 
     result = convert(CNN, "--mode", "int8", "--dense-per-tensor", "--calib", TRAIN, "--calib-samples", "20",
                      out=tmp_path)

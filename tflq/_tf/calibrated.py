@@ -15,7 +15,7 @@ Python only to list its signatures (about half of a float conversion on MobileNe
 to the MLIR converter, which reads it again. tflq has read the signatures already, so it builds the same converter
 object directly.
 
-``tests/test_calibrated.py`` checks both shortcuts against the public path. Nothing else in tflq touches
+``tests/test_convert_calibrate_once.py`` checks both shortcuts against the public path. Nothing else in tflq touches
 these private names, so a TensorFlow upgrade that moves them breaks one module and its test.
 """
 from __future__ import annotations

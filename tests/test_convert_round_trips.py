@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from tests.conftest import SAMPLES, run_tflite
+from tests.sample_paths import SAMPLES
+from tests.tflite_helpers import run_tflite
 from tflq.cli.app import main
 from tflq.convert.session import ConvertOptions, convert_model
 from tflq.modes import MODES, Variant, plan_variants
@@ -161,8 +162,9 @@ def test_gru_model_converts_in_every_mode(tmp_path, digits_test):
     }
     for label in ("float32", "float16", "dynamic", "int8"):
         assert accuracy[label] >= 0.95, (label, accuracy)
-    # 16x8 runs, but loses most of its accuracy on this GRU (measured 0.24): reported, not hidden
-    assert 0.0 <= accuracy["16x8"] <= 1.0
+    # 16x8 runs, but collapses on this GRU: 87 of the 360 test digits right (0.242), every answer one of 4 classes;
+    # the same 87 with 50 to 300 calibration samples. Pinned, so a fix (or a worse collapse) fails here and is seen.
+    assert accuracy["16x8"] == pytest.approx(87 / 360, abs=0.05), accuracy
 
 
 def test_while_loop_gru_is_unrolled_and_converts(tiny_models, tmp_path, digits_test):
@@ -182,7 +184,7 @@ def test_cli_convert_json_lists_every_output(tmp_path):
         main,
         ["convert", str(SAMPLES / "digits_cnn.keras"), "--mode", "float32", "--mode", "int8", "--io-type", "float32",
          "--io-type", "uint8", "--calib", str(SAMPLES / "digits_train.npz"), "--calib-samples", "50",
-         "-o", str(tmp_path), "--json"],
+         "-o", str(tmp_path), "--json"], catch_exceptions=False,
     )
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
@@ -214,7 +216,7 @@ def test_cli_convert_hides_tensorflow_noise(tmp_path):
 def test_all_modes_flag_matches_registry(tmp_path):
     result = CliRunner().invoke(
         main, ["convert", str(SAMPLES / "digits_cnn.keras"), "--all-modes", "--calib", str(SAMPLES / "digits_train.npz"),
-               "--calib-samples", "30", "-o", str(tmp_path), "--json"],
+               "--calib-samples", "30", "-o", str(tmp_path), "--json"], catch_exceptions=False,
     )
     assert result.exit_code == 0, result.output
     produced = {row["mode"] for row in json.loads(result.stdout)}
@@ -222,7 +224,7 @@ def test_all_modes_flag_matches_registry(tmp_path):
 
 
 def test_modes_command_lists_the_registry():
-    result = CliRunner().invoke(main, ["modes"])
+    result = CliRunner().invoke(main, ["modes"], catch_exceptions=False)
     assert result.exit_code == 0
     listed = [line.split()[0] for line in result.output.splitlines()]
     assert listed == list(MODES)

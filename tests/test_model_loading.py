@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tests.cli_helpers import assert_nothing_written, assert_usage_error, convert
-from tests.conftest import SAMPLES
+from tests.sample_paths import SAMPLES
 
 KERAS_FILE = SAMPLES / "digits_cnn.keras"
 H5_FILE = SAMPLES / "digits_cnn.h5"

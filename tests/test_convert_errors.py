@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from tests.cli_helpers import assert_nothing_written, assert_usage_error, convert
-from tests.conftest import SAMPLES
+from tests.sample_paths import SAMPLES
 from tflq.cli.app import main
 
 CNN = str(SAMPLES / "digits_cnn.keras")
@@ -70,7 +70,7 @@ def test_float64_calibration_is_cast_with_a_notice(tmp_path):
     "args, fragments",
     [
         (["missing.keras"], ["missing.keras", "no such file"]),
-        ([__file__], ["test_cli_errors.py", "unknown model format '.py'"]),
+        ([__file__], [Path(__file__).name, "unknown model format '.py'"]),
         ([str(SAMPLES)], ["sample_models", "without saved_model.pb"]),
         ([CNN, "--mode", "int8"], ["int8 need calibration data", "--calib"]),
         ([CNN, "--mode", "16x8"], ["16x8 need calibration data"]),
@@ -127,7 +127,7 @@ def test_savedmodel_signatures(tiny_models, tmp_path):
     assert_usage_error(convert(model, "--signature", "third", out=tmp_path / "b"), "no signature 'third'", "first, second")
     result = convert(model, "--signature", "second", out=tmp_path / "c")
     assert result.exit_code == 0, result.output
-    from tests.conftest import run_tflite
+    from tests.tflite_helpers import run_tflite
 
     outputs = run_tflite(tmp_path / "c" / "two_signatures.float32.tflite", {"x": np.ones((1, 4), np.float32)})
     np.testing.assert_allclose(outputs["y"], [[8.0, 8.0]])  # second signature doubles
@@ -158,7 +158,7 @@ def test_strict_int8_names_the_float_ops_and_other_modes_finish(float_op_model, 
     result = CliRunner().invoke(
         main,
         ["convert", str(float_op_model), "--mode", "float32", "--mode", "int8",
-         "--calib", str(calib), "-o", str(out), "--json"],
+         "--calib", str(calib), "-o", str(out), "--json"], catch_exceptions=False,
     )
     assert result.exit_code == 1, result.output
     rows = {row["mode"]: row for row in json.loads(result.stdout)}
@@ -172,7 +172,7 @@ def test_strict_int8_names_the_float_ops_and_other_modes_finish(float_op_model, 
     result = CliRunner().invoke(
         main,
         ["convert", str(float_op_model), "--mode", "int8", "--allow-float-fallback",
-         "--calib", str(calib), "-o", str(out)],
+         "--calib", str(calib), "-o", str(out)], catch_exceptions=False,
     )
     assert result.exit_code == 0, result.output
     assert "left in float" in result.output

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from harness_fixtures import *  # noqa: F401,F403 - session fixtures
-from harness_fixtures import ClassifierFiles
 
+from tests.fixtures.tflite import ClassifierFiles
+from tests.tflite_helpers import run_tflite
 from tflq.cli.app import main
 from tflq.measure.isolation import ABORT_HOOK_VARIABLE
 
@@ -21,7 +21,7 @@ REPOSITORY = Path(__file__).resolve().parent.parent
 
 
 def invoke(*arguments: str, env: dict[str, str] | None = None):
-    return CliRunner().invoke(main, [str(argument) for argument in arguments], env=env)
+    return CliRunner().invoke(main, [str(argument) for argument in arguments], env=env, catch_exceptions=False)
 
 
 def test_eval_json_carries_every_figure_under_stable_keys(classifier: ClassifierFiles) -> None:
@@ -34,7 +34,9 @@ def test_eval_json_carries_every_figure_under_stable_keys(classifier: Classifier
     assert int8["latency_ms"]["runs"] == 3 and int8["latency_ms"]["p50"] > 0
     assert int8["threads"] == 1
     assert int8["xnnpack"]["enabled"] and int8["xnnpack"]["delegated_ops"] > 0
-    assert 0 <= int8["accuracy"]["top1"] <= 1 and int8["accuracy"]["output_0"]["top5"] is not None
+    (logits,) = run_tflite(classifier.int8_io, {"image": classifier.x}).values()  # an independent per-sample loop
+    assert int8["accuracy"]["top1"] == pytest.approx(float(np.mean(logits.argmax(axis=1) == classifier.y)), abs=1e-9)
+    assert int8["accuracy"]["output_0"]["top5"] is not None
     assert 0.8 < int8["agreement"]["top1"] <= 1 and int8["agreement"]["sqnr_db"] > 10
     assert int8["reference"] == str(classifier.float32)
     assert int8["inputs"][0]["dtype"] == "int8" and int8["inputs"][0]["scale"] > 0
@@ -377,7 +379,7 @@ def test_a_lone_float32_file_is_its_own_size_baseline(classifier: ClassifierFile
 
 
 def test_no_signaturedef_is_measured_by_subgraph_inputs_and_outputs(classifier: ClassifierFiles, tmp_path: Path) -> None:
-    from harness_fixtures import strip_signatures
+    from tests.tflite_helpers import strip_signatures
 
     bare = strip_signatures(classifier.float32, tmp_path / "bare.tflite")
     result = invoke("eval", classifier.float32, bare, "--data", classifier.data, "--json", *QUICK)
@@ -390,7 +392,7 @@ def test_no_signaturedef_is_measured_by_subgraph_inputs_and_outputs(classifier: 
 
 
 def test_no_signaturedef_with_two_outputs_pairs_them_by_tensor(classifier: ClassifierFiles, tmp_path: Path) -> None:
-    from harness_fixtures import strip_signatures
+    from tests.tflite_helpers import strip_signatures
 
     bare = strip_signatures(classifier.two_outputs, tmp_path / "bare_two.tflite")
     result = invoke("eval", classifier.two_outputs, bare, "--data", classifier.unlabelled, "--json", *QUICK)
@@ -401,7 +403,7 @@ def test_no_signaturedef_with_two_outputs_pairs_them_by_tensor(classifier: Class
 
 
 def test_inspect_without_signaturedef_shows_the_subgraph_tensors(classifier: ClassifierFiles, tmp_path: Path) -> None:
-    from harness_fixtures import strip_signatures
+    from tests.tflite_helpers import strip_signatures
 
     bare = strip_signatures(classifier.int8_io, tmp_path / "bare.tflite")
     info = json.loads(invoke("inspect", bare, "--json").stdout)

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli_helpers import assert_config_error
-from tests.conftest import SAMPLES
+from tests.sample_paths import SAMPLES
 from tflq.batch.config import Overrides, load_config
 from tflq.batch.gates import GateOptions
 from tflq.errors import ConfigError
@@ -122,7 +122,9 @@ def test_shipped_example_configs_run_green(tmp_path, name):
 
     from tflq.cli.app import main
 
-    result = CliRunner().invoke(main, ["run", str(SAMPLES.parent / "configs" / f"{name}.yaml"), "-o", str(tmp_path), "--json"])
+    result = CliRunner().invoke(
+        main, ["run", str(SAMPLES.parent / "configs" / f"{name}.yaml"), "-o", str(tmp_path), "--json"], catch_exceptions=False
+    )
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
     assert rows and all(row["status"] == "ok" and row["gate"] == "pass" for row in rows)

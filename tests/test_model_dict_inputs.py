@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tests.cli_helpers import assert_usage_error, convert
-from tests.conftest import run_tflite
+from tests.tflite_helpers import run_tflite
 
 SAMPLES = 64
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli_helpers import assert_nothing_written, assert_usage_error, invoke
-from tests.conftest import SAMPLES
+from tests.sample_paths import SAMPLES
 from tflq.batch.config import MAX_MODEL_NAME_BYTES, Overrides, load_config
 
 CNN = SAMPLES / "digits_cnn.keras"

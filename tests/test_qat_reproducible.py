@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from tests.cli_helpers import assert_nothing_written, assert_usage_error, convert
-from tests.conftest import SAMPLES
+from tests.sample_paths import SAMPLES
 from tflq.errors import DataError
 from tflq.qat.losses import LossSpec, check_labels
 
@@ -189,7 +189,7 @@ def test_op_determinism_is_on_while_training_and_restored_after():
 
 
 def _top1(path: Path, images: np.ndarray, labels: np.ndarray) -> float:
-    from tests.conftest import run_tflite
+    from tests.tflite_helpers import run_tflite
 
     (scores,) = run_tflite(path, {"image": images}).values()
     return float(np.mean(np.argmax(scores, axis=-1) == labels))

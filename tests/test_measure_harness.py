@@ -6,9 +6,8 @@ import os
 
 import numpy as np
 import pytest
-from harness_fixtures import *  # noqa: F401,F403 - session fixtures
-from harness_fixtures import SAMPLES, ClassifierFiles, MultiFiles
 
+from tests.fixtures.tflite import CLASSIFIER_SAMPLES, ClassifierFiles, MultiFiles
 from tflq.errors import DataError, InterpreterError, UsageError
 from tflq.measure.harness import EvalSettings, Measurement, TfliteRun, evaluate, match_outputs, run_tflite
 from tflq.measure.isolation import ABORT_HOOK_VARIABLE, ChildProcessFailed, call_isolated
@@ -133,7 +132,7 @@ def test_accuracy_matches_a_plain_per_sample_loop(classifier: ClassifierFiles, v
     expected_top1 = float(np.mean(expected.argmax(axis=1) == classifier.y))
     (accuracy,) = measurement.accuracy
     assert measurement.status == "ok", measurement.error
-    assert measurement.samples == SAMPLES
+    assert measurement.samples == CLASSIFIER_SAMPLES
     assert accuracy.top1 == pytest.approx(expected_top1)
     top5 = np.argsort(-expected, axis=1)[:, :5]
     assert accuracy.top5 == pytest.approx(float(np.mean((top5 == classifier.y[:, None]).any(axis=1))))
@@ -224,7 +223,7 @@ def test_batched_evaluation_equals_per_sample(classifier: ClassifierFiles) -> No
     assert batched.batched and batched.batch_size == 20  # 48 samples: batches of 20, 20 and a short 8
     assert not static.batched and static.batch_size == 1
     for run in (batched, static):
-        assert run.samples == SAMPLES
+        assert run.samples == CLASSIFIER_SAMPLES
         np.testing.assert_allclose(run.predictions["output_0"], one_by_one.predictions["output_0"], rtol=1e-5, atol=1e-6)
         assert (run.predictions["output_0"].argmax(1) == one_by_one.predictions["output_0"].argmax(1)).all()
 

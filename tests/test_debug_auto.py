@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from tests.cli_helpers import error_line, invoke
-from tests.conftest import SAMPLES, run_tflite
+from tests.sample_paths import SAMPLES
+from tests.tflite_helpers import run_tflite
 from tflq.convert.session import ConvertOptions
 from tflq.debug.auto import AutoOptions, NoCandidateFits, auto_search
 from tflq.debug.scoring import points
@@ -41,7 +42,7 @@ def test_auto_size_objective_writes_the_smallest_candidate_that_fits(fragile_mod
     # the written model, measured independently, is within budget
     assert result.float32_score * 100.0 - top1(result.path, digits_test) <= 2.0
     assert points(result.float32_score, chosen.score) == pytest.approx(chosen.drop)
-    assert 0.0 <= chosen.score <= 1.0
+    assert chosen.score * 100.0 == pytest.approx(top1(result.path, digits_test), abs=1e-9)  # the written model's top-1
     assert json.loads(json.dumps(result.to_dict()))["chosen"] == "dynamic"
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tests.conftest import SAMPLES
+from tests.sample_paths import SAMPLES
 from tflq.batch.manifest import MANIFEST
 from tflq.cli.app import main
 
@@ -152,9 +152,10 @@ def test_ctrl_c_stops_within_seconds_and_keeps_every_finished_variant(tmp_path):
     assert all(entry["measure_key"] and entry["measurement"]["status"] == "ok" for entry in recorded.values())
     assert not list((tmp_path / "out").glob("gru.*"))
 
-    again = CliRunner().invoke(main, ["run", str(config), "--json", "--only", "cnn"])
+    again = CliRunner().invoke(main, ["run", str(config), "--json", "--only", "cnn"], catch_exceptions=False)
     assert again.exit_code == 0, again.output
-    assert all(row["up_to_date"] for row in json.loads(again.stdout)), again.stdout
+    rows = json.loads(again.stdout)
+    assert rows and all(row["up_to_date"] for row in rows), again.stdout
 
 
 @pytest.mark.parametrize("signal_number", [signal.SIGKILL, signal.SIGTERM])
@@ -181,11 +182,11 @@ def test_children_of_a_killed_run_die_with_it_and_write_nothing_afterwards(tmp_p
 def test_the_child_of_a_killed_eval_dies_with_it(tmp_path):
     import keras
 
-    from tests.harness_fixtures import _convert
+    from tests.tflite_helpers import convert_keras
 
     inputs = keras.Input((8, 8, 1), name="image")
     model = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(inputs)))
-    tflite = _convert(model, tmp_path / "m.tflite")
+    tflite = convert_keras(model, tmp_path / "m.tflite")
     report = tmp_path / "report.json"
     run = Tflq("eval", str(tflite), "--runs", "1", "--min-seconds", "120", "-q", "-o", str(report), cwd=tmp_path)
     deadline = time.monotonic() + 60

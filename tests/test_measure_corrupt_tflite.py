@@ -9,9 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from harness_fixtures import *  # noqa: F401,F403 - session fixtures
-from harness_fixtures import ClassifierFiles
 
+from tests.fixtures.tflite import ClassifierFiles
 from tflq.cli.app import main
 from tflq.errors import InterpreterError
 from tflq.measure.tflite_contents import flatbuffer_tensor_specs, read_flatbuffer
@@ -22,7 +21,7 @@ FAST = ["--threads", "1", "--runs", "0", "-q"]
 
 
 def invoke(*arguments: object):
-    return CliRunner().invoke(main, [str(argument) for argument in arguments])
+    return CliRunner().invoke(main, [str(argument) for argument in arguments], catch_exceptions=False)
 
 
 def corruptions(good: bytes, count: int, *, seed: int = SEED) -> list[bytes]:

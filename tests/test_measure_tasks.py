@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from harness_fixtures import *  # noqa: F401,F403 - session fixtures
-from harness_fixtures import ClassifierFiles, _convert
 
+from tests.fixtures.tflite import ClassifierFiles
+from tests.tflite_helpers import convert_keras
 from tflq.cli.app import main
 from tflq.errors import ConfigError, DataError, UsageError
 from tflq.measure.metrics import decide_task, output_accuracy, output_agreement
@@ -23,7 +23,7 @@ SAMPLES = 40
 
 
 def invoke(*arguments: object):
-    return CliRunner().invoke(main, [str(argument) for argument in arguments])
+    return CliRunner().invoke(main, [str(argument) for argument in arguments], catch_exceptions=False)
 
 
 @dataclass(frozen=True)
@@ -51,8 +51,8 @@ def boxes(tmp_path_factory: pytest.TempPathFactory) -> BoxFiles:
     np.savez(folder / "labelled.npz", x=x, y_output_0=scores.argmax(axis=1), y_output_1=np.clip(box + 0.05, 0, 1))
     np.savez(folder / "unlabelled.npz", x=x)
     return BoxFiles(
-        float32=_convert(model, folder / "boxes.float32.tflite"),
-        dynamic=_convert(model, folder / "boxes.dynamic.tflite", mode="dynamic"),
+        float32=convert_keras(model, folder / "boxes.float32.tflite"),
+        dynamic=convert_keras(model, folder / "boxes.dynamic.tflite", mode="dynamic"),
         labelled=folder / "labelled.npz",
         unlabelled=folder / "unlabelled.npz",
     )

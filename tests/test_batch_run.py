@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from tests.conftest import SAMPLES
+from tests.sample_paths import SAMPLES
 from tflq.cli.app import main
 
 pytestmark = pytest.mark.slow
@@ -37,7 +37,7 @@ GRU = f"  - name: gru\n    path: {SAMPLES}/digits_gru.keras\n    modes: [float32
 
 
 def run(config: Path, *args: str, env: dict[str, str] | None = None):
-    return CliRunner().invoke(main, ["run", str(config), "--json", *args], env=env)
+    return CliRunner().invoke(main, ["run", str(config), "--json", *args], env=env, catch_exceptions=False)
 
 
 def rows_of(result) -> dict[str, dict]:
@@ -141,7 +141,7 @@ def test_accuracy_drop_gate_catches_a_collapsed_variant(tmp_path, calib):
 
 def test_invalid_config_converts_nothing(tmp_path, calib):
     config = write_config(tmp_path, calib=calib, models=CNN.replace("path:", "pth:"))
-    result = CliRunner().invoke(main, ["run", str(config)])
+    result = CliRunner().invoke(main, ["run", str(config)], catch_exceptions=False)
     assert result.exit_code == 2
     assert "unknown key 'pth'" in result.output and "did you mean 'path'" in result.output
     assert not (tmp_path / "out").exists()
@@ -152,7 +152,7 @@ def test_modes_override_and_unknown_only(tmp_path, calib):
     result = run(config, "--modes", "float32,float16")
     assert result.exit_code == 0, result.output
     assert set(rows_of(result)) == {"cnn/float32", "cnn/float16"}
-    bad = CliRunner().invoke(main, ["run", str(config), "--only", "cnm"])
+    bad = CliRunner().invoke(main, ["run", str(config), "--only", "cnm"], catch_exceptions=False)
     assert bad.exit_code == 2 and "did you mean 'cnn'" in bad.output
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli_helpers import assert_nothing_written, assert_usage_error, convert, error_line
-from tests.conftest import SAMPLES
+from tests.sample_paths import SAMPLES
 
 CNN = str(SAMPLES / "digits_cnn.keras")
 
@@ -91,7 +91,7 @@ def convert_raw(*args: str):
 
     from tflq.cli.app import main
 
-    return CliRunner().invoke(main, ["convert", *args])
+    return CliRunner().invoke(main, ["convert", *args], catch_exceptions=False)
 
 
 def test_a_bad_input_removes_the_output_folders_it_created(tmp_path):
