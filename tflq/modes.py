@@ -91,7 +91,8 @@ class ConverterBuild:
 class RequantizeBuild:
     """Quantized from the model's one calibration (``_tf.calibrated.quantize``), as the public converter would
     after calibrating: every I/O type, per-channel or per-tensor, layers left in float. ``public_configure``
-    configures the public converter for the same result (the path ``tests/test_convert_calibrate_once.py`` compares with)."""
+    configures the public converter for the same result (what ``tests/test_convert_calibrate_once.py`` compares
+    with)."""
 
     public_configure: Configure
     needs: str | None = "calibration"
