@@ -115,7 +115,7 @@ def test_auto_without_eval_data_is_a_usage_error(tmp_path):
 @pytest.mark.parametrize(
     "args, fragment",
     [
-        (["--max-drop", "-1"], "--max-drop must be a number of accuracy points >= 0, got -1.0"),
+        (["--max-drop", "-1"], "Invalid value for '--max-drop': -1.0 is not in the range 0<=x<=100"),
         (["--max-drop", "nan"], "--max-drop must be a number of accuracy points >= 0, got nan"),
         (["--max-drop", "1", "--objective", "speed"], "Invalid value for '--objective'"),
     ],

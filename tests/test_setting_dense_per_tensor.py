@@ -76,7 +76,7 @@ def test_dense_per_tensor_matches_the_public_converter(tmp_path: Path) -> None:
 
 def test_dense_per_tensor_is_refused_where_no_mode_reads_it(tmp_path: Path) -> None:
     result = convert(CNN, "--mode", "float16", "--dense-per-tensor", out=tmp_path / "out")
-    assert_usage_error(result, "--dense-per-tensor does not apply to mode float16; it applies to dynamic, int8, 16x8")
+    assert_usage_error(result, "--dense-per-tensor does not apply to mode(s) float16; it applies to dynamic, int8, 16x8")
 
 
 def test_dense_per_tensor_is_a_checked_yaml_key_and_part_of_the_keys_of_its_modes_only(tmp_path: Path) -> None:

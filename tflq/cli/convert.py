@@ -127,14 +127,20 @@ def _refuse_unread(given: dict[str, Any], chosen: tuple[str, ...], flags: list[s
     read_by_modes = {name for mode in MODES.values() for name in mode.settings}
     flag_of = {item.name: item.setting.flag for item in opts.declared(ConvertOptions)}
     for name in given:
+        if name in ("skip_layers", "skip_ops"):
+            continue  # ConvertOptions says which mode selective quantization needs
         if name in read_by_modes and not any(name in MODES[mode].settings for mode in chosen):
             flag = flag_of[name]
-            if flag in flags:
-                why = " (the trained model decides the weight granularity)" if name == "per_tensor" else ""
-                asked = f"mode {chosen[0]}" if len(chosen) == 1 else f"modes {', '.join(chosen)}"
+            if flag not in flags:
+                continue
+            if name == "per_tensor" and all(MODES[mode].needs_training for mode in chosen):
                 raise UsageError(
-                    f"{flag} does not apply to {asked}{why}; it applies to {', '.join(modes_reading(name))}"
+                    f"{flag} does not apply to mode {', '.join(chosen)}: "
+                    "the trained model decides the weight granularity"
                 )
+            raise UsageError(
+                f"{flag} does not apply to mode(s) {', '.join(chosen)}; it applies to {', '.join(modes_reading(name))}"
+            )
 
 
 def _evaluate_conversion(
