@@ -18,7 +18,7 @@ from typing import Any
 from tflq import options as opts
 from tflq.batch import schema
 from tflq.batch.config_checks import refuse_colliding_outputs, unused_settings
-from tflq.batch.config_yaml import Located, read_tree
+from tflq.batch.config_yaml import Located, plain, read_tree
 from tflq.batch.gates import GateOptions
 from tflq.batch.schema import ModelJob
 from tflq.convert.session import ConvertOptions
@@ -30,20 +30,9 @@ from tflq.modes import MODES, Variant, plan_variants
 from tflq.qat.training import QatOptions
 
 
-def _type_name(value: Any) -> str:
-    return {
-        str: "a string",
-        int: "an integer",
-        float: "a number",
-        bool: "true/false",
-        list: "a list",
-        dict: "a mapping",
-    }.get(type(value), type(value).__name__)
-
-
 def _str(value: Any, where: str) -> str:
     if not isinstance(value, str) or not value:
-        raise ConfigError(f"{where}: expected a non-empty string, found {_type_name(value)} {value!r}")
+        raise ConfigError(f"{where}: expected a non-empty string, found {opts.type_name(value)} {value!r}")
     return value
 
 
@@ -126,17 +115,6 @@ def _did_you_mean(word: str, choices: Any) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _plain(value: Any) -> Any:
-    """Strip Located wrappers (for values checked as a whole, e.g. lists)."""
-    if isinstance(value, Located):
-        return _plain(value.value)
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_plain(item) for item in value]
-    return value
-
-
 def _check_keys(mapping: dict[str, Located], allowed: Any, where: str, source: Path) -> None:
     for key, located in mapping.items():
         if key not in allowed:
@@ -159,7 +137,7 @@ def _read_settings(mapping: dict[str, Located], model_entry: bool, where: str, s
     def take(section: str | None, key: str, located: Located) -> None:
         entry = table[section][key]
         label = key if section is None else f"{section}.{key}"
-        value = entry.item.setting.kind.check(_plain(located), f"{source}:{located.line}: {label}")
+        value = entry.item.setting.kind.check(plain(located), f"{source}:{located.line}: {label}")
         kind = entry.item.setting.kind
         if isinstance(kind, opts.Text) and kind.path and value:
             value = _resolve(value, base)
@@ -176,7 +154,7 @@ def _read_settings(mapping: dict[str, Located], model_entry: bool, where: str, s
         if not isinstance(located.value, dict):
             raise ConfigError(
                 f"{source}:{located.line}: {key}: expected a mapping of {', '.join(table[key])}, "
-                f"found {_type_name(_plain(located.value))}"
+                f"found {opts.type_name(plain(located.value))}"
             )
         _check_keys(located.value, table[key], f"{where}.{key}", source)
         for sub_key, sub_located in located.value.items():
@@ -203,7 +181,7 @@ def load_config(path: Path, overrides: Overrides = Overrides()) -> BatchConfig:
     tree = read_tree(path)
     if not isinstance(tree, dict):
         raise ConfigError(
-            f"{path}:1: expected a mapping with keys {', '.join(schema.TOP_LEVEL)}, found {_type_name(_plain(tree))}"
+            f"{path}:1: expected a mapping with keys {', '.join(schema.TOP_LEVEL)}, found {opts.type_name(plain(tree))}"
         )
     _check_keys(tree, schema.TOP_LEVEL, "the top level", path)
     base = path.resolve().parent
@@ -211,7 +189,7 @@ def load_config(path: Path, overrides: Overrides = Overrides()) -> BatchConfig:
     output_dir = base / "build"
     if "output_dir" in tree:
         output_dir = Path(
-            _resolve(_str(_plain(tree["output_dir"]), f"{path}:{tree['output_dir'].line}: output_dir"), base)
+            _resolve(_str(plain(tree["output_dir"]), f"{path}:{tree['output_dir'].line}: output_dir"), base)
         )
     where = f"{path}: output_dir (default: build/ beside the file)"
     if "output_dir" in tree:
@@ -245,13 +223,13 @@ def load_config(path: Path, overrides: Overrides = Overrides()) -> BatchConfig:
         for required in schema.IDENTITY:
             if required not in entry.value:
                 raise ConfigError(f"{path}:{entry.line}: model entry without {required!r}")
-        name = _model_name(_plain(entry.value["name"]), f"{path}:{entry.value['name'].line}: name")
+        name = _model_name(plain(entry.value["name"]), f"{path}:{entry.value['name'].line}: name")
         if name in seen:
             raise ConfigError(
                 f"{path}:{entry.value['name'].line}: model name {name!r} already used at line {seen[name]}"
             )
         seen[name] = entry.value["name"].line
-        model_path = Path(_resolve(_str(_plain(entry.value["path"]), f"{path}:{entry.value['path'].line}: path"), base))
+        model_path = Path(_resolve(_str(plain(entry.value["path"]), f"{path}:{entry.value['path'].line}: path"), base))
         if not model_path.exists():
             raise ConfigError(f"{path}:{entry.value['path'].line}: path: model {model_path} does not exist")
         if overrides.modes:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tflq.batch.config_yaml import Located
+from tflq.batch.config_yaml import Located, plain
 from tflq.errors import ConfigError
 from tflq.modes import MODES, modes_reading, plan_variants
 
@@ -94,22 +94,12 @@ USES = (
 )
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, Located):
-        return _plain(value.value)
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_plain(item) for item in value]
-    return value
-
-
 def _is_set(key: str, located: Located) -> bool:
     """True when the value asks for something: differs from the built-in default (the README's example file spells
     out every default, and writing a default down changes nothing)."""
     from tflq.batch import schema
 
-    value = _plain(located)
+    value = plain(located)
     section, _, name = key.partition(".")
     table = schema.schema()
     if section in table and section is not None and not name:

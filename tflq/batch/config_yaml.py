@@ -31,6 +31,17 @@ class Located:
     line: int
 
 
+def plain(value: Any) -> Any:
+    """The value without its Located wrappers (for values checked as a whole, e.g. lists)."""
+    if isinstance(value, Located):
+        return plain(value.value)
+    if isinstance(value, dict):
+        return {key: plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [plain(item) for item in value]
+    return value
+
+
 def _short_tag(tag: str) -> str:
     return "!!" + tag[len(_CORE) :] if tag.startswith(_CORE) else tag
 

@@ -9,18 +9,14 @@ import click
 
 from tflq import options as opts
 from tflq.cli.common import handle_errors, setup_logging, verbose_option
-from tflq.cli.debug import selective_options
-from tflq.convert.session import ConvertOptions
+from tflq.cli.debug import selective_flags, selective_options
 from tflq.debug.auto import AutoOptions
-from tflq.model.data import ImageOptions
 from tflq.model.load import ModelOptions
 
 
 @click.command("auto")
 @click.argument("model", type=click.Path(path_type=Path))
-@opts.click_options(ConvertOptions, names=["calibration", "calibration_samples"])
-@opts.click_options(ImageOptions)
-@opts.click_options(ConvertOptions, names=["per_tensor"])
+@selective_flags
 @click.option(
     "--data",
     metavar="EVAL",

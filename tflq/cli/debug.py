@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,17 @@ from tflq.model.data import ImageOptions
 from tflq.model.load import ModelOptions
 
 
+def selective_flags(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The calibration, image-scale and --per-tensor flags ``tflq debug`` and ``tflq auto`` share."""
+    for decorator in reversed([
+        opts.click_options(ConvertOptions, names=["calibration", "calibration_samples"]),
+        opts.click_options(ImageOptions),
+        opts.click_options(ConvertOptions, names=["per_tensor"]),
+    ]):
+        command = decorator(command)
+    return command
+
+
 def selective_options(flags: dict[str, Any]) -> ConvertOptions:
     """The int8 conversion ``tflq debug`` and ``tflq auto`` start from: calibration, image and loading flags."""
     return ConvertOptions(
@@ -28,9 +40,7 @@ def selective_options(flags: dict[str, Any]) -> ConvertOptions:
 
 @click.command("debug")
 @click.argument("model", type=click.Path(path_type=Path))
-@opts.click_options(ConvertOptions, names=["calibration", "calibration_samples"])
-@opts.click_options(ImageOptions)
-@opts.click_options(ConvertOptions, names=["per_tensor"])
+@selective_flags
 @click.option(
     "--data",
     metavar="EVAL",

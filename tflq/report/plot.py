@@ -1,12 +1,12 @@
 """The Pareto plot of a batch: accuracy (or agreement) against size, latency in colour, one panel per model."""
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
+import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from tflq.outputs import write_atomically
 
 Row = dict[str, Any]
 
@@ -116,32 +116,13 @@ def write_pareto_plot(rows: Sequence[Row], path: Path) -> Path | None:
         bar.ax.yaxis.set_minor_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
         bar.ax.tick_params(which="minor", labelsize=7)
     figure.suptitle("tflq: accuracy vs size (red edge: on the Pareto front; X: failed a gate)", fontsize=11)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A unique temporary name (two runs, or two threads, never share one), then a rename: ``path`` is whole or absent.
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    image = io.BytesIO()
     try:
-        with os.fdopen(handle, "wb") as stream:
-            figure.savefig(stream, format="png", dpi=130, bbox_inches="tight")
-        os.chmod(temp_name, 0o666 & ~_umask())  # mkstemp makes it 0600; a plain open() would give 0666 & ~umask
-        os.replace(temp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp_name)
-        raise
+        figure.savefig(image, format="png", dpi=130, bbox_inches="tight")
     finally:
         plt.close(figure)
+    write_atomically(path, image.getvalue())  # a unique temporary name, the umask's mode: whole or absent
     return path
-
-
-def _umask() -> int:
-    """The process's umask, read without changing it where Linux allows (os.umask sets it, racing other threads)."""
-    with contextlib.suppress(OSError, ValueError), open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def _latency_text(milliseconds: float) -> str:
