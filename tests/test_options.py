@@ -8,6 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from tflq import options as opts
+from tflq.cli import flags as cli_flags
 from tflq.errors import ConfigError
 
 
@@ -29,9 +30,9 @@ def _command() -> click.Command:
     seen: dict[str, object] = {}
 
     @click.command()
-    @opts.click_options(Example)
+    @cli_flags.click_options(Example)
     def command(**parsed: object) -> None:
-        given = opts.from_flags(Example, parsed)
+        given = cli_flags.from_flags(Example, parsed)
         seen["given"] = given
         seen["options"] = opts.build(Example, given)
         seen["rest"] = parsed

@@ -1,6 +1,6 @@
 """Adding a setting is one declaration: ``ConvertOptions.dense_per_tensor`` (per-tensor Dense weights only).
 
-It took the field in tflq/convert/session.py, its name in the ``settings`` of the modes that read it (dynamic, int8,
+It took the field in tflq/convert/options.py, its name in the ``settings`` of the modes that read it (dynamic, int8,
 16x8) and its use in their builds. These tests check that the flag, the YAML key and its check, the generated docs
 row and the cache key followed from that declaration, and that the setting does what it says: FULLY_CONNECTED
 weights get one scale while convolutions keep one per channel, and the outputs match the public converter's.

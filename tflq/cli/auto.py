@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from tflq import options as opts
+from tflq.cli import flags as cli_flags
 from tflq.cli.common import handle_errors, setup_logging, verbose_option
 from tflq.cli.debug import selective_flags, selective_options
 from tflq.debug.auto import AutoOptions
@@ -22,7 +22,7 @@ from tflq.model.load import ModelOptions
     metavar="EVAL",
     help="Evaluation data (required): labelled, or compared with --reference / the float32 model.",
 )
-@opts.click_options(AutoOptions)
+@cli_flags.click_options(AutoOptions)
 @click.option(
     "--reference", metavar="MODEL", help="Without labels: compare top-1 with this model (default: the float32 model)."
 )
@@ -37,7 +37,7 @@ from tflq.model.load import ModelOptions
 )
 @click.option("--name", help="Output file-name stem (default: the model's name): writes <name>.auto.tflite.")
 @click.option("--json", "as_json", is_flag=True, help="Print the search as JSON.")
-@opts.click_options(ModelOptions)
+@cli_flags.click_options(ModelOptions)
 @verbose_option
 @handle_errors
 def auto_command(
@@ -61,7 +61,7 @@ def auto_command(
     from tflq.debug.auto import NoCandidateFits, auto_search
 
     setup_logging(verbose)
-    search = opts.from_flags(AutoOptions, flags)
+    search = cli_flags.from_flags(AutoOptions, flags)
     options = AutoOptions(
         **search,
         data=data,

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from tflq import options as opts
+from tflq.cli import flags as cli_flags
 from tflq.cli.common import (
     TflqClickException,
     echo_err,
@@ -27,15 +28,15 @@ from tflq.qat.training import QatOptions
 
 @click.command("convert")
 @click.argument("model", type=click.Path(path_type=Path))
-@opts.click_options(ConvertOptions, names=["modes"])
+@cli_flags.click_options(ConvertOptions, names=["modes"])
 @click.option("--all-modes", is_flag=True, help="Every mode of the registry except the training ones (they need data).")
-@opts.click_options(ConvertOptions, names=["io_types", "calibration", "calibration_samples"])
-@opts.click_options(ImageOptions)
-@opts.click_options(ConvertOptions, exclude=["modes", "io_types", "calibration", "calibration_samples"])
+@cli_flags.click_options(ConvertOptions, names=["io_types", "calibration", "calibration_samples"])
+@cli_flags.click_options(ImageOptions)
+@cli_flags.click_options(ConvertOptions, exclude=["modes", "io_types", "calibration", "calibration_samples"])
 @click.option("-o", "--output-dir", type=click.Path(), default="build", show_default=True, help="Where outputs go.")
 @click.option("--name", help="Output file-name stem (default: the model's name).")
-@opts.click_options(ModelOptions)
-@opts.click_options(QatOptions)
+@cli_flags.click_options(ModelOptions)
+@cli_flags.click_options(QatOptions)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of the outputs.")
 @click.option(
     "--eval",
@@ -64,15 +65,15 @@ def convert_command(
     from tflq.modes import MODES
 
     setup_logging(verbose)
-    qat_flags = opts.flags_given(QatOptions, flags)
-    convert_flags = opts.flags_given(ConvertOptions, flags)
-    given = opts.from_flags(ConvertOptions, flags)
+    qat_flags = cli_flags.flags_given(QatOptions, flags)
+    convert_flags = cli_flags.flags_given(ConvertOptions, flags)
+    given = cli_flags.from_flags(ConvertOptions, flags)
     if all_modes and "modes" in given:
         raise UsageError("--all-modes and --mode are exclusive: use one")
     if all_modes:
         given["modes"] = tuple(name_ for name_, mode in MODES.items() if mode.in_all_modes)
     chosen = given.get("modes", opts.defaults(ConvertOptions)["modes"])
-    qat = opts.from_flags(QatOptions, flags)
+    qat = cli_flags.from_flags(QatOptions, flags)
     if not any(MODES[name_].needs_training for name_ in chosen):
         if qat_flags:
             raise UsageError(f"{', '.join(qat_flags)} apply to mode qat only; add --mode qat or drop them")
@@ -86,8 +87,8 @@ def convert_command(
         raise UsageError("-o/--output-dir is empty: expected a folder")
     options = ConvertOptions(
         **given,
-        images=ImageOptions(**opts.from_flags(ImageOptions, flags)),
-        model=ModelOptions(**opts.from_flags(ModelOptions, flags)),
+        images=ImageOptions(**cli_flags.from_flags(ImageOptions, flags)),
+        model=ModelOptions(**cli_flags.from_flags(ModelOptions, flags)),
         qat=QatOptions(**qat, progress=verbose or sys.stderr.isatty()),
     )
     check_data_file(eval_data)  # before the conversion, not after it

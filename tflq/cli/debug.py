@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from tflq import options as opts
+from tflq.cli import flags as cli_flags
 from tflq.cli.common import check_writable, echo_err, handle_errors, setup_logging, verbose_option
 from tflq.cli.common import output_format as output_format_of
 from tflq.convert.session import ConvertOptions
@@ -20,9 +20,9 @@ from tflq.model.load import ModelOptions
 def selective_flags(command: Callable[..., Any]) -> Callable[..., Any]:
     """The calibration, image-scale and --per-tensor flags ``tflq debug`` and ``tflq auto`` share."""
     for decorator in reversed([
-        opts.click_options(ConvertOptions, names=["calibration", "calibration_samples"]),
-        opts.click_options(ImageOptions),
-        opts.click_options(ConvertOptions, names=["per_tensor"]),
+        cli_flags.click_options(ConvertOptions, names=["calibration", "calibration_samples"]),
+        cli_flags.click_options(ImageOptions),
+        cli_flags.click_options(ConvertOptions, names=["per_tensor"]),
     ]):
         command = decorator(command)
     return command
@@ -32,9 +32,9 @@ def selective_options(flags: dict[str, Any]) -> ConvertOptions:
     """The int8 conversion ``tflq debug`` and ``tflq auto`` start from: calibration, image and loading flags."""
     return ConvertOptions(
         modes=("int8",),
-        **opts.from_flags(ConvertOptions, flags),
-        images=ImageOptions(**opts.from_flags(ImageOptions, flags)),
-        model=ModelOptions(**opts.from_flags(ModelOptions, flags)),
+        **cli_flags.from_flags(ConvertOptions, flags),
+        images=ImageOptions(**cli_flags.from_flags(ImageOptions, flags)),
+        model=ModelOptions(**cli_flags.from_flags(ModelOptions, flags)),
     )
 
 
@@ -76,7 +76,7 @@ def selective_options(flags: dict[str, Any]) -> ConvertOptions:
 @click.option(
     "--plot", type=click.Path(path_type=Path), metavar="PNG", help="Write a plot of SQNR per layer, in model order."
 )
-@opts.click_options(ModelOptions)
+@cli_flags.click_options(ModelOptions)
 @verbose_option
 @handle_errors
 def debug_command(

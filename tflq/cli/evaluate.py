@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from tflq import options as opts
+from tflq.cli import flags as cli_flags
 from tflq.cli.common import (
     check_output_file,
     echo_err,
@@ -27,9 +27,9 @@ from tflq.model.load import ModelOptions
 
 @click.command("eval")
 @click.argument("models", nargs=-1, required=True, type=click.Path())
-@opts.click_options(EvaluationOptions, names=["data", "reference"])
-@opts.click_options(ModelOptions)
-@opts.click_options(EvalSettings)
+@cli_flags.click_options(EvaluationOptions, names=["data", "reference"])
+@cli_flags.click_options(ModelOptions)
+@cli_flags.click_options(EvalSettings)
 @click.option(
     "--task",
     "task_options",
@@ -66,9 +66,9 @@ def eval_command(
     from tflq.measure.tasks import parse_task_options
     from tflq.report.render import notes_of, render_text
 
-    evaluation = EvaluationOptions(**opts.from_flags(EvaluationOptions, flags))
-    settings = EvalSettings(**opts.from_flags(EvalSettings, flags))
-    reference_options = ModelOptions(**opts.from_flags(ModelOptions, flags))
+    evaluation = EvaluationOptions(**cli_flags.from_flags(EvaluationOptions, flags))
+    settings = EvalSettings(**cli_flags.from_flags(EvalSettings, flags))
+    reference_options = ModelOptions(**cli_flags.from_flags(ModelOptions, flags))
     tasks = parse_task_options(task_options)
     if tasks is not None and not evaluation.data:
         raise UsageError("--task needs --data: the task says how an output's predictions are scored")

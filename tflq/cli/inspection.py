@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from tflq import options as opts
+from tflq.cli import flags as cli_flags
 from tflq.cli.common import echo_err, handle_errors
 from tflq.errors import EXIT_FAILED
 from tflq.measure.harness import EvalSettings
@@ -15,7 +15,7 @@ from tflq.measure.harness import EvalSettings
 
 @click.command("inspect")
 @click.argument("model", type=click.Path())
-@opts.click_options(EvalSettings, names=["threads", "use_xnnpack"])
+@cli_flags.click_options(EvalSettings, names=["threads", "use_xnnpack"])
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @handle_errors
 def inspect_command(model: str, as_json: bool, **flags: Any) -> None:
@@ -25,7 +25,7 @@ def inspect_command(model: str, as_json: bool, **flags: Any) -> None:
     from tflq.measure.tflite_info import inspect_tflite
     from tflq.report.render import render_inspection, to_json
 
-    settings = EvalSettings(**opts.from_flags(EvalSettings, flags))
+    settings = EvalSettings(**cli_flags.from_flags(EvalSettings, flags))
     inspection = inspect_tflite(model, threads=settings.threads or machine_threads(), use_xnnpack=settings.use_xnnpack)
     info = inspection.to_dict()
     if as_json:
