@@ -110,10 +110,13 @@ class EvalSettings:
     )
     runs: int = opts.setting(50, opts.Integer(minimum=0, maximum=MAX_COUNT), "timed runs at least (0: no latency)",
                              flag="--runs", section="latency")
+    # A batch file favours speed over many variants: no minimum timed duration, more warm-up runs instead.
     min_seconds: float = opts.setting(1.0, opts.Number(0, 3600), "timed runs last at least this long, in seconds",
-                                      flag="--min-seconds", section="latency")
+                                      flag="--min-seconds", section="latency", shown_default="1.0 (a batch file: 0)",
+                                      batch_default=0.0)
     warmup_runs: int = opts.setting(1, opts.Integer(minimum=0, maximum=MAX_COUNT), "warm-up runs at least",
-                                    flag="--warmup-runs", section="latency")
+                                    flag="--warmup-runs", section="latency", shown_default="1 (a batch file: 5)",
+                                    batch_default=5)
     warmup_seconds: float = opts.setting(0.5, opts.Number(0, 3600), "warm-up lasts at least this long, in seconds",
                                          flag="--warmup-seconds", section="latency")
     max_seconds: float = opts.setting(150.0, opts.Number(0, 86400, open_min=True),
