@@ -242,7 +242,7 @@ def test_predictions_do_not_depend_on_threads(classifier: ClassifierFiles) -> No
 
 
 def test_evaluation_threads_default_to_the_idle_cores(monkeypatch: pytest.MonkeyPatch) -> None:
-    import tflq.measure.harness as harness
+    import tflq.measure.settings as harness
 
     monkeypatch.setattr(harness, "machine_threads", lambda: 8)
     monkeypatch.setattr(harness.os, "getloadavg", lambda: (2.6, 2.0, 2.0))

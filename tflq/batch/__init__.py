@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
-from tflq.batch.run import BatchResult, JobResult, run_batch
+import importlib
+from typing import Any
 
-__all__ = ["BatchResult", "JobResult", "run_batch"]
+# The names the docs import from this package, loaded on first use (importing the package stays cheap).
+_EXPORTS = {"BatchResult": "tflq.batch.run", "JobResult": "tflq.batch.jobs", "run_batch": "tflq.batch.run"}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -26,7 +26,8 @@ from tflq.errors import TflqError
 def _auto_in_child(job: ModelJob, output_dir: str, *, report: Callable[..., None]) -> dict[str, Any]:
     """Child-process body of a batch's ``auto:`` search. Returns the AutoResult dict plus ``fits``/``message``."""
     from tflq._tf import imports as _tf
-    from tflq.debug.auto import AutoOptions, NoCandidateFits, auto_search
+    from tflq.debug.auto import NoCandidateFits, auto_search
+    from tflq.debug.options import AutoOptions
     from tflq.qat.training import QatOptions
 
     _tf.set_verbose(False)

@@ -21,13 +21,12 @@ from tflq.batch.config_checks import refuse_colliding_outputs, unused_settings
 from tflq.batch.config_yaml import Located, plain, read_tree
 from tflq.batch.gates import GateOptions
 from tflq.batch.schema import ModelJob
-from tflq.convert.session import ConvertOptions
+from tflq.convert.options import ConvertOptions
 from tflq.errors import ConfigError, UsageError
-from tflq.measure.harness import EvalSettings, EvaluationOptions
-from tflq.model.data import ImageOptions
-from tflq.model.load import ModelOptions
+from tflq.measure.settings import EvalSettings, EvaluationOptions
+from tflq.model.options import ImageOptions, ModelOptions
 from tflq.modes import MODES, Variant, plan_variants
-from tflq.qat.training import QatOptions
+from tflq.qat.options import QatOptions
 
 
 def _str(value: Any, where: str) -> str:
@@ -332,7 +331,7 @@ def _merge(name: str, model_path: Path, defaults: Given, given: Given, where: st
         except UsageError as error:
             raise ConfigError(f"{where}: {error}") from None
 
-    from tflq.debug.auto import AutoOptions
+    from tflq.debug.options import AutoOptions
 
     convert = build(
         ConvertOptions,

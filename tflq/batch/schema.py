@@ -28,20 +28,19 @@ from typing import Any
 
 from tflq import options as opts
 from tflq.batch.gates import GateOptions
-from tflq.convert.session import ConvertOptions
-from tflq.measure.harness import EvalSettings, EvaluationOptions
+from tflq.convert.options import ConvertOptions
+from tflq.measure.settings import EvalSettings, EvaluationOptions
 
 
 @cache
 def option_classes() -> tuple[type, ...]:
     """The options classes a batch file sets, in the order their keys are documented."""
     from tflq.batch.gates import GateOptions
-    from tflq.convert.session import ConvertOptions
-    from tflq.debug.auto import AutoOptions
-    from tflq.measure.harness import EvalSettings, EvaluationOptions
-    from tflq.model.data import ImageOptions
-    from tflq.model.load import ModelOptions
-    from tflq.qat.training import QatOptions
+    from tflq.convert.options import ConvertOptions
+    from tflq.debug.options import AutoOptions
+    from tflq.measure.settings import EvalSettings, EvaluationOptions
+    from tflq.model.options import ImageOptions, ModelOptions
+    from tflq.qat.options import QatOptions
 
     return (
         ConvertOptions,
@@ -58,7 +57,7 @@ def option_classes() -> tuple[type, ...]:
 @cache
 def model_only_classes() -> tuple[type, ...]:
     """Options classes only a model entry may set (never ``defaults:``): how to load that one model."""
-    from tflq.model.load import ModelOptions
+    from tflq.model.options import ModelOptions
 
     return (ModelOptions,)
 

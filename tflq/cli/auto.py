@@ -10,8 +10,8 @@ import click
 from tflq.cli import flags as cli_flags
 from tflq.cli.common import handle_errors, setup_logging, verbose_option
 from tflq.cli.debug import selective_flags, selective_options
-from tflq.debug.auto import AutoOptions
-from tflq.model.load import ModelOptions
+from tflq.debug.options import AutoOptions
+from tflq.model.options import ModelOptions
 
 
 @click.command("auto")

@@ -19,11 +19,10 @@ from tflq.cli.common import (
     setup_logging,
     verbose_option,
 )
-from tflq.convert.session import ConvertOptions
+from tflq.convert.options import ConvertOptions
 from tflq.errors import EXIT_FAILED, UsageError
-from tflq.model.data import ImageOptions
-from tflq.model.load import ModelOptions
-from tflq.qat.training import QatOptions
+from tflq.model.options import ImageOptions, ModelOptions
+from tflq.qat.options import QatOptions
 
 
 @click.command("convert")

@@ -11,10 +11,9 @@ import click
 from tflq.cli import flags as cli_flags
 from tflq.cli.common import check_writable, echo_err, handle_errors, setup_logging, verbose_option
 from tflq.cli.common import output_format as output_format_of
-from tflq.convert.session import ConvertOptions
+from tflq.convert.options import ConvertOptions
 from tflq.errors import UsageError
-from tflq.model.data import ImageOptions
-from tflq.model.load import ModelOptions
+from tflq.model.options import ImageOptions, ModelOptions
 
 
 def selective_flags(command: Callable[..., Any]) -> Callable[..., Any]:

@@ -21,8 +21,8 @@ from tflq.cli.common import (
 )
 from tflq.cli.common import output_format as output_format_of
 from tflq.errors import EXIT_FAILED, UsageError
-from tflq.measure.harness import EvalSettings, EvaluationOptions
-from tflq.model.load import ModelOptions
+from tflq.measure.settings import EvalSettings, EvaluationOptions
+from tflq.model.options import ModelOptions
 
 
 @click.command("eval")

@@ -10,7 +10,7 @@ import click
 from tflq.cli import flags as cli_flags
 from tflq.cli.common import echo_err, handle_errors
 from tflq.errors import EXIT_FAILED
-from tflq.measure.harness import EvalSettings
+from tflq.measure.settings import EvalSettings
 
 
 @click.command("inspect")

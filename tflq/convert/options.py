@@ -5,10 +5,9 @@ from dataclasses import dataclass, field
 
 from tflq import options as opts
 from tflq.errors import UsageError
-from tflq.model.data import ImageOptions
-from tflq.model.load import ModelOptions
+from tflq.model.options import ImageOptions, ModelOptions
 from tflq.modes import DEFAULT_MODES, IO_TYPES, MODES, ModeSettings, Variant, modes_reading, plan_variants
-from tflq.qat.training import QatOptions
+from tflq.qat.options import QatOptions
 
 MAX_CALIB_SAMPLES = 10_000_000  # beyond this a typo, not a dataset (samples are held in memory)
 

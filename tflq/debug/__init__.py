@@ -1,6 +1,20 @@
 """Quantization debugging: per-layer error, selective and mixed precision, and the auto search."""
+
 from __future__ import annotations
 
-from tflq.debug.layer_error import DebugOptions, DebugReport, debug_quantization
+import importlib
+from typing import Any
 
-__all__ = ['DebugOptions', 'DebugReport', 'debug_quantization']
+# The names the docs import from this package, loaded on first use (importing the package stays cheap).
+_EXPORTS = {
+    "DebugOptions": "tflq.debug.layer_error",
+    "DebugReport": "tflq.debug.layer_error",
+    "debug_quantization": "tflq.debug.layer_error",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

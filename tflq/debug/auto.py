@@ -28,92 +28,24 @@ import math
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from tflq import options as opts
 from tflq._tf import calibrated as _calibrated
 from tflq._tf import imports as _tf
-from tflq.convert.session import ConvertOptions, ModelSession, float_ops, output_name, verify_runs, write_atomically
+from tflq.convert.session import ModelSession, float_ops, output_name, verify_runs, write_atomically
+from tflq.debug.options import DEFAULT_MAX_FLOAT_LAYERS, OBJECTIVES, AutoOptions  # noqa: F401 (re-exported)
 from tflq.debug.scoring import points
 from tflq.errors import ConversionError, GateError, InterpreterError, UsageError
 from tflq.modes import Variant
 
-OBJECTIVES = ("size", "latency")
-DEFAULT_MAX_FLOAT_LAYERS = 3
 RANKING_SAMPLES = 100
 
 FITS = "fits"
 REJECTED = "rejected"
 FAILED = "error"
 NOT_TRIED = "not tried"
-
-
-@dataclass(frozen=True)
-class AutoOptions:
-    """What ``auto_search`` looks for. ``max_drop`` and ``objective`` are the ``auto:`` block of a batch file.
-
-    ``data``: evaluation data (required), labelled, or compared with ``reference`` (default: the float32 model).
-    ``convert`` carries calibration, model loading and ``per_tensor``. Its modes and I/O types are ignored,
-    because every candidate has float32 I/O. Raises UsageError when built with invalid values.
-    """
-
-    max_drop: float = opts.setting(
-        None,
-        opts.Number(0, 100, optional=True),
-        "the largest accepted top-1 drop against float32, in percentage "
-        "points (in a batch file: when set, the search runs for this model)",
-        flag="--max-drop",
-        section="auto",
-        shown_default="required by tflq auto; none in a batch file: no search",
-    )
-    objective: str = opts.setting(
-        "size",
-        opts.Choice(OBJECTIVES),
-        "size: the smallest candidate that fits; latency: time every fitting candidate, keep the fastest",
-        flag="--objective",
-        section="auto",
-    )
-    data: str | None = None
-    reference: str | None = None
-    eval_samples: int | None = None
-    max_float_layers: int = opts.setting(
-        DEFAULT_MAX_FLOAT_LAYERS,
-        opts.Integer(minimum=0, maximum=64),
-        "try int8 with up to N of the most sensitive layers left in float",
-        flag="--max-float-layers",
-        section="auto",
-    )
-    convert: ConvertOptions = field(default_factory=ConvertOptions)
-    output_dir: Path = Path("build")
-    name: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.max_drop is None:
-            raise UsageError("tflq auto needs an accuracy budget: pass --max-drop POINTS (e.g. 1.0)")
-        if (
-            isinstance(self.max_drop, bool)
-            or not isinstance(self.max_drop, (int, float))
-            or not math.isfinite(self.max_drop)
-            or self.max_drop < 0
-        ):
-            raise UsageError(f"--max-drop must be a number of accuracy points >= 0, got {self.max_drop!r}")
-        if self.objective not in OBJECTIVES:
-            raise UsageError(f"--objective {self.objective!r}: expected one of {', '.join(OBJECTIVES)}")
-        if not self.data:
-            raise UsageError(
-                "tflq auto needs evaluation data to measure the accuracy drop: pass --data EVAL "
-                "(with labels, or unlabelled to compare with --reference or the float32 model)"
-            )
-        if self.max_float_layers < 0:
-            raise UsageError(f"--max-float-layers must be 0 or more, got {self.max_float_layers}")
-        if self.eval_samples is not None and self.eval_samples < 1:
-            raise UsageError(f"--eval-samples must be at least 1, got {self.eval_samples}")
-        if self.name is not None and not self.name.strip():
-            raise UsageError(
-                f"--name {self.name!r}: expected a plain file-name stem (omit --name for the model's name)"
-            )
 
 
 @dataclass(frozen=True)

@@ -25,39 +25,18 @@ from typing import Any
 
 import numpy as np
 
-from tflq import options as opts
 from tflq.errors import DataError, UsageError
 from tflq.model import user_code
 from tflq.model.file_checks import NUMPY_READ_ERRORS, check_numpy_file
 from tflq.model.load import TensorSpec, resolve_object
+from tflq.model.options import IMAGE_SCALES, ImageOptions  # noqa: F401 (re-exported)
 
 log = logging.getLogger("tflq")
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
-IMAGE_SCALES = {
-    "unit": "pixels / 255, in [0, 1] (default)",
-    "symmetric": "pixels / 127.5 - 1, in [-1, 1] (MobileNet, EfficientNet-lite style)",
-    "raw": "pixels as float32 in [0, 255]",
-    "imagenet": "(pixels / 255 - mean) / std with the ImageNet mean and std",
-}
 RANDOM = "random"
 _IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 _IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
-
-
-@dataclass(frozen=True)
-class ImageOptions:
-    """How image files become model inputs."""
-
-    scale: str = opts.setting(
-        "unit", opts.Choice(tuple(IMAGE_SCALES)),
-        "how image-folder pixels are scaled: unit [0,1], symmetric [-1,1], raw [0,255], imagenet mean/std",
-        flag="--image-scale", section="calibration", yaml="image_scale",
-    )
-
-    def __post_init__(self) -> None:
-        if self.scale not in IMAGE_SCALES:
-            raise UsageError(f"image scale {self.scale!r}: expected one of {', '.join(IMAGE_SCALES)}")
 
 
 @dataclass(frozen=True)

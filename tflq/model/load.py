@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tflq import options as opts
 from tflq._tf import imports as _tf
 from tflq.errors import ModelLoadError, UsageError
 from tflq.model import file_checks as model_files
 from tflq.model import user_code
+from tflq.model.options import ModelOptions  # noqa: F401 (re-exported)
 
 if TYPE_CHECKING:
     import keras
@@ -39,24 +39,6 @@ class TensorSpec:
     def describe(self) -> str:
         dims = ", ".join("?" if dim is None else str(dim) for dim in self.shape)
         return f"{self.name} ({dims}) {self.dtype}"
-
-
-@dataclass(frozen=True)
-class ModelOptions:
-    """How to load a model: signature choice for SavedModels, custom objects, safe mode."""
-
-    signature: str | None = opts.setting(
-        None, opts.Text(optional=True, metavar="KEY"), "SavedModel signature to convert", flag="--signature",
-        shown_default="serving_default, or the only one",
-    )
-    custom_objects: tuple[str, ...] = opts.setting(
-        (), opts.Names(what="MODULE:ATTR", metavar="MODULE:ATTR"),
-        "custom Keras classes needed to load the model (the current directory is importable)", flag="--custom-objects",
-    )
-    unsafe_deserialization: bool = opts.setting(
-        False, opts.Flag(), "allow Lambda layers, whose Python code runs while loading (refused by default)",
-        flag="--unsafe-deserialization",
-    )
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,21 @@
 """Reports: terminal tables, Markdown, JSON, CSV and plots."""
+
 from __future__ import annotations
 
-from tflq.report.render import render_table, to_csv, to_json, to_markdown
+import importlib
+from typing import Any
 
-__all__ = ['render_table', 'to_csv', 'to_json', 'to_markdown']
+# The names the docs import from this package, loaded on first use (importing the package stays cheap).
+_EXPORTS = {
+    "render_table": "tflq.report.render",
+    "to_csv": "tflq.report.render",
+    "to_json": "tflq.report.render",
+    "to_markdown": "tflq.report.render",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
