@@ -104,3 +104,14 @@ def test_dense_per_tensor_is_in_the_generated_yaml_reference() -> None:
 
     rows = {row["yaml"]: row for _, table in schema_rows() for row in table}
     assert rows["dense_per_tensor"]["flag"] == "--dense-per-tensor" and rows["dense_per_tensor"]["default"] == "false"
+
+
+def test_dense_per_tensor_in_yaml_for_modes_that_do_not_read_it_is_refused(tmp_path: Path) -> None:
+    """The batch file's unread-setting check reads the registry: a new mode setting is covered without a list."""
+    from tflq.batch.config import load_config
+
+    config = tmp_path / "batch.yaml"
+    config.write_text(f"models:\n  - name: m\n    path: {CNN}\n    modes: [float32]\n    dense_per_tensor: true\n")
+    with pytest.raises(ConfigError, match=r"batch.yaml:5: model 'm': dense_per_tensor is read by mode\(s\) dynamic, "
+                                          r"int8, 16x8 only, and its modes are float32"):
+        load_config(config)

@@ -76,13 +76,14 @@ def _searches(job: ModelJob) -> bool:
     return job.searches
 
 
+def _mode_settings() -> list[str]:
+    """The plain settings modes declare they read (skip_layers/skip_ops have their own check in config.py)."""
+    names = dict.fromkeys(name for mode in MODES.values() for name in mode.settings)
+    return [name for name in names if name not in ("skip_layers", "skip_ops")]
+
+
 USES = (
-    _Use("per_tensor", _takes("per_tensor"), f"mode(s) {', '.join(_modes_with('per_tensor'))}"),
-    _Use(
-        "allow_float_fallback",
-        _takes("allow_float_fallback"),
-        f"mode(s) {', '.join(_modes_with('allow_float_fallback'))}",
-    ),
+    *(_Use(name, _takes(name), f"mode(s) {', '.join(_modes_with(name))}") for name in _mode_settings()),
     _Use(
         "calibration.data",
         _calibrates,
