@@ -112,10 +112,12 @@ def quantize(
     float_model: bytes,
     recipe: Sequence[dict[str, Any]],
     samples: Callable[[], list[dict[str, Any]]],
-    signature_key: str = "serving_default",
+    signature_key: str | None = None,
 ) -> bytes:
     """``float_model`` quantized by ``recipe``: calibrated on ``samples()`` (input name -> batch of one) first
-    when the recipe needs it. Raises ConversionError with the quantizer's reason."""
+    when the recipe needs it, for ``signature_key`` (None: the model's first signature). Raises ConversionError
+    with the quantizer's reason."""
+    from ai_edge_litert.interpreter import Interpreter
     from litert_quantizer import Quantizer
 
     try:
@@ -123,7 +125,8 @@ def quantize(
         quantizer.load_quantization_recipe(list(recipe))
         calibration = None
         if quantizer.need_calibration:
-            calibration = quantizer.calibrate({signature_key: samples()})
+            key = signature_key or next(iter(Interpreter(model_content=float_model).get_signature_list()))
+            calibration = quantizer.calibrate({key: samples()})
         result = quantizer.quantize(calibration, enable_progress_bar=False, enable_progress_report=False)
     except TflqError:  # from samples(): the data layer's own errors
         raise

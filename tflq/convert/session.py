@@ -18,9 +18,10 @@ import numpy as np
 from tflq import options as opts
 from tflq._tf import calibrated as _calibrated
 from tflq._tf import imports as _tf
+from tflq._tf import litert_quantizer as _lq
 from tflq.convert.conversion_errors import explain_converter_error, no_kernel_message
 from tflq.convert.layer_map import ModelOp, nodes_for_layers, nodes_for_op_types, read_ops
-from tflq.errors import ConversionError, DataError, QatTrainingError, TflqError, UsageError
+from tflq.errors import ConfigError, ConversionError, DataError, QatTrainingError, TflqError, UsageError
 from tflq.model.data import ImageOptions, open_data
 from tflq.model.load import ExportedModel, ModelOptions, export_model, model_kind
 from tflq.modes import DEFAULT_MODES, IO_TYPES, MODES, ModeSettings, Variant, modes_reading, plan_variants
@@ -32,6 +33,39 @@ log = logging.getLogger("tflq")
 _BOUNDARY_OPS = {"QUANTIZE", "DEQUANTIZE"}
 _FLOAT_DTYPES = {"float32", "float16", "float64"}
 MAX_CALIB_SAMPLES = 10_000_000  # beyond this a typo, not a dataset (samples are held in memory)
+
+
+@dataclass(frozen=True)
+class BlockSize(opts.Kind):
+    """None (channelwise: one scale per output channel) or a LiteRT Quantizer block size (blockwise)."""
+
+    metavar: str | None = "N"
+
+    def check(self, value: Any, where: str) -> int | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or value not in _lq.BLOCK_SIZES:
+            sizes = ", ".join(map(str, _lq.BLOCK_SIZES))
+            raise ConfigError(f"{where}: expected one of {sizes} or null, found {opts.type_name(value)} {value!r}")
+        return int(value)
+
+    def click_type(self) -> Any:
+        import click
+
+        class _Sizes(click.ParamType):
+            name = "block size"
+
+            def convert(self, value: Any, param: Any, ctx: Any) -> int:
+                if isinstance(value, int) and value in _lq.BLOCK_SIZES:
+                    return value
+                if str(value).strip() in {str(size) for size in _lq.BLOCK_SIZES}:
+                    return int(value)
+                self.fail(f"{value!r} is not one of {', '.join(map(str, _lq.BLOCK_SIZES))}", param, ctx)
+
+        return _Sizes()
+
+    def describe(self) -> str:
+        return " | ".join(map(str, _lq.BLOCK_SIZES)) + " or null"
 
 
 @dataclass(frozen=True)
@@ -48,7 +82,7 @@ class ConvertOptions:
         opts.Names(allowed=tuple(MODES), non_empty=True, what="mode"),
         "the modes to produce (`tflq modes` lists them)",
         flag="--mode",
-        shown_default="float32 (a batch file: every mode but the training ones)",
+        shown_default="float32 (a batch file: every converter mode but the training ones)",
         batch_default=DEFAULT_MODES,
     )
     io_types: tuple[str, ...] = opts.setting(
@@ -105,6 +139,25 @@ class ConvertOptions:
         "selective quantization: keep every op of these TFLite types (e.g. FULLY_CONNECTED) in float",
         flag="--skip-ops",
     )
+    block_size: int | None = opts.setting(
+        None,
+        BlockSize(),
+        "LiteRT Quantizer int4 weights: blockwise with this many weights per scale instead of one scale per channel",
+        flag="--block-size",
+        shown_default="none (channelwise)",
+    )
+    hadamard: bool = opts.setting(
+        False,
+        opts.Flag(),
+        "LiteRT Quantizer: Hadamard-rotate the weights before quantizing them (channelwise only)",
+        flag="--hadamard",
+    )
+    recipe: str | None = opts.setting(
+        None,
+        opts.Text(optional=True, path=True, metavar="FILE"),
+        "the LiteRT Quantizer recipe (JSON) mode recipe runs",
+        flag="--recipe",
+    )
     images: ImageOptions = field(default_factory=ImageOptions)
     model: ModelOptions = field(default_factory=ModelOptions)
     qat: QatOptions = field(default_factory=QatOptions)
@@ -116,10 +169,15 @@ class ConvertOptions:
             flag = "--skip-layers" if self.skip_layers else "--skip-ops"
             takers = ", ".join(modes_reading("skip_layers"))
             raise UsageError(f"{flag} applies to mode {takers} (selective quantization); add --mode {takers}")
+        if self.hadamard and self.block_size is not None:
+            raise UsageError("--hadamard takes channelwise weights only: drop --block-size or --hadamard")
 
     def variants(self) -> list[Variant]:
         """The variants these options ask for. Raises UsageError (also for training modes without training data)."""
         variants = plan_variants(list(self.modes), list(self.io_types))
+        needing = [name for name in self.modes if "recipe" in MODES[name].settings]
+        if needing and not self.recipe:
+            raise UsageError(f"mode {', '.join(needing)} needs a recipe: pass --recipe FILE (LiteRT Quantizer JSON)")
         training = [name for name in self.modes if MODES[name].needs_training]
         if training and not self.qat.train_data:
             raise UsageError(
@@ -248,6 +306,7 @@ class ModelSession:
         self._training_error: TflqError | None = None
         self._trained_calibrated: bytes | None = None
         self._trained_calibration_error: ConversionError | None = None
+        self._float_model: bytes | None = None
         self.export_seconds = 0.0
         self.calibration_seconds = 0.0
         self.training_seconds = 0.0
@@ -265,7 +324,9 @@ class ModelSession:
         """The validated calibration samples (read once). Raises UsageError/DataError."""
         if self._samples is None:
             if not self.options.calibration:
-                calibrated = [name for name in self.options.modes if MODES[name].calibrated]
+                calibrated = [
+                    name for name in self.options.modes if MODES[name].calibrated or "recipe" in MODES[name].settings
+                ]
                 raise UsageError(
                     f"mode(s) {', '.join(calibrated)} need calibration data: pass --calib DATA "
                     "(.npz, .npy, image folder or module:function), or --calib random for a smoke test"
@@ -300,6 +361,13 @@ class ModelSession:
             finally:
                 self.calibration_seconds = time.perf_counter() - start
         return self._calibrated
+
+    def float_model(self) -> bytes:
+        """The float32 conversion of the export (converted once): what the litert-quantizer engine quantizes."""
+        if self._float_model is None:
+            with _converter_errors("float32 (for LiteRT Quantizer)", self.exported):
+                self._float_model = bytes(self.new_converter().convert())
+        return self._float_model
 
     def model_ops(self) -> tuple[ModelOp, ...]:
         """The ops of the calibrated (float) model, named after their Keras layers (read once)."""
@@ -495,6 +563,8 @@ def convert_model(
     name = output_name(model_path, name)
     for data in (options.calibration, options.qat.train_data, options.qat.val_data):
         check_data_file(data)
+    if options.recipe and any("recipe" in MODES[v.mode].settings for v in variants):
+        _lq.recipe_from_file(options.recipe)  # a bad recipe file fails before the export (ConfigError)
     targets = [output_path(output_dir, name, variant) for variant in variants]
     with contextlib.ExitStack() as stack:
         stack.enter_context(output_folder(output_dir, targets))  # before the export: a bad -o fails first
@@ -540,7 +610,9 @@ def _produce(session: ModelSession, variant: Variant, path: Path, probe: dict[st
             details = float_op_details(content)
             asked = set(session.float_nodes()) if mode.selective else set()
             unexpected = [(op_type, name) for op_type, name in details if not _same_tensor(name, asked)]
-            if unexpected and not session.options.allow_float_fallback:
+            # LiteRT Quantizer's own op policy decides which ops it leaves in float: they are listed, not refused
+            strict = mode.engine == "converter"
+            if unexpected and strict and not session.options.allow_float_fallback:
                 raise ConversionError(
                     no_kernel_message(
                         variant.label,
