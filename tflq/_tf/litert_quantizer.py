@@ -13,6 +13,7 @@ Nothing else in tflq imports ``litert_quantizer``, and this module imports it on
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -121,13 +122,15 @@ def quantize(
     from litert_quantizer import Quantizer
 
     try:
-        quantizer = Quantizer(bytearray(float_model))
-        quantizer.load_quantization_recipe(list(recipe))
-        calibration = None
-        if quantizer.need_calibration:
-            key = signature_key or next(iter(Interpreter(model_content=float_model).get_signature_list()))
-            calibration = quantizer.calibrate({key: samples()})
-        result = quantizer.quantize(calibration, enable_progress_bar=False, enable_progress_report=False)
+        with warnings.catch_warnings():  # its interpreters keep every tensor on purpose, and say so each time
+            warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors", category=UserWarning)
+            quantizer = Quantizer(bytearray(float_model))
+            quantizer.load_quantization_recipe(list(recipe))
+            calibration = None
+            if quantizer.need_calibration:
+                key = signature_key or next(iter(Interpreter(model_content=float_model).get_signature_list()))
+                calibration = quantizer.calibrate({key: samples()})
+            result = quantizer.quantize(calibration, enable_progress_bar=False, enable_progress_report=False)
     except TflqError:  # from samples(): the data layer's own errors
         raise
     except Exception as error:  # the quantizer raises ValueError/RuntimeError/KeyError with its reason
