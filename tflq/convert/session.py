@@ -19,9 +19,10 @@ from tflq import options as opts
 from tflq._tf import calibrated as _calibrated
 from tflq._tf import imports as _tf
 from tflq._tf import litert_quantizer as _lq
+from tflq.convert.block_size import BlockSize
 from tflq.convert.conversion_errors import explain_converter_error, no_kernel_message
 from tflq.convert.layer_map import ModelOp, nodes_for_layers, nodes_for_op_types, read_ops
-from tflq.errors import ConfigError, ConversionError, DataError, QatTrainingError, TflqError, UsageError
+from tflq.errors import ConversionError, DataError, QatTrainingError, TflqError, UsageError
 from tflq.model.data import ImageOptions, open_data
 from tflq.model.load import ExportedModel, ModelOptions, export_model, model_kind
 from tflq.modes import DEFAULT_MODES, IO_TYPES, MODES, ModeSettings, Variant, modes_reading, plan_variants
@@ -33,39 +34,6 @@ log = logging.getLogger("tflq")
 _BOUNDARY_OPS = {"QUANTIZE", "DEQUANTIZE"}
 _FLOAT_DTYPES = {"float32", "float16", "float64"}
 MAX_CALIB_SAMPLES = 10_000_000  # beyond this a typo, not a dataset (samples are held in memory)
-
-
-@dataclass(frozen=True)
-class BlockSize(opts.Kind):
-    """None (channelwise: one scale per output channel) or a LiteRT Quantizer block size (blockwise)."""
-
-    metavar: str | None = "N"
-
-    def check(self, value: Any, where: str) -> int | None:
-        if value is None:
-            return None
-        if isinstance(value, bool) or value not in _lq.BLOCK_SIZES:
-            sizes = ", ".join(map(str, _lq.BLOCK_SIZES))
-            raise ConfigError(f"{where}: expected one of {sizes} or null, found {opts.type_name(value)} {value!r}")
-        return int(value)
-
-    def click_type(self) -> Any:
-        import click
-
-        class _Sizes(click.ParamType):
-            name = "block size"
-
-            def convert(self, value: Any, param: Any, ctx: Any) -> int:
-                if isinstance(value, int) and value in _lq.BLOCK_SIZES:
-                    return value
-                if str(value).strip() in {str(size) for size in _lq.BLOCK_SIZES}:
-                    return int(value)
-                self.fail(f"{value!r} is not one of {', '.join(map(str, _lq.BLOCK_SIZES))}", param, ctx)
-
-        return _Sizes()
-
-    def describe(self) -> str:
-        return " | ".join(map(str, _lq.BLOCK_SIZES)) + " or null"
 
 
 @dataclass(frozen=True)
@@ -141,7 +109,7 @@ class ConvertOptions:
     )
     block_size: int | None = opts.setting(
         None,
-        BlockSize(),
+        BlockSize(),  # tflq/convert/block_size.py
         "LiteRT Quantizer int4 weights: blockwise with this many weights per scale instead of one scale per channel",
         flag="--block-size",
         shown_default="none (channelwise)",
