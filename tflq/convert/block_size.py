@@ -29,7 +29,7 @@ class BlockSize(opts.Kind):
         import click
 
         class _Sizes(click.ParamType):
-            name = "block size"
+            name = "|".join(map(str, _lq.BLOCK_SIZES))
 
             def convert(self, value: Any, param: Any, ctx: Any) -> int:
                 if isinstance(value, int) and value in _lq.BLOCK_SIZES:
