@@ -15,7 +15,7 @@ from tflq.convert.session import ConvertOptions, convert_model
 from tflq.modes import MODES, Variant, plan_variants
 
 ALL_IO = ("float32", "int8", "uint8", "int16")
-CNN_VARIANTS = plan_variants([m for m in MODES if not MODES[m].needs_training], list(ALL_IO))
+CNN_VARIANTS = plan_variants([m for m in MODES if MODES[m].in_all_modes], list(ALL_IO))
 
 
 @pytest.fixture(scope="session")
@@ -23,7 +23,7 @@ def cnn_conversion(tmp_path_factory: pytest.TempPathFactory):
     """digits_cnn.keras in every mode and every I/O type, converted once."""
     out = tmp_path_factory.mktemp("cnn")
     options = ConvertOptions(
-        modes=tuple(m for m in MODES if not MODES[m].needs_training),
+        modes=tuple(m for m in MODES if MODES[m].in_all_modes),
         io_types=ALL_IO,
         calibration=str(SAMPLES / "digits_train.npz"),
     )
@@ -128,7 +128,7 @@ def test_multi_io_model_keeps_names_in_every_mode(tmp_path):
     import keras
 
     options = ConvertOptions(
-        modes=tuple(m for m in MODES if not MODES[m].needs_training),
+        modes=tuple(m for m in MODES if MODES[m].in_all_modes),
         io_types=("float32", "int8"),
         calibration=str(SAMPLES / "digits_multi_io_train.npz"),
         calibration_samples=100,
@@ -150,7 +150,7 @@ def test_multi_io_model_keeps_names_in_every_mode(tmp_path):
 
 def test_gru_model_converts_in_every_mode(tmp_path, digits_test):
     options = ConvertOptions(
-        modes=tuple(m for m in MODES if not MODES[m].needs_training),
+        modes=tuple(m for m in MODES if MODES[m].in_all_modes),
         calibration=str(SAMPLES / "digits_train.npz"),
         calibration_samples=100,
     )
@@ -220,7 +220,7 @@ def test_all_modes_flag_matches_registry(tmp_path):
     )
     assert result.exit_code == 0, result.output
     produced = {row["mode"] for row in json.loads(result.stdout)}
-    assert produced == {m for m in MODES if not MODES[m].needs_training}
+    assert produced == {m for m in MODES if MODES[m].in_all_modes}
 
 
 def test_modes_command_lists_the_registry():

@@ -41,6 +41,7 @@ class Session(Protocol):
     def calibrated_model(self) -> bytes: ...
     def trained_calibrated_model(self) -> bytes: ...
     def float_nodes(self) -> tuple[str, ...]: ...
+    def float_model(self) -> bytes: ...
 
 
 class Build(Protocol):
@@ -125,6 +126,41 @@ class TrainThenRequantizeBuild:
 
 
 @dataclass(frozen=True)
+class QuantizerBuild:
+    """LiteRT Quantizer (:mod:`tflq._tf.litert_quantizer`) on the session's one float32 conversion, by a recipe:
+    ``weight_only``, ``dynamic`` or ``static`` (int8 activations, calibrated on the session's samples, float32 I/O)
+    with ``weight_bits`` weights, channelwise or blockwise (``block_size``) and with or without the Hadamard
+    rotation as the variant's settings say; or ``file``: the user's recipe file (``recipe``), calibrated when it
+    asks for it. ``public_configure`` is the float32 conversion the quantizer starts from."""
+
+    recipe: str
+    weight_bits: int = 8
+
+    @property
+    def needs(self) -> str | None:
+        return "calibration" if self.recipe == "static" else None
+
+    @property
+    def public_configure(self) -> Configure:
+        return _float32
+
+    def build(self, session: Session, settings: ModeSettings) -> bytes:
+        from tflq._tf import litert_quantizer as _lq
+
+        options = settings.options
+        if self.recipe == "file":
+            recipe = _lq.recipe_from_file(options.recipe)
+        else:
+            recipe = _lq.named_recipe(
+                self.recipe,
+                self.weight_bits,
+                block_size=getattr(options, "block_size", None),
+                hadamard=bool(getattr(options, "hadamard", False)),
+            )
+        return _lq.quantize(session.float_model(), recipe, session.calibration_samples)
+
+
+@dataclass(frozen=True)
 class Mode:
     """One conversion mode.
 
@@ -132,7 +168,9 @@ class Mode:
     they become (``activations`` None: float compute). ``build``: how a variant is made. ``settings``: the
     conversion options (besides ``io_type``) the mode reads; a variant sees only these (the others keep their
     defaults), and the batch runner's cache keys include only these, so changing ``per_tensor`` does not rebuild
-    a float32 model. ``baseline``: the mode every other is compared with (exactly one).
+    a float32 model. ``baseline``: the mode every other is compared with (exactly one). ``engine``: what
+    quantizes: ``converter`` (TFLiteConverter, from the SavedModel export) or ``litert-quantizer`` (LiteRT
+    Quantizer, from the float32 .tflite). ``dynamic``: activations are quantized on the fly at run time.
     """
 
     name: str
@@ -143,6 +181,8 @@ class Mode:
     build: Build
     settings: tuple[str, ...] = ()
     baseline: bool = False
+    engine: str = "converter"
+    dynamic: bool = False
 
     @property
     def configure(self) -> Configure:
@@ -172,8 +212,29 @@ class Mode:
 
     @property
     def in_all_modes(self) -> bool:
-        """Part of ``--all-modes`` and of a batch's default modes (a training mode needs training data)."""
-        return not self.needs_training
+        """Part of ``--all-modes`` and of a batch's default modes: every converter mode but the training ones (a
+        training mode needs training data). The litert-quantizer engine's modes are opt-in (``--mode NAME``):
+        they are a second engine, not more variants of the converter's, and ``--all-modes`` keeps the set of
+        variants (and the docs and reports that count them) it had before the engine came."""
+        return not self.needs_training and self.engine == "converter"
+
+    @property
+    def weight_bits(self) -> int | None:
+        """The bits of a weight (32, 16, 8, 4), or None when a recipe file decides."""
+        digits = self.weights.removeprefix("float").removeprefix("int")
+        return int(digits) if digits.isdigit() else None
+
+    @property
+    def activation_kind(self) -> str | None:
+        """``float32``, ``dynamic`` (quantized on the fly), ``int8`` or ``int16``; None when a recipe file decides."""
+        if self.weight_bits is None:
+            return None
+        return self.activations or ("dynamic" if self.dynamic else FLOAT_IO)
+
+    @property
+    def granularities(self) -> tuple[str, ...]:
+        """The weight granularities the mode can give: channelwise, and blockwise when it reads ``block_size``."""
+        return ("channelwise", "blockwise") if "block_size" in self.settings else ("channelwise",)
 
     def settings_for(self, options: Any, io_type: str, float_nodes: Sequence[str] = ()) -> ModeSettings:
         """What one variant of this mode reads of ``options`` (a ``ConvertOptions``): its declared settings only.
@@ -270,6 +331,7 @@ MODES: dict[str, Mode] = {
             None,
             ConverterBuild(_dynamic),
             settings=("per_tensor", "dense_per_tensor"),
+            dynamic=True,
         ),
         Mode(
             "int8",
@@ -301,8 +363,58 @@ MODES: dict[str, Mode] = {
             ),
             settings=("per_tensor", "allow_float_fallback", "dense_per_tensor"),
         ),
+        Mode(
+            "int8-weights",
+            "LiteRT Quantizer: int8 weights dequantized at load, float32 compute",
+            (FLOAT_IO,),
+            "int8",
+            None,
+            QuantizerBuild("weight_only", 8),
+            engine="litert-quantizer",
+        ),
+        Mode(
+            "int4-weights",
+            "LiteRT Quantizer: int4 weights dequantized at load, float32 compute",
+            (FLOAT_IO,),
+            "int4",
+            None,
+            QuantizerBuild("weight_only", 4),
+            engine="litert-quantizer",
+        ),
+        Mode(
+            "dynamic-int4",
+            "LiteRT Quantizer: int4 weights (channelwise or blockwise), activations quantized on the fly",
+            (FLOAT_IO,),
+            "int4",
+            None,
+            QuantizerBuild("dynamic", 4),
+            settings=("block_size", "hadamard"),
+            engine="litert-quantizer",
+            dynamic=True,
+        ),
+        Mode(
+            "int4x8",
+            "LiteRT Quantizer: int4 weights, int8 activations, calibrated (I/O float32)",
+            (FLOAT_IO,),
+            "int4",
+            "int8",
+            QuantizerBuild("static", 4),
+            engine="litert-quantizer",
+        ),
+        Mode(
+            "recipe",
+            "LiteRT Quantizer: the recipe in --recipe FILE (calibrated when it asks for it)",
+            (FLOAT_IO,),
+            "recipe",
+            None,
+            QuantizerBuild("file"),
+            settings=("recipe",),
+            engine="litert-quantizer",
+        ),
     )
 }
+
+ENGINES: tuple[str, ...] = ("converter", "litert-quantizer")
 
 BASELINE: Mode = next(mode for mode in MODES.values() if mode.baseline)
 IO_TYPES: tuple[str, ...] = tuple(sorted({io for mode in MODES.values() for io in mode.io_types}))

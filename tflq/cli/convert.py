@@ -28,7 +28,11 @@ from tflq.qat.options import QatOptions
 @click.command("convert")
 @click.argument("model", type=click.Path(path_type=Path))
 @cli_flags.click_options(ConvertOptions, names=["modes"])
-@click.option("--all-modes", is_flag=True, help="Every mode of the registry except the training ones (they need data).")
+@click.option(
+    "--all-modes",
+    is_flag=True,
+    help="Every converter mode except the training ones (they need data); the litert-quantizer modes are opt-in.",
+)
 @cli_flags.click_options(ConvertOptions, names=["io_types", "calibration", "calibration_samples"])
 @cli_flags.click_options(ImageOptions)
 @cli_flags.click_options(ConvertOptions, exclude=["modes", "io_types", "calibration", "calibration_samples"])

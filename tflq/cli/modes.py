@@ -11,7 +11,10 @@ from tflq.cli.common import handle_errors
 
 @click.command("modes")
 @click.option(
-    "--json", "as_json", is_flag=True, help="Machine-readable: name, weights, activations, I/O types, settings."
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Machine-readable: name, engine, weight bits, activations, granularities, I/O types, settings.",
 )
 @handle_errors
 def modes_command(as_json: bool) -> None:
@@ -23,8 +26,10 @@ def modes_command(as_json: bool) -> None:
             {
                 "name": mode.name,
                 "summary": mode.summary,
-                "weights": mode.weights,
-                "activations": mode.activations or "float32",
+                "engine": mode.engine,
+                "weights": mode.weight_bits,
+                "activations": mode.activation_kind,
+                "granularities": list(mode.granularities),
                 "io_types": list(mode.io_types),
                 "settings": list(mode.settings),
                 "baseline": mode.baseline,
@@ -35,7 +40,9 @@ def modes_command(as_json: bool) -> None:
         ]
         click.echo(json.dumps(rows, indent=2))
         return
-    width = max(len(name) for name in MODES)
+    widths: dict[str, int] = {}  # names aligned per engine: the converter's lines stay as they were
+    for mode in MODES.values():
+        widths[mode.engine] = max(widths.get(mode.engine, 0), len(mode.name))
     for mode in MODES.values():
         io = "/".join(mode.io_types)
-        click.echo(f"{mode.name:<{width}}  {mode.summary}  [I/O: {io}]")
+        click.echo(f"{mode.name:<{widths[mode.engine]}}  {mode.summary}  [I/O: {io}]")

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tflq import options as opts
+from tflq.convert.block_size import BlockSize
 from tflq.errors import UsageError
 from tflq.model.options import ImageOptions, ModelOptions
 from tflq.modes import DEFAULT_MODES, IO_TYPES, MODES, ModeSettings, Variant, modes_reading, plan_variants
@@ -83,6 +84,25 @@ class ConvertOptions:
         "selective quantization: keep every op of these TFLite types (e.g. FULLY_CONNECTED) in float",
         flag="--skip-ops",
     )
+    block_size: int | None = opts.setting(
+        None,
+        BlockSize(),  # tflq/convert/block_size.py
+        "LiteRT Quantizer int4 weights: blockwise with this many weights per scale instead of one scale per channel",
+        flag="--block-size",
+        shown_default="none (channelwise)",
+    )
+    hadamard: bool = opts.setting(
+        False,
+        opts.Flag(),
+        "LiteRT Quantizer: Hadamard-rotate the weights before quantizing them (channelwise only)",
+        flag="--hadamard",
+    )
+    recipe: str | None = opts.setting(
+        None,
+        opts.Text(optional=True, path=True, metavar="FILE"),
+        "the LiteRT Quantizer recipe (JSON) mode recipe runs",
+        flag="--recipe",
+    )
     images: ImageOptions = field(default_factory=ImageOptions)
     model: ModelOptions = field(default_factory=ModelOptions)
     qat: QatOptions = field(default_factory=QatOptions)
@@ -94,10 +114,15 @@ class ConvertOptions:
             flag = "--skip-layers" if self.skip_layers else "--skip-ops"
             takers = ", ".join(modes_reading("skip_layers"))
             raise UsageError(f"{flag} applies to mode {takers} (selective quantization); add --mode {takers}")
+        if self.hadamard and self.block_size is not None:
+            raise UsageError("--hadamard takes channelwise weights only: drop --block-size or --hadamard")
 
     def variants(self) -> list[Variant]:
         """The variants these options ask for. Raises UsageError (also for training modes without training data)."""
         variants = plan_variants(list(self.modes), list(self.io_types))
+        needing = [name for name in self.modes if "recipe" in MODES[name].settings]
+        if needing and not self.recipe:
+            raise UsageError(f"mode {', '.join(needing)} needs a recipe: pass --recipe FILE (LiteRT Quantizer JSON)")
         training = [name for name in self.modes if MODES[name].needs_training]
         if training and not self.qat.train_data:
             raise UsageError(

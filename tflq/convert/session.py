@@ -17,6 +17,7 @@ import numpy as np
 
 from tflq._tf import calibrated as _calibrated
 from tflq._tf import imports as _tf
+from tflq._tf import litert_quantizer as _lq
 from tflq.convert.conversion_errors import explain_converter_error, no_kernel_message
 from tflq.convert.layer_map import ModelOp, nodes_for_layers, nodes_for_op_types, read_ops
 from tflq.convert.options import DEFAULT_CALIB_SAMPLES, MAX_CALIB_SAMPLES, ConvertOptions  # noqa: F401 (re-exported)
@@ -141,6 +142,7 @@ class ModelSession:
         self._training_error: TflqError | None = None
         self._trained_calibrated: bytes | None = None
         self._trained_calibration_error: ConversionError | None = None
+        self._float_model: bytes | None = None
         self.export_seconds = 0.0
         self.calibration_seconds = 0.0
         self.training_seconds = 0.0
@@ -158,7 +160,9 @@ class ModelSession:
         """The validated calibration samples (read once). Raises UsageError/DataError."""
         if self._samples is None:
             if not self.options.calibration:
-                calibrated = [name for name in self.options.modes if MODES[name].calibrated]
+                calibrated = [
+                    name for name in self.options.modes if MODES[name].calibrated or "recipe" in MODES[name].settings
+                ]
                 raise UsageError(
                     f"mode(s) {', '.join(calibrated)} need calibration data: pass --calib DATA "
                     "(.npz, .npy, image folder or module:function), or --calib random for a smoke test"
@@ -193,6 +197,13 @@ class ModelSession:
             finally:
                 self.calibration_seconds = time.perf_counter() - start
         return self._calibrated
+
+    def float_model(self) -> bytes:
+        """The float32 conversion of the export (converted once): what the litert-quantizer engine quantizes."""
+        if self._float_model is None:
+            with _converter_errors("float32 (for LiteRT Quantizer)", self.exported):
+                self._float_model = bytes(self.new_converter().convert())
+        return self._float_model
 
     def model_ops(self) -> tuple[ModelOp, ...]:
         """The ops of the calibrated (float) model, named after their Keras layers (read once)."""
@@ -388,6 +399,8 @@ def convert_model(
     name = output_name(model_path, name)
     for data in (options.calibration, options.qat.train_data, options.qat.val_data):
         check_data_file(data)
+    if options.recipe and any("recipe" in MODES[v.mode].settings for v in variants):
+        _lq.recipe_from_file(options.recipe)  # a bad recipe file fails before the export (ConfigError)
     targets = [output_path(output_dir, name, variant) for variant in variants]
     with contextlib.ExitStack() as stack:
         stack.enter_context(output_folder(output_dir, targets))  # before the export: a bad -o fails first
@@ -433,7 +446,9 @@ def _produce(session: ModelSession, variant: Variant, path: Path, probe: dict[st
             details = float_op_details(content)
             asked = set(session.float_nodes()) if mode.selective else set()
             unexpected = [(op_type, name) for op_type, name in details if not _same_tensor(name, asked)]
-            if unexpected and not session.options.allow_float_fallback:
+            # LiteRT Quantizer's own op policy decides which ops it leaves in float: they are listed, not refused
+            strict = mode.engine == "converter"
+            if unexpected and strict and not session.options.allow_float_fallback:
                 raise ConversionError(
                     no_kernel_message(
                         variant.label,
