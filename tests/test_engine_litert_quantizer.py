@@ -217,6 +217,9 @@ def test_recipe_content_is_in_the_cache_key_of_mode_recipe(tmp_path: Path) -> No
     (tmp_path / "r.json").write_text("[ ]")
     assert conversion_key(job, Variant("recipe"), "m") != before
     assert conversion_key(job, Variant("float32"), "m") == conversion_key(job, Variant("float32"), "m")
+    other_samples = replace(job, convert=replace(job.convert, calibration_samples=7))  # a recipe may calibrate
+    assert conversion_key(other_samples, Variant("recipe"), "m") != conversion_key(job, Variant("recipe"), "m")
+    assert conversion_key(other_samples, Variant("float32"), "m") == conversion_key(job, Variant("float32"), "m")
 
 
 def test_modes_json_names_engine_weight_bits_activations_and_granularities() -> None:

@@ -130,7 +130,7 @@ def content_hash(spec: str | None) -> str | None:
 
 def _versions() -> dict[str, str]:
     found = {"tflq": __version__}
-    for package in ("tensorflow", "ai-edge-litert", "keras"):
+    for package in ("tensorflow", "ai-edge-litert", "keras", "litert-quantizer"):
         with contextlib.suppress(metadata.PackageNotFoundError):
             found[package] = metadata.version(package)
     return found
@@ -165,7 +165,8 @@ def conversion_key(job: ModelJob, variant: Variant, model_hash: str) -> str:
         "model_options": _keyed(convert.model),
         "versions": _versions(),
     }
-    if mode.calibrated or mode.needs_training:  # training samples double as representative data
+    # training samples double as representative data; a user's recipe may ask for calibration
+    if mode.calibrated or mode.needs_training or "recipe" in mode.settings:
         settings["calibration"] = _keyed(convert, _calibration_fields()) | {"images": _keyed(convert.images)}
     if mode.needs_training:
         settings["qat"] = _keyed(convert.qat)
