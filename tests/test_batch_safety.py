@@ -120,7 +120,10 @@ rows = [{"model": "m", "variant": v, "status": "ok", "size_bytes": s, "accuracy"
          "latency_ms": {"p50": l}} for v, s, a, l in (("float32", 40000, 0.98, 0.1), ("int8", 16000, 0.97, 0.02))]
 write_pareto_plot(rows, Path(sys.argv[1] + ".warm.png"))  # imports done: both processes then start together
 Path(sys.argv[1] + f".ready{os.getpid()}").touch()
+deadline = time.monotonic() + 120  # bounded: a writer whose twin died must not spin forever
 while len(list(Path(sys.argv[1]).parent.glob("*.ready*"))) < 2:
+    if time.monotonic() > deadline:
+        sys.exit("the other writer never started")
     time.sleep(0.01)
 for _ in range(12):
     write_pareto_plot(rows, Path(sys.argv[1]))
