@@ -62,6 +62,22 @@ Configure = Callable[[Any, Any, ModeSettings], None]
 
 
 @dataclass(frozen=True)
+class FloatBuild:
+    """The float32 conversion of the export, made once per model by the session (``float_model``) and shared with
+    every build that starts from it (the LiteRT Quantizer modes), so a model is never converted to float32 twice."""
+
+    needs: str | None = None
+
+    @property
+    def public_configure(self) -> Configure:
+        return _float32
+
+    def build(self, session: Session, settings: ModeSettings) -> bytes:
+        del settings  # the baseline reads no setting
+        return session.float_model()
+
+
+@dataclass(frozen=True)
 class ConverterBuild:
     """A fresh TFLiteConverter on the model's one export, configured by the mode (``calibrated``: fed the
     calibration samples as its representative dataset)."""
@@ -312,7 +328,7 @@ MODES: dict[str, Mode] = {
             (FLOAT_IO,),
             "float32",
             None,
-            ConverterBuild(_float32),
+            FloatBuild(),
             baseline=True,
         ),
         Mode(

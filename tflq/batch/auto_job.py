@@ -51,7 +51,7 @@ def run_auto(
     job: ModelJob, output_dir: Path, manifest: Manifest, on_event: EventCallback, *, force: bool = False
 ) -> JobResult:
     """The ``auto`` row of a model: reused when nothing it depends on changed, else searched in a child process."""
-    from tflq.debug.auto import output_path as auto_output_path
+    from tflq.debug.options import output_path as auto_output_path
     from tflq.measure.isolation import call_isolated
 
     key = auto_key(job)

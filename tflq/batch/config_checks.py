@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 def planned_outputs(job: ModelJob, output_dir: Path) -> list[Path]:
     """Every .tflite file a batch run writes for ``job``: one per variant (convert.output_path) and the auto winner."""
     from tflq.convert.session import output_path
-    from tflq.debug.auto import output_path as auto_output_path
+    from tflq.debug.options import output_path as auto_output_path
 
     paths = [
         output_path(output_dir, job.name, variant) for variant in plan_variants(list(job.modes), list(job.io_types))

@@ -88,7 +88,7 @@ def _plan(job: ModelJob, output_dir: Path, manifest: Manifest, force: bool) -> _
     variants = tuple(plan_variants(list(job.modes), list(job.io_types)))
     paths = {v.label: owned_output(output_dir, job.name, output_path(output_dir, job.name, v)) for v in variants}
     if job.searches:
-        from tflq.debug.auto import output_path as auto_output_path
+        from tflq.debug.options import output_path as auto_output_path
 
         owned_output(output_dir, job.name, auto_output_path(output_dir, job.name))
     model_hash = content_hash(str(job.path)) or ""

@@ -199,9 +199,10 @@ class ModelSession:
         return self._calibrated
 
     def float_model(self) -> bytes:
-        """The float32 conversion of the export (converted once): what the litert-quantizer engine quantizes."""
+        """The float32 conversion of the export (converted once): the float32 variant, and what the litert-quantizer
+        engine quantizes."""
         if self._float_model is None:
-            with _converter_errors("float32 (for LiteRT Quantizer)", self.exported):
+            with _converter_errors("float32", self.exported):
                 self._float_model = bytes(self.new_converter().convert())
         return self._float_model
 

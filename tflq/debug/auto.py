@@ -35,7 +35,12 @@ from typing import Any
 from tflq._tf import calibrated as _calibrated
 from tflq._tf import imports as _tf
 from tflq.convert.session import ModelSession, float_ops, output_name, verify_runs, write_atomically
-from tflq.debug.options import DEFAULT_MAX_FLOAT_LAYERS, OBJECTIVES, AutoOptions  # noqa: F401 (re-exported)
+from tflq.debug.options import (  # noqa: F401 (re-exported)
+    DEFAULT_MAX_FLOAT_LAYERS,
+    OBJECTIVES,
+    AutoOptions,
+    output_path,
+)
 from tflq.debug.scoring import points
 from tflq.errors import ConversionError, GateError, InterpreterError, UsageError
 from tflq.modes import Variant
@@ -148,11 +153,6 @@ class NoCandidateFits(GateError):
 
 def _rounded(value: float | None, digits: int = 2) -> float | None:
     return None if value is None or not math.isfinite(value) else round(float(value), digits)
-
-
-def output_path(output_dir: Path, name: str) -> Path:
-    """``<out>/<name>.auto.tflite``."""
-    return output_dir / f"{name}.auto.tflite"
 
 
 class _Search:

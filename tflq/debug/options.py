@@ -77,3 +77,8 @@ class AutoOptions:
             raise UsageError(
                 f"--name {self.name!r}: expected a plain file-name stem (omit --name for the model's name)"
             )
+
+
+def output_path(output_dir: Path, name: str) -> Path:
+    """``<out>/<name>.auto.tflite``: where ``tflq auto`` writes the model it chose."""
+    return output_dir / f"{name}.auto.tflite"
