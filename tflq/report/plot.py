@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -145,3 +146,237 @@ def _label_offsets(points: Sequence[tuple[float, float]]) -> list[float]:
         offsets[index] = offset
         placed.append((x, y, offset))
     return offsets
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Hand-written SVG for report.html: no matplotlib, no fonts, no external assets; every text is escaped.
+
+
+def _esc(text: Any) -> str:
+    import html
+
+    return html.escape(str(text), quote=True)
+
+
+def _nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
+    """Round linear ticks inside [low, high]."""
+    import math
+
+    span = high - low
+    if span <= 0:
+        return [low]
+    step = 10 ** math.floor(math.log10(span / count))
+    for factor in (1, 2, 2.5, 5, 10):
+        if span / (step * factor) <= count:
+            step *= factor
+            break
+    first = math.ceil(low / step - 1e-9) * step
+    ticks = []
+    value = first
+    while value <= high + step * 1e-9:
+        ticks.append(round(value, 10))
+        value += step
+    return ticks
+
+
+def _log_ticks(low: float, high: float) -> list[float]:
+    """1-2-5 ticks inside [low, high] (both > 0), 1-2-3-5-7 in a narrow range, else the two ends."""
+    import math
+
+    ticks = [
+        factor * 10.0**exponent
+        for exponent in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
+        for factor in (1, 2, 3, 5, 7)
+        if low <= factor * 10.0**exponent <= high
+    ]
+    if len(ticks) > 6:
+        ticks = [tick for tick in ticks if f"{tick:g}"[0] in "125"]
+    return ticks if len(ticks) >= 2 else [float(f"{low:.2g}"), float(f"{high:.2g}")]
+
+
+def _number(value: float) -> str:
+    return f"{value:g}" if abs(value) >= 0.01 or value == 0 else f"{value:.2g}"
+
+
+@dataclass(frozen=True)
+class ScatterPoint:
+    """One variant in an SVG Pareto plot."""
+
+    x: float
+    y: float
+    label: str
+    on_front: bool = False
+    failed_gate: bool = False
+
+
+def pareto_svg(
+    points: Sequence[ScatterPoint], *, title: str, xlabel: str, ylabel: str, width: int = 520, height: int = 340
+) -> str:
+    """An inline SVG scatter plot, x on a log scale: the Pareto front as a red line through red-edged markers,
+    a cross for a variant that failed a gate, each point labelled. ``points`` must be non-empty, x > 0."""
+    import math
+
+    left, right, top, bottom = 58, 150, 30, 46
+    xs = [point.x for point in points]
+    ys = [point.y for point in points]
+    x_low, x_high = min(xs) / 1.25, max(xs) * 1.25
+    y_margin = max(0.5, (max(ys) - min(ys)) * 0.15)
+    y_low, y_high = min(ys) - y_margin, max(ys) + y_margin
+    plot_w, plot_h = width - left - right, height - top - bottom
+
+    def px(x: float) -> float:
+        return left + (math.log10(x) - math.log10(x_low)) / (math.log10(x_high) - math.log10(x_low)) * plot_w
+
+    def py(y: float) -> float:
+        return top + (y_high - y) / (y_high - y_low) * plot_h
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="plot pareto" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="{_esc(title)}">',
+        f"<title>{_esc(title)}</title>",
+        f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="#fbfbfb" stroke="#999"/>',
+        f'<text x="{left + plot_w / 2:.1f}" y="18" text-anchor="middle" class="plot-title">{_esc(title)}</text>',
+    ]
+    for tick in _log_ticks(x_low, x_high):
+        x = px(tick)
+        parts.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{top + plot_h}" stroke="#e4e4e4"/>')
+        parts.append(
+            f'<text x="{x:.1f}" y="{top + plot_h + 14}" text-anchor="middle" class="tick">{_number(tick)}</text>'
+        )
+    for tick in _nice_ticks(y_low, y_high):
+        y = py(tick)
+        parts.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + plot_w}" y2="{y:.1f}" stroke="#e4e4e4"/>')
+        parts.append(f'<text x="{left - 5}" y="{y + 3:.1f}" text-anchor="end" class="tick">{_number(tick)}</text>')
+    parts.append(
+        f'<text x="{left + plot_w / 2:.1f}" y="{height - 8}" text-anchor="middle" class="axis">{_esc(xlabel)}</text>'
+    )
+    parts.append(
+        f'<text transform="translate(14 {top + plot_h / 2:.1f}) rotate(-90)" text-anchor="middle" class="axis">'
+        f"{_esc(ylabel)}</text>"
+    )
+    front = sorted((point for point in points if point.on_front), key=lambda point: point.x)
+    if len(front) > 1:
+        path = " ".join(f"{px(point.x):.1f},{py(point.y):.1f}" for point in front)
+        parts.append(f'<polyline points="{path}" fill="none" stroke="#d62728" stroke-width="1.5" opacity="0.6"/>')
+    placed: list[tuple[float, float]] = []
+    for point in sorted(points, key=lambda point: (-point.y, point.x)):
+        x, y = px(point.x), py(point.y)
+        edge = "#d62728" if point.on_front else "#333"
+        if point.failed_gate:
+            parts.append(
+                f'<path d="M{x - 5:.1f},{y - 5:.1f}L{x + 5:.1f},{y + 5:.1f}M{x - 5:.1f},{y + 5:.1f}L{x + 5:.1f},'
+                f'{y - 5:.1f}" stroke="{edge}" stroke-width="2.5"/>'
+            )
+        else:
+            radius, stroke = (6, 2) if point.on_front else (4.5, 1)
+            parts.append(
+                f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{radius}" fill="#3b75af" stroke="{edge}" '
+                f'stroke-width="{stroke}"/>'
+            )
+        label_y = y + 3
+        while any(abs(other_x - x) < 60 and abs(other_y - label_y) < 11 for other_x, other_y in placed):
+            label_y += 11
+        placed.append((x, label_y))
+        parts.append(f'<text x="{x + 9:.1f}" y="{label_y:.1f}" class="point-label">{_esc(point.label)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def latency_box_svg(latency: Row, *, width: int = 360, height: int = 54) -> str | None:
+    """A horizontal box of one latency distribution (ms): whiskers min to max, box p50 to p90, a tick at p99, a dot
+    at the mean. None when the row lacks those figures."""
+    keys = ("min", "p50", "p90", "p99", "max")
+    if not all(isinstance(latency.get(key), (int, float)) for key in keys):
+        return None
+    low, p50, p90, p99, high = (float(latency[key]) for key in keys)
+    span = (high - low) or max(high, 1e-6)
+    left, right = 10, width - 10
+
+    def px(value: float) -> float:
+        return left + (value - low) / span * (right - left)
+
+    mid = 20
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="plot latency" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="latency distribution">',
+        "<title>latency: whiskers min to max, box p50 to p90, tick p99, dot mean</title>",
+        f'<line x1="{px(low):.1f}" y1="{mid}" x2="{px(high):.1f}" y2="{mid}" stroke="#555"/>',
+        f'<line x1="{px(low):.1f}" y1="{mid - 7}" x2="{px(low):.1f}" y2="{mid + 7}" stroke="#555"/>',
+        f'<line x1="{px(high):.1f}" y1="{mid - 7}" x2="{px(high):.1f}" y2="{mid + 7}" stroke="#555"/>',
+        f'<rect x="{px(p50):.1f}" y="{mid - 9}" width="{max(px(p90) - px(p50), 1.5):.1f}" height="18" '
+        'fill="#9ecae1" stroke="#3182bd"/>',
+        f'<line x1="{px(p50):.1f}" y1="{mid - 9}" x2="{px(p50):.1f}" y2="{mid + 9}" stroke="#08519c" '
+        'stroke-width="2.5"/>',
+        f'<line x1="{px(p99):.1f}" y1="{mid - 11}" x2="{px(p99):.1f}" y2="{mid + 11}" stroke="#d62728" '
+        'stroke-width="2"/>',
+    ]
+    if isinstance(latency.get("mean"), (int, float)):
+        parts.append(f'<circle cx="{px(float(latency["mean"])):.1f}" cy="{mid}" r="3" fill="#333"/>')
+    parts.append(f'<text x="{left}" y="{height - 6}" class="tick">{_esc(_latency_text(low))}</text>')
+    parts.append(
+        f'<text x="{right}" y="{height - 6}" text-anchor="end" class="tick">{_esc(_latency_text(high))}</text>'
+    )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+@dataclass(frozen=True)
+class Bar:
+    """One op in the SVG SQNR chart: its label, its score in dB (None: exact, drawn at the top) and its rank."""
+
+    label: str
+    value: float | None
+    rank: int | None = None
+
+
+def sqnr_bars_svg(bars: Sequence[Bar], *, title: str, highlighted: int = 3, height: int = 300) -> str:
+    """An inline SVG bar chart of SQNR (dB) per op in model order: the ``highlighted`` most sensitive in red."""
+    import math
+
+    left, top, bottom = 50, 30, 90
+    step = 26
+    width = left + 20 + step * max(len(bars), 1)
+    finite = [bar.value for bar in bars if bar.value is not None and math.isfinite(bar.value)]
+    y_high = (max(finite) if finite else 50.0) + 10.0
+    y_low = min(0.0, min(finite) - 3.0) if finite else 0.0
+    plot_h = height - top - bottom
+
+    def py(value: float) -> float:
+        return top + (y_high - min(max(value, y_low), y_high)) / (y_high - y_low) * plot_h
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="plot sqnr" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="{_esc(title)}">',
+        f"<title>{_esc(title)}</title>",
+        f'<text x="{left}" y="18" class="plot-title">{_esc(title)}</text>',
+    ]
+    for tick in _nice_ticks(y_low, y_high):
+        y = py(tick)
+        parts.append(f'<line x1="{left}" y1="{y:.1f}" x2="{width - 10}" y2="{y:.1f}" stroke="#e4e4e4"/>')
+        parts.append(f'<text x="{left - 5}" y="{y + 3:.1f}" text-anchor="end" class="tick">{_number(tick)}</text>')
+    parts.append(
+        f'<text transform="translate(14 {top + plot_h / 2:.1f}) rotate(-90)" text-anchor="middle" class="axis">'
+        "SQNR (dB)</text>"
+    )
+    for index, bar in enumerate(bars):
+        x = left + 10 + index * step
+        exact = bar.value is None
+        value = y_high if bar.value is None else bar.value if math.isfinite(bar.value) else y_low
+        color = "#d62728" if bar.rank == 1 else "#f4a582" if bar.rank and bar.rank <= highlighted else "#8da0cb"
+        y = py(value)
+        parts.append(
+            f'<rect x="{x:.1f}" y="{y:.1f}" width="{step - 8}" height="{max(py(y_low) - y, 0.5):.1f}" fill="{color}">'
+            f"<title>{_esc(bar.label)}: {'exact' if exact else f'{value:.1f} dB'}</title></rect>"
+        )
+        if bar.rank and bar.rank <= highlighted:
+            parts.append(
+                f'<text x="{x + (step - 8) / 2:.1f}" y="{y - 3:.1f}" text-anchor="middle" class="tick">'
+                f"#{bar.rank}</text>"
+            )
+        label_x, label_y = x + (step - 8) / 2, top + plot_h + 10
+        parts.append(
+            f'<text transform="translate({label_x:.1f} {label_y:.1f}) rotate(45)" class="point-label">'
+            f"{_esc(bar.label)}</text>"
+        )
+    parts.append("</svg>")
+    return "".join(parts)

@@ -427,10 +427,12 @@ def batch_notes(rows: Sequence[Row]) -> list[str]:
 
 
 def write_batch_reports(output_dir: Any, rows: Sequence[Row]) -> list[Any]:
-    """Write report.md, report.json, report.csv and pareto.png into ``output_dir``; returns the paths written."""
+    """Write report.md, report.json, report.csv, report.html and pareto.png into ``output_dir``; returns the paths
+    written."""
     from pathlib import Path
 
     from tflq.convert.session import write_atomically
+    from tflq.report.html import write_html_report
     from tflq.report.plot import write_pareto_plot
 
     folder = Path(output_dir)
@@ -441,6 +443,8 @@ def write_batch_reports(output_dir: Any, rows: Sequence[Row]) -> list[Any]:
     for name, text in files:
         write_atomically(folder / name, text.encode())
         written.append(folder / name)
+    html = write_html_report(folder / "report.html", rows, columns=batch_columns(rows), notes=batch_notes(rows))
+    written.append(html)
     plot = write_pareto_plot(rows, folder / "pareto.png")
     if plot is not None:
         written.append(plot)
