@@ -65,8 +65,8 @@ def selective_options(flags: dict[str, Any]) -> ConvertOptions:
 @click.option(
     "--format",
     "output_format",
-    type=click.Choice(["table", "json", "csv", "md"]),
-    help="Output format. Default: table (or from -o's extension).",
+    type=click.Choice(["table", "json", "csv", "md", "html"]),
+    help="Output format. Default: table (or from -o's extension; html: one self-contained page with the SQNR chart).",
 )
 @click.option(
     "-o", "--output", type=click.Path(path_type=Path), help="Write the report to FILE instead of the terminal."
@@ -102,6 +102,8 @@ def debug_command(
 
     setup_logging(verbose)
     chosen_format = output_format_of(output_format, as_json, str(output) if output is not None else None)
+    if output_format is None and not as_json and output is not None and output.suffix.lower() == ".html":
+        chosen_format = "html"
     for flag, path, what in (("-o", output, "the report"), ("--plot", plot, "the PNG")):
         if path is not None:
             check_writable(flag, path, what)
@@ -116,7 +118,12 @@ def debug_command(
     report = debug_quantization(model, options)
     if plot is not None:
         plot_sqnr(report, plot)
-    text = render_text(report) if chosen_format == "table" else render(report, chosen_format)
+    if chosen_format == "html":
+        from tflq.report.html import render_debug_html
+
+        text = render_debug_html(report)
+    else:
+        text = render_text(report) if chosen_format == "table" else render(report, chosen_format)
     if output is not None:
         from tflq.convert.session import write_atomically
 

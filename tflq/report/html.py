@@ -401,12 +401,12 @@ def write_html_report(
 
 def render_debug_html(report: DebugReport) -> str:
     """A ``tflq debug`` report as one page: the summary, the per-layer SQNR chart (model order) and the ranking."""
-    from tflq.debug.report import HEADERS, HIGHLIGHTED, LEGEND, _table_rows, summary_lines
+    from tflq.debug.report import EXACT_DB, HEADERS, HIGHLIGHTED, LEGEND, _table_rows, summary_lines
     from tflq.report.plot import Bar, sqnr_bars_svg
 
     ranks = {op.tensor: rank for rank, op in enumerate(report.ops, start=1)}
     bars = [
-        Bar(op.label, None if op.sensitivity == math.inf else op.sensitivity, ranks.get(op.tensor))
+        Bar(op.label, None if op.sensitivity >= EXACT_DB else op.sensitivity, ranks.get(op.tensor))
         for op in report.in_model_order()
     ]
     chart = sqnr_bars_svg(
@@ -428,7 +428,7 @@ def render_debug_html(report: DebugReport) -> str:
         "<h2>Per-layer SQNR</h2>",
         f'<div class="plots">{chart}</div>',
         f'<p class="muted">Bars: the ranking score (the lower of own and median channel SQNR); red: the most '
-        f"sensitive, pink: the next {HIGHLIGHTED - 1}; at the top: exact.</p>",
+        f"sensitive, pink: the next {HIGHLIGHTED - 1}; 'exact': {EXACT_DB:g} dB or more (float rounding).</p>",
         "<h2>Ranking</h2>",
         "\n".join(table),
         f'<p class="muted">{esc(LEGEND)}</p>',

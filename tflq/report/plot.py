@@ -335,7 +335,7 @@ def sqnr_bars_svg(bars: Sequence[Bar], *, title: str, highlighted: int = 3, heig
 
     left, top, bottom = 50, 30, 90
     step = 26
-    width = left + 20 + step * max(len(bars), 1)
+    width = max(420, left + 20 + step * max(len(bars), 1))
     finite = [bar.value for bar in bars if bar.value is not None and math.isfinite(bar.value)]
     y_high = (max(finite) if finite else 50.0) + 10.0
     y_low = min(0.0, min(finite) - 3.0) if finite else 0.0
@@ -368,7 +368,11 @@ def sqnr_bars_svg(bars: Sequence[Bar], *, title: str, highlighted: int = 3, heig
             f'<rect x="{x:.1f}" y="{y:.1f}" width="{step - 8}" height="{max(py(y_low) - y, 0.5):.1f}" fill="{color}">'
             f"<title>{_esc(bar.label)}: {'exact' if exact else f'{value:.1f} dB'}</title></rect>"
         )
-        if bar.rank and bar.rank <= highlighted:
+        if exact:
+            parts.append(
+                f'<text x="{x + (step - 8) / 2:.1f}" y="{y - 3:.1f}" text-anchor="middle" class="tick">exact</text>'
+            )
+        elif bar.rank and bar.rank <= highlighted:
             parts.append(
                 f'<text x="{x + (step - 8) / 2:.1f}" y="{y - 3:.1f}" text-anchor="middle" class="tick">'
                 f"#{bar.rank}</text>"
