@@ -16,10 +16,11 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 # The run's progress goes to stderr; the comparison report is printed once, from report.md, even when a gate fails
-# (the exit status is kept).
+# (the exit status is kept), followed by where the HTML report is.
 demo: $(STAMP)
 	@$(BIN)/tflq run configs/demo.yaml > /dev/null; status=$$?; echo; \
-	 if [ -f build/demo/report.md ]; then cat build/demo/report.md; fi; exit $$status
+	 if [ -f build/demo/report.md ]; then cat build/demo/report.md; fi; \
+	 if [ -f build/demo/report.html ]; then echo; echo "HTML report: build/demo/report.html"; fi; exit $$status
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -140,7 +140,12 @@ class Browser:
                       {"type": kind, "x": x, "y": y, "button": "left", "clickCount": 1}, session=True)
 
     def screenshot(self, path: Path) -> Path:
-        data = self.call("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True}, session=True)
+        """A PNG of the whole page (not only the viewport)."""
+        size = self.call("Page.getLayoutMetrics", session=True)["cssContentSize"]
+        clip = {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}
+        data = self.call(
+            "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip}, session=True
+        )
         path.write_bytes(base64.b64decode(data["data"]))
         return path
 

@@ -92,6 +92,13 @@ document.querySelectorAll("table.sortable").forEach(function (table) {
     });
   });
 });
+// A link to a variant opens its details.
+function openTarget() {
+  var target = document.getElementById(decodeURIComponent(location.hash.slice(1)));
+  if (target && target.tagName === "DETAILS") { target.open = true; }
+}
+window.addEventListener("hashchange", openTarget);
+openTarget();
 """
 
 

@@ -277,6 +277,11 @@ def pareto_svg(
         while any(abs(other_x - x) < 60 and abs(other_y - label_y) < 11 for other_x, other_y in placed):
             label_y += 11
         placed.append((x, label_y))
+        if label_y != y + 3:  # pushed down by another label: a leader line to its marker
+            parts.append(
+                f'<line x1="{x + 3:.1f}" y1="{y + 3:.1f}" x2="{x + 8:.1f}" y2="{label_y - 3:.1f}" stroke="#999" '
+                'stroke-width="0.6"/>'
+            )
         parts.append(f'<text x="{x + 9:.1f}" y="{label_y:.1f}" class="point-label">{_esc(point.label)}</text>')
     parts.append("</svg>")
     return "".join(parts)
