@@ -15,7 +15,7 @@ from tests.chromium_cdp import Browser, find_chromium
 from tests.sample_paths import SAMPLES
 from tflq.cli.app import main
 
-pytestmark = pytest.mark.slow  # a real batch run and debug run (about a minute on 2 busy cores)
+slow = pytest.mark.slow  # a real batch run or debug run (the batch: about a minute on 2 busy cores)
 
 CHROMIUM = find_chromium()
 needs_chromium = pytest.mark.skipif(
@@ -85,6 +85,7 @@ def distinct_colours(png: Path) -> int:
     return len(colours or ())
 
 
+@slow
 def test_report_html_is_self_contained_and_escapes_user_strings(batch):
     text = (batch / "report.html").read_text()
     urls = set(re.findall(r"https?://[^\s\"'<>]+", text))
@@ -95,6 +96,7 @@ def test_report_html_is_self_contained_and_escapes_user_strings(batch):
     assert text.count("<script>") == 1  # the page's own sorting script
 
 
+@slow
 @needs_chromium
 def test_report_html_renders_in_headless_chromium(batch, browser, tmp_path):
     rows = rows_of(batch)
@@ -171,6 +173,7 @@ def test_report_html_renders_in_headless_chromium(batch, browser, tmp_path):
     assert browser.problems() == []
 
 
+@slow
 @needs_chromium
 def test_clicking_a_header_sorts_the_table_numerically(batch, browser):
     browser.open(batch / "report.html")
@@ -235,6 +238,7 @@ def test_the_console_check_catches_script_errors_and_fetches(browser, tmp_path):
     assert any("Content Security Policy" in problem for problem in browser.problems()), browser.problems()
 
 
+@slow
 @needs_chromium
 def test_debug_html_has_the_sqnr_chart_and_the_ranking(browser, tmp_path):
     report = tmp_path / "debug.html"
@@ -263,3 +267,42 @@ def test_debug_html_has_the_sqnr_chart_and_the_ranking(browser, tmp_path):
     assert all(height > 0 for _, height in bars)
     assert browser.evaluate("document.querySelectorAll('svg.sqnr rect[fill=\"#d62728\"]').length") == 1
     assert "top-1 accuracy on 120 sample(s)" in browser.evaluate("document.body.innerText")
+
+
+@needs_chromium
+def test_a_failed_variant_and_markup_in_errors_render_as_text(browser, tmp_path):
+    """A variant that failed (its error holds markup, its figures are missing) gets a red row and its error as text;
+    the page still renders with no console error."""
+    from tflq.report.html import render_html
+    from tflq.report.render import batch_columns, batch_notes
+
+    rows = [
+        {
+            "model": "m", "variant": "float32", "mode": "float32", "status": "ok", "size_bytes": 2048,
+            "size_ratio": 1.0, "accuracy": {"top1": 0.9}, "accuracy_drop": 0.0, "gate": "pass", "gate_failures": [],
+            "latency_ms": {"min": 0.1, "p50": 0.2, "p90": 0.3, "p99": 0.35, "max": 0.4, "mean": 0.22, "cv": 0.1,
+                           "runs": 5, "warmup_runs": 1, "noisy": False},
+            "xnnpack": {"enabled": True, "delegated_ops": 3, "total_ops": 4, "partitions": 1,
+                        "undelegated_op_types": ["<b>OP</b>"]},
+            "warnings": ["<script>window.pwned = 1</script>"],
+        },
+        {"model": "m", "variant": "int8", "mode": "int8", "status": "error", "gate": "pass", "gate_failures": [],
+         "error": "<script>window.pwned = 2</script> could not convert", "latency_ms": None, "size_bytes": None},
+    ]
+    path = tmp_path / "report.html"
+    path.write_text(render_html(rows, columns=batch_columns(rows), notes=batch_notes(rows)))
+    browser.open(path)
+    assert browser.problems() == []
+    assert browser.evaluate("typeof window.pwned") == "undefined"
+    assert browser.evaluate("document.querySelectorAll('script').length") == 1
+    assert browser.evaluate("[...document.querySelectorAll('#comparison tbody tr')].map(r => r.className)") == [
+        "", "error"
+    ]
+    text = browser.evaluate("document.body.innerText")
+    assert "m int8: error: <script>window.pwned = 2</script> could not convert" in text
+    assert "m float32: <script>window.pwned = 1</script>" in text
+    # Size and latency plots, one point each: the failed variant has none.
+    assert browser.evaluate("[...document.querySelectorAll('svg.pareto')].map(s => s.querySelectorAll('circle')"
+                            ".length)") == [1, 1]
+    browser.evaluate("document.getElementById('variant-0').open = true")
+    assert "on the built-in kernels: <b>OP</b>" in browser.evaluate("document.getElementById('variant-0').innerText")
