@@ -237,6 +237,12 @@ def test_the_console_check_catches_script_errors_and_fetches(browser, tmp_path):
     assert "http://127.0.0.1:9/remote.png" not in browser.requests(blocked=False)
     assert any("Content Security Policy" in problem for problem in browser.problems()), browser.problems()
 
+    injected = tmp_path / "injected.html"
+    injected.write_text(page("t", "<script>window.injected = 1</script><img src=x onerror='window.injected = 2'>"))
+    browser.open(injected)
+    assert browser.evaluate("typeof window.injected") == "undefined"  # only the page's own script (by hash) runs
+    assert any("Content Security Policy" in problem for problem in browser.problems()), browser.problems()
+
 
 @slow
 @needs_chromium
@@ -306,3 +312,15 @@ def test_a_failed_variant_and_markup_in_errors_render_as_text(browser, tmp_path)
                             ".length)") == [1, 1]
     browser.evaluate("document.getElementById('variant-0').open = true")
     assert "on the built-in kernels: <b>OP</b>" in browser.evaluate("document.getElementById('variant-0').innerText")
+    # The page's own script runs under its Content-Security-Policy: clicking "Size" sorts (the failed row, with no
+    # size, last), and a link to a variant opens its details.
+    browser.evaluate("document.querySelector('th[data-col=\"Size\"]').click()")
+    assert browser.evaluate("document.querySelector('th[data-col=\"Size\"]').getAttribute('aria-sort')") == (
+        "ascending"
+    )
+    browser.evaluate("document.querySelector('th[data-col=\"Size\"]').click()")
+    order = browser.evaluate("[...document.querySelectorAll('#comparison tbody tr')].map(r => r.cells[1].textContent)")
+    assert order == ["float32", "int8"]  # descending, and the empty size still last
+    browser.evaluate("document.querySelectorAll('#comparison a')[1].click()")
+    assert browser.evaluate("document.getElementById('variant-1').open") is True
+    assert browser.problems() == []
