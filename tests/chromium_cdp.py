@@ -35,6 +35,8 @@ class Browser:
     def __init__(self, executable: str, *, width: int = 1280, height: int = 900, timeout: float = 60.0) -> None:
         self.timeout = timeout
         self.profile = tempfile.mkdtemp(prefix="tflq-chromium-")
+        # A file, not a pipe: nobody reads Chromium's log while it runs, and a full pipe would block it.
+        self._log = open(Path(self.profile) / "stderr.log", "w+b")  # noqa: SIM115 (closed in close())
         to_child_read, to_child_write = os.pipe()
         from_child_read, from_child_write = os.pipe()
 
@@ -53,7 +55,7 @@ class Browser:
                 "--disable-component-update", "--disable-sync", "--mute-audio", "--hide-scrollbars",
                 f"--user-data-dir={self.profile}", f"--window-size={width},{height}", "about:blank",
             ],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._log,
             preexec_fn=child_fds, close_fds=False,
         )
         os.close(to_child_read)
@@ -88,8 +90,9 @@ class Browser:
 
     def _stderr_tail(self) -> str:
         self.process.kill()
-        _, err = self.process.communicate(timeout=10)
-        return err.decode(errors="replace")[-2000:]
+        self.process.wait(timeout=10)
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")[-2000:]
 
     def call(self, method: str, params: dict[str, Any] | None = None, *, session: bool = False) -> dict[str, Any]:
         self._next_id += 1
@@ -183,7 +186,7 @@ class Browser:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(timeout=15)
-        for stream in (self._out, self._in, self.process.stderr):
+        for stream in (self._out, self._in, self._log):
             if stream is not None:
                 stream.close()
         shutil.rmtree(self.profile, ignore_errors=True)

@@ -70,7 +70,7 @@ def test_first_run_builds_second_run_skips_and_changes_rerun_only_what_they_affe
         assert row["latency_ms"]["p50"] > 0
     assert rows["cnn/float32"]["accuracy_drop"] == 0.0
     out = tmp_path / "out"
-    for report in ("report.md", "report.json", "report.csv", "pareto.png", ".tflq-manifest.json"):
+    for report in ("report.md", "report.json", "report.csv", "report.html", "pareto.png", ".tflq-manifest.json"):
         assert (out / report).stat().st_size > 0
     markdown = (out / "report.md").read_text()
     assert "| cnn | int8.int8 |" in markdown and "| gru | float32 |" in markdown
