@@ -50,7 +50,7 @@ th { background: #eee; }
 table.sortable th { cursor: pointer; user-select: none; }
 table.sortable th[aria-sort="ascending"]::after { content: " \\25B2"; }
 table.sortable th[aria-sort="descending"]::after { content: " \\25BC"; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 tr.error td { background: #fde0e0; }
 td.gate-pass { background: #dff3df; color: #1d5e1d; }
 td.gate-fail { background: #f8d0d0; color: #8b1111; font-weight: bold; }

@@ -190,7 +190,7 @@ def _log_ticks(low: float, high: float) -> list[float]:
         if low <= factor * 10.0**exponent <= high
     ]
     if len(ticks) > 6:
-        ticks = [tick for tick in ticks if f"{tick:g}"[0] in "125"]
+        ticks = [tick for tick in ticks if f"{tick:e}"[0] in "125"]  # the leading digit
     return ticks if len(ticks) >= 2 else [float(f"{low:.2g}"), float(f"{high:.2g}")]
 
 
