@@ -324,3 +324,22 @@ def test_a_failed_variant_and_markup_in_errors_render_as_text(browser, tmp_path)
     browser.evaluate("document.querySelectorAll('#comparison a')[1].click()")
     assert browser.evaluate("document.getElementById('variant-1').open") is True
     assert browser.problems() == []
+
+
+def test_plot_ticks_and_cell_sort_keys():
+    """Log-scale ticks keep 1-2-5 below 1 too; cells sort by the row's figure (bytes, ms), not by their text."""
+    from tflq.report.html import render_html, sort_key
+    from tflq.report.plot import _log_ticks
+    from tflq.report.render import batch_columns
+
+    assert _log_ticks(0.0026, 0.19) == [0.005, 0.01, 0.02, 0.05, 0.1]
+    assert _log_ticks(12.2, 48.4) == [20.0, 30.0]
+    assert _log_ticks(0.0031, 0.0035) == [0.0031, 0.0035]  # no round tick inside: the two ends
+    small, large = {"size_bytes": 900}, {"size_bytes": 1_258_291}
+    assert sort_key("Size", small, "900 B") < sort_key("Size", large, "1.2 MB")
+    assert sort_key("Accuracy", {}, "MAE 0.125") == 0.125
+    assert sort_key("Variant", {}, "int8.int8") is None  # text
+    # Only failed rows: no plot, one sentence instead, and no crash.
+    failed = [{"model": "m", "variant": "int8", "status": "error", "error": "boom", "gate_failures": []}]
+    text = render_html(failed, columns=batch_columns(failed))
+    assert "no plot" in text and "<svg" not in text and "error: boom" in text
