@@ -331,6 +331,12 @@ def _check_tflite_model(job: ModelJob, entry: dict[str, Any], config: Path, line
     except UsageError as error:
         at = entry["modes"].line if "modes" in entry else line
         raise ConfigError(f"{config}:{at}: model {job.name!r}: {error} (list them in its modes)") from None
+    if job.searches:
+        at = entry["auto"].line if "auto" in entry else line
+        raise ConfigError(
+            f"{config}:{at}: model {job.name!r}: auto: searches the converter's int8 variants, which start from a "
+            "Keras model or SavedModel; a .tflite model has none"
+        )
     if job.convert.model.static_batch is not None:
         at = entry["static_batch"].line if "static_batch" in entry else line
         raise ConfigError(

@@ -203,7 +203,7 @@ class ModelSession:
     def new_converter(self) -> Any:
         """A fresh TFLiteConverter on the export (never shared between variants). Raises UsageError for a
         ``.tflite`` MODEL (it has no export)."""
-        self.require_converter("this mode")
+        self.require_converter("a converter mode")
         return _calibrated.saved_model_converter(str(self.exported.saved_model_dir), self.exported.signature_key)
 
     def calibrated_model(self) -> bytes:
