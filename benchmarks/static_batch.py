@@ -65,7 +65,7 @@ def main() -> int:
                 (measurement,) = evaluate([paths[label]], settings=settings)
                 row = measurement.to_dict()
                 assert not row.get("error"), row
-                p50[label].append(row["latency"]["p50"])
+                p50[label].append(row["latency_ms"]["p50"])
                 delegation[label] = row["xnnpack"]
     medians = {label: statistics.median(values) for label, values in p50.items()}
     figures = {
