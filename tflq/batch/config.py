@@ -327,7 +327,7 @@ def _check_tflite_model(job: ModelJob, entry: dict[str, Any], config: Path, line
     if not is_tflite(job.path):
         return
     try:
-        refuse_converter_modes(job.path, job.modes)
+        refuse_converter_modes(job.path, job.modes, job.convert)
     except UsageError as error:
         at = entry["modes"].line if "modes" in entry else line
         raise ConfigError(f"{config}:{at}: model {job.name!r}: {error} (list them in its modes)") from None

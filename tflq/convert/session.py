@@ -177,7 +177,7 @@ class ModelSession:
         """Raise UsageError for a variant this model cannot give (a ``.tflite`` MODEL: converter modes, and
         calibrated modes when it has no SignatureDef). Reads the model."""
         if self.tflite_source is not None:
-            self.tflite_source.refuse(variants, recipe=self.options.recipe)
+            self.tflite_source.refuse(variants, self.options)
 
     def calibration_samples(self) -> list[dict[str, np.ndarray]]:
         """The validated calibration samples (read once). Raises UsageError/DataError."""
@@ -442,7 +442,7 @@ def convert_model(
     variants = options.variants()
     model_kind(model_path)
     if _source.is_tflite(model_path):
-        _source.refuse_converter_modes(model_path, [variant.mode for variant in variants])
+        _source.refuse_converter_modes(model_path, [variant.mode for variant in variants], options)
     name = output_name(model_path, name)
     for data in (options.calibration, options.qat.train_data, options.qat.val_data):
         check_data_file(data)

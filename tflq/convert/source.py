@@ -4,8 +4,9 @@ A ``.tflite`` from any converter (litert-torch, onnx2tf, Keras 3 ``model.export(
 file) has no SavedModel for the converter to start from, so only the modes that start from the float32
 ``.tflite`` build on it: the baseline (``float32``: the file itself, byte-identical) and the modes of the other
 engines (LiteRT Quantizer). Its interface is the file's signature (``serving_default`` or the only SignatureDef),
-or the primary subgraph's inputs and outputs, by tensor name, when it has no SignatureDef; the data layer checks
-calibration and evaluation data against it as it does for a Keras model.
+or the primary subgraph's inputs and outputs, by tensor name, when it has no SignatureDef (LiteRT Quantizer then
+calibrates through a signature tflq adds and removes again, see :func:`tflq._tf.litert_quantizer.quantize`); the
+data layer checks calibration and evaluation data against it as it does for a Keras model.
 
 Everything here reads the flatbuffer with the guarded reader of :mod:`tflq.measure.tflite_contents` first (pure
 Python: a corrupt file is one error line, never a crash), then loads the file once in the LiteRT interpreter.
@@ -74,15 +75,26 @@ def refuse_overwriting(model_path: Path, targets: Sequence[Path]) -> None:
             )
 
 
-def refuse_converter_modes(path: Path, modes: Sequence[str]) -> None:
-    """Raise UsageError when one of ``modes`` needs the converter, which a ``.tflite`` MODEL cannot feed."""
-    refused = [name for name in dict.fromkeys(modes) if name in MODES and not takes_tflite(MODES[name])]
+def refuse_converter_modes(path: Path, modes: Sequence[str], options: Any = None) -> None:
+    """Raise UsageError when one of ``modes`` is made by the converter (under ``options``, a ``ConvertOptions``, when
+    a mode can be made by several engines), which a ``.tflite`` MODEL cannot feed: it starts from a SavedModel."""
+    refused = [name for name in dict.fromkeys(modes) if name in MODES and _on_converter(MODES[name], options)]
     if refused:
-        engines = sorted({MODES[name].engine for name in refused})
+        other = [name for name in refused if takes_tflite(MODES[name])]
+        hint = f" ({', '.join(other)}: choose its other engine)" if other else ""
         raise UsageError(
-            f"{path}: mode(s) {', '.join(refused)} are built by the {', '.join(engines)} engine from a Keras model or "
-            f"SavedModel, which a .tflite MODEL is not; on a float .tflite use {', '.join(tflite_modes())}"
+            f"{path}: mode(s) {', '.join(refused)} are built by the converter engine from a Keras model or "
+            f"SavedModel, which a .tflite MODEL is not{hint}; on a float .tflite use {', '.join(tflite_modes())}"
         )
+
+
+def _on_converter(mode: Mode, options: Any) -> bool:
+    """True when a variant of ``mode`` would be made by the converter (the baseline never: it is the file itself)."""
+    if mode.baseline:
+        return False
+    engine_for = getattr(mode, "engine_for", None)
+    engine = engine_for(options) if engine_for is not None and options is not None else mode.engine
+    return bool(engine == "converter")
 
 
 @dataclass(frozen=True)
@@ -108,27 +120,10 @@ class TfliteSource:
             tflite=True,
         )
 
-    def refuse(self, variants: Sequence[Variant], *, recipe: str | None = None) -> None:
-        """Raise UsageError for a variant this file cannot give: a converter mode, or one that calibrates (a
-        calibrated mode, or mode recipe with a ``recipe`` file that asks for calibration) when the file has no
-        SignatureDef (LiteRT Quantizer calibrates by signature key)."""
-        refuse_converter_modes(self.path, [variant.mode for variant in variants])
-        if self.signature_key is None:
-            from tflq._tf import litert_quantizer as _lq
-
-            def calibrates(mode: Mode) -> bool:
-                if "recipe" in mode.settings:
-                    return bool(recipe) and _lq.needs_calibration(_lq.recipe_from_file(recipe or ""))
-                return mode.calibrated
-
-            calibrated = [v.mode for v in variants if calibrates(MODES[v.mode])]
-            if calibrated:
-                dynamic = [name for name in tflite_modes() if not MODES[name].calibrated and name not in calibrated]
-                raise UsageError(
-                    f"{self.path}: mode(s) {', '.join(dict.fromkeys(calibrated))} calibrate, and LiteRT Quantizer "
-                    "calibrates by signature: this file has no SignatureDef; export it with a signature, or use "
-                    f"{', '.join(dynamic)}"
-                )
+    def refuse(self, variants: Sequence[Variant], options: Any = None) -> None:
+        """Raise UsageError for a variant this file cannot give: one the converter would make (``options``: the
+        ``ConvertOptions``, which choose the engine of a mode several engines make)."""
+        refuse_converter_modes(self.path, [variant.mode for variant in variants], options)
 
 
 def read_tflite_source(path: Path, options: ModelOptions = ModelOptions()) -> TfliteSource:
