@@ -321,9 +321,16 @@ def _line_of(entry: dict[str, Located], section: str, tree: dict[str, Located]) 
 
 
 def _check_tflite_model(job: ModelJob, entry: dict[str, Any], config: Path, line: int) -> None:
-    """A ``.tflite`` model takes the modes that start from a float .tflite, and no static_batch (ConfigError)."""
+    """A ``.tflite`` model takes the modes that start from a float .tflite, and no static_batch nor auto:; auto:
+    takes no static_batch (its per-layer debug models run one sample at a time). Raises ConfigError."""
     from tflq.convert.source import is_tflite, refuse_converter_modes
 
+    if job.searches and job.convert.model.static_batch is not None and not is_tflite(job.path):
+        at = entry["static_batch"].line if "static_batch" in entry else line
+        raise ConfigError(
+            f"{config}:{at}: model {job.name!r}: auto: does not take static_batch (its per-layer debug models run "
+            "one sample at a time); drop one of them"
+        )
     if not is_tflite(job.path):
         return
     try:
