@@ -120,3 +120,12 @@ def test_static_batch_is_a_model_entry_key(classifier: ClassifierFiles, tmp_path
         f"models:\n  - name: net\n    path: {classifier.float32}\n    modes: [float32]\n    static_batch: 1\n"
     )
     assert_config_error(tflite, ":5:", "static_batch", ".tflite")
+
+
+def test_static_batch_is_refused_for_a_training_mode(classifier: ClassifierFiles, tmp_path: Path) -> None:
+    training = [name for name, mode in MODES.items() if mode.needs_training]
+    args = [arg for name in training for arg in ("--mode", name)]
+    result = convert(
+        str(classifier.keras), *args, "--train-data", str(classifier.data), "--static-batch", "2", out=tmp_path / "out"
+    )
+    assert_usage_error(result, "--static-batch", *training, "dynamic batch")

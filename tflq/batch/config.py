@@ -321,10 +321,18 @@ def _line_of(entry: dict[str, Located], section: str, tree: dict[str, Located]) 
 
 
 def _check_tflite_model(job: ModelJob, entry: dict[str, Any], config: Path, line: int) -> None:
-    """A ``.tflite`` model takes the modes that start from a float .tflite, and no static_batch nor auto:; auto:
-    takes no static_batch (its per-layer debug models run one sample at a time). Raises ConfigError."""
+    """A ``.tflite`` model takes the modes that start from a float .tflite, and no static_batch nor auto:; auto: and
+    the training modes take no static_batch (debug models run one sample at a time; the fine-tuned export has a
+    dynamic batch). Raises ConfigError."""
     from tflq.convert.source import is_tflite, refuse_converter_modes
 
+    training = [mode for mode in job.modes if MODES[mode].needs_training]
+    if training and job.convert.model.static_batch is not None:
+        at = entry["static_batch"].line if "static_batch" in entry else line
+        raise ConfigError(
+            f"{config}:{at}: model {job.name!r}: static_batch does not apply to mode(s) {', '.join(training)} (the "
+            "fine-tuned model is exported with a dynamic batch)"
+        )
     if job.searches and job.convert.model.static_batch is not None and not is_tflite(job.path):
         at = entry["static_batch"].line if "static_batch" in entry else line
         raise ConfigError(

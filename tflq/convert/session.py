@@ -173,12 +173,6 @@ class ModelSession:
         """Raise UsageError when the model is a ``.tflite`` (``what`` needs the converter)."""
         _source.require_converter(self.model_path, what)
 
-    def check_variants(self, variants: list[Variant]) -> None:
-        """Raise UsageError for a variant this model cannot give (a ``.tflite`` MODEL: converter modes, and
-        calibrated modes when it has no SignatureDef). Reads the model."""
-        if self.tflite_source is not None:
-            self.tflite_source.refuse(variants, self.options)
-
     def calibration_samples(self) -> list[dict[str, np.ndarray]]:
         """The validated calibration samples (read once). Raises UsageError/DataError."""
         if self._samples is None:
@@ -324,7 +318,6 @@ class ModelSession:
         }
 
 
-
 @contextlib.contextmanager
 def _converter_errors(what: str, exported: ExportedModel | None = None) -> Iterator[None]:
     """Turn the converter's exceptions (and its captured native output) into one ConversionError line (naming the
@@ -441,8 +434,7 @@ def convert_model(
     """
     variants = options.variants()
     model_kind(model_path)
-    if _source.is_tflite(model_path):
-        _source.refuse_converter_modes(model_path, [variant.mode for variant in variants], options)
+    _source.refuse_for_source(model_path, options, [variant.mode for variant in variants])
     name = output_name(model_path, name)
     for data in (options.calibration, options.qat.train_data, options.qat.val_data):
         check_data_file(data)
@@ -456,7 +448,6 @@ def convert_model(
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tflq-")))
         session = ModelSession(model_path, options, workdir)
         session.exported  # noqa: B018 -- load and export before anything else: bad models fail first
-        session.check_variants(variants)
         if any(MODES[v.mode].calibrated for v in variants):
             session.calibration_samples()
             with contextlib.suppress(ConversionError):  # reported by each calibrated variant

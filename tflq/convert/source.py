@@ -30,7 +30,7 @@ from tflq.measure.tflite_contents import (
 )
 from tflq.model.load import ExportedModel, TensorSpec
 from tflq.model.options import ModelOptions
-from tflq.modes import MODES, Mode, Variant
+from tflq.modes import MODES, Mode
 
 TFLITE_SUFFIX = ".tflite"
 _LOW_BIT_DTYPES = ("int4", "int2")
@@ -73,6 +73,20 @@ def refuse_overwriting(model_path: Path, targets: Sequence[Path]) -> None:
             raise UsageError(
                 f"{target}: this output would overwrite the model itself; choose another -o/--output-dir or --name"
             )
+
+
+def refuse_for_source(path: Path, options: Any, modes: Sequence[str]) -> None:
+    """Raise UsageError for what ``path`` cannot give under ``options`` (a ``ConvertOptions``): a mode the converter
+    makes when it is a ``.tflite``; ``static_batch`` with a training mode (its fine-tuned export has a dynamic
+    batch)."""
+    if is_tflite(path):
+        refuse_converter_modes(path, modes, options)
+    training = [name for name in dict.fromkeys(modes) if name in MODES and MODES[name].needs_training]
+    if training and options.model.static_batch is not None:
+        raise UsageError(
+            f"--static-batch does not apply to mode(s) {', '.join(training)}: the fine-tuned model is exported with "
+            "a dynamic batch; convert it without --static-batch"
+        )
 
 
 def refuse_converter_modes(path: Path, modes: Sequence[str], options: Any = None) -> None:
@@ -119,11 +133,6 @@ class TfliteSource:
             outputs=self.outputs,
             tflite=True,
         )
-
-    def refuse(self, variants: Sequence[Variant], options: Any = None) -> None:
-        """Raise UsageError for a variant this file cannot give: one the converter would make (``options``: the
-        ``ConvertOptions``, which choose the engine of a mode several engines make)."""
-        refuse_converter_modes(self.path, [variant.mode for variant in variants], options)
 
 
 def read_tflite_source(path: Path, options: ModelOptions = ModelOptions()) -> TfliteSource:
