@@ -230,3 +230,9 @@ def test_tflq_run_takes_a_tflite_model(classifier: ClassifierFiles, tmp_path: Pa
     assert all(row["status"] == "ok" for row in rows.values()), rows
     markdown = (tmp_path / "run" / "report.md").read_text()
     assert "Partitions" in markdown
+
+
+def test_a_batch_entry_with_auto_is_refused_at_load(classifier: ClassifierFiles, tmp_path: Path):
+    config = _batch_file(tmp_path, classifier, ["float32"])
+    config.write_text(config.read_text() + "    auto: {max_drop: 1}\n")
+    assert_config_error(config, ":8:", "net", "auto:", ".tflite")

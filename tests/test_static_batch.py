@@ -129,3 +129,12 @@ def test_static_batch_is_refused_for_a_training_mode(classifier: ClassifierFiles
         str(classifier.keras), *args, "--train-data", str(classifier.data), "--static-batch", "2", out=tmp_path / "out"
     )
     assert_usage_error(result, "--static-batch", *training, "dynamic batch")
+
+
+def test_static_batch_with_auto_is_refused_at_load(classifier: ClassifierFiles, tmp_path: Path) -> None:
+    config = tmp_path / "auto.yaml"
+    config.write_text(
+        f"models:\n  - name: net\n    path: {classifier.keras}\n    modes: [float32]\n    static_batch: 2\n"
+        "    auto: {max_drop: 1}\n"
+    )
+    assert_config_error(config, ":5:", "auto:", "static_batch")
