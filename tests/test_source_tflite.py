@@ -15,6 +15,7 @@ import pytest
 
 from tests.cli_helpers import assert_config_error, assert_nothing_written, assert_usage_error, convert, invoke
 from tests.fixtures.tflite import ClassifierFiles
+from tests.sample_paths import SAMPLES
 from tests.tflite_helpers import run_tflite, strip_signatures
 from tflq.convert.source import takes_tflite
 from tflq.modes import MODES
@@ -236,3 +237,27 @@ def test_a_batch_entry_with_auto_is_refused_at_load(classifier: ClassifierFiles,
     config = _batch_file(tmp_path, classifier, ["float32"])
     config.write_text(config.read_text() + "    auto: {max_drop: 1}\n")
     assert_config_error(config, ":8:", "net", "auto:", ".tflite")
+
+
+@pytest.mark.slow
+def test_the_sample_cnn_through_its_float32_tflite_gives_the_same_variants(tmp_path: Path):
+    """The digits CNN converted from its .keras file, and from the float32 .tflite that conversion wrote: every
+    mode gives the same bytes (LiteRT Quantizer starts from the same float32 model, calibrated on the same samples),
+    and the .tflite's variants are measured on the test digits."""
+    modes = _mode_args([name for name in TFLITE_MODES if "recipe" not in MODES[name].settings])
+    calib = ["--calib", str(SAMPLES / "digits_train.npz"), "--calib-samples", "50"]
+    from_keras = _rows(convert(str(SAMPLES / "digits_cnn.keras"), *modes, *calib, "--json", out=tmp_path / "keras"))
+    source = from_keras["float32"]["path"]
+    result = convert(
+        source, *modes, *calib, "--name", "digits", "--eval", str(SAMPLES / "digits_test.npz"), "--json",
+        out=tmp_path / "tflite",
+    )
+    from_tflite = _rows(result)
+    assert set(from_tflite) == set(from_keras)
+    for mode, row in from_tflite.items():
+        assert row["status"] == "ok" and row["sha256"] == from_keras[mode]["sha256"], (mode, row)
+        measured = row["eval"]
+        assert measured is not None and not measured["error"], measured
+        assert measured["samples"] > 0
+    # measured: float32 98.61 % on the 360 test digits (tests/test_engine_litert_quantizer.py checks the others)
+    assert from_tflite["float32"]["eval"]["accuracy"]["top1"] > 0.95

@@ -36,8 +36,9 @@ TFLITE_SUFFIX = ".tflite"
 _LOW_BIT_DTYPES = ("int4", "int2")
 
 
-def is_tflite(path: Path) -> bool:
+def is_tflite(path: Path | str) -> bool:
     """True when ``path`` names a ``.tflite`` file (by its suffix; a directory is never one)."""
+    path = Path(path)
     return path.suffix.lower() == TFLITE_SUFFIX and not path.is_dir()
 
 
