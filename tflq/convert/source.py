@@ -189,7 +189,7 @@ def read_tflite_source(path: Path, options: ModelOptions = ModelOptions()) -> Tf
         raise ModelLoadError(f"{path}: its signature runs another subgraph than the first; tflq reads the primary one")
     for role, tensors in (("input", declared.inputs), ("output", declared.outputs)):
         for tensor in tensors:
-            if tensor.dtype in QUANTIZED_DTYPES or tensor.scales:
+            if tensor.scales:
                 raise ModelLoadError(
                     f"{path}: {role} {tensor.name!r} is {tensor.dtype} (quantized I/O); expected a float32 model"
                 )
@@ -204,8 +204,9 @@ def read_tflite_source(path: Path, options: ModelOptions = ModelOptions()) -> Tf
 
 
 def _quantized_tensors(schema: Any, model: Any) -> Counter[str]:
-    """Tensors of every subgraph that are quantized (quantization scales, or an 8/16/4/2-bit integer type) or
-    float16, counted by type."""
+    """Tensors of every subgraph that are quantized (they carry quantization scales) or constant weights of an
+    8/16/4/2-bit integer or float16 type, counted by type. A plain uint8 or int32 input (raw pixels, token ids
+    cast inside the model) is not counted."""
     type_names = {value: name.lower() for name, value in vars(schema.TensorType).items() if not name.startswith("_")}
     found: Counter[str] = Counter()
     for position in range(model.SubgraphsLength()):
@@ -215,7 +216,11 @@ def _quantized_tensors(schema: Any, model: Any) -> Counter[str]:
             dtype = type_names.get(tensor.Type(), f"type_{tensor.Type()}")
             quantization = tensor.Quantization()
             scaled = quantization is not None and quantization.ScaleLength() > 0
-            if scaled or dtype in QUANTIZED_DTYPES + _LOW_BIT_DTYPES + ("float16",):
+            buffer = tensor.Buffer()
+            constant = 0 < buffer < model.BuffersLength() and (
+                model.Buffers(buffer).DataLength() > 0 or model.Buffers(buffer).Offset() > 1
+            )
+            if scaled or (constant and dtype in QUANTIZED_DTYPES + _LOW_BIT_DTYPES + ("float16",)):
                 found[dtype] += 1
     return found
 
