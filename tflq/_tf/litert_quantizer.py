@@ -116,14 +116,18 @@ def quantize(
     signature_key: str | None = None,
 ) -> bytes:
     """``float_model`` quantized by ``recipe``: calibrated on ``samples()`` (input name -> batch of one) first
-    when the recipe needs it, for ``signature_key`` (None: the model's first signature). Raises ConversionError
-    with the quantizer's reason."""
+    when the recipe needs it, for ``signature_key`` (None: the model's first signature). A model without
+    SignatureDef is calibrated through one made from its subgraph's inputs and outputs (named after their tensors,
+    as tflq names them), removed again from the result. Raises ConversionError with the quantizer's reason."""
     from ai_edge_litert.interpreter import Interpreter
     from litert_quantizer import Quantizer
 
+    unsigned = signature_key is None and needs_calibration(recipe) and not _signatures(float_model)
     try:
         with warnings.catch_warnings():  # its interpreters keep every tensor on purpose, and say so each time
             warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors", category=UserWarning)
+            if unsigned:
+                float_model = _with_signature(float_model, UNSIGNED_KEY)
             quantizer = Quantizer(bytearray(float_model))
             quantizer.load_quantization_recipe(list(recipe))
             calibration = None
@@ -138,7 +142,56 @@ def quantize(
         raise ConversionError(f"LiteRT Quantizer: {detail}") from error
     if result.quantized_model is None:
         raise ConversionError("LiteRT Quantizer returned no model")
-    return bytes(result.quantized_model)
+    return _without_signatures(bytes(result.quantized_model)) if unsigned else bytes(result.quantized_model)
+
+
+#: the signature key a model without SignatureDef is calibrated through (removed from the quantized model)
+UNSIGNED_KEY = "tflq_calibration"
+
+
+def _signatures(model: bytes) -> int:
+    from ai_edge_litert import schema_py_generated as schema
+
+    return int(schema.Model.GetRootAs(model, 0).SignatureDefsLength())
+
+
+def _with_signature(model: bytes, key: str) -> bytes:
+    """``model`` with one SignatureDef ``key`` on its first subgraph: its inputs and outputs under their tensor
+    names (the flatbuffer rewritten with the schema's object API, the way ``tests/tflite_helpers.py`` strips one)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    tree = schema.ModelT.InitFromObj(schema.Model.GetRootAs(model, 0))
+    subgraph = tree.subgraphs[0]
+
+    def tensor_map(index: int) -> Any:
+        entry = schema.TensorMapT()
+        entry.name = subgraph.tensors[index].name
+        entry.tensorIndex = int(index)
+        return entry
+
+    signature = schema.SignatureDefT()
+    signature.signatureKey = key
+    signature.subgraphIndex = 0
+    signature.inputs = [tensor_map(index) for index in subgraph.inputs]
+    signature.outputs = [tensor_map(index) for index in subgraph.outputs]
+    tree.signatureDefs = [signature]
+    return _packed(tree, len(model))
+
+
+def _without_signatures(model: bytes) -> bytes:
+    from ai_edge_litert import schema_py_generated as schema
+
+    tree = schema.ModelT.InitFromObj(schema.Model.GetRootAs(model, 0))
+    tree.signatureDefs = []
+    return _packed(tree, len(model))
+
+
+def _packed(tree: Any, size: int) -> bytes:
+    import flatbuffers
+
+    builder = flatbuffers.Builder(size + 1024)
+    builder.Finish(tree.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
 
 
 def _manager(recipe: Recipe) -> Any:

@@ -261,6 +261,7 @@ def load_config(path: Path, overrides: Overrides = Overrides()) -> BatchConfig:
         except UsageError as error:
             line = entry.value["io_types"].line if "io_types" in entry.value else entry.line
             raise ConfigError(f"{path}:{line}: model {name!r}: {error}") from None
+        _check_tflite_model(job, entry.value, path, entry.line)
         calibrated = [m for m in job.modes if MODES[m].calibrated]
         if calibrated and not job.convert.calibration:
             raise ConfigError(
@@ -317,6 +318,46 @@ def _line_of(entry: dict[str, Located], section: str, tree: dict[str, Located]) 
         if isinstance(defaults_node, dict) and section in defaults_node:
             return defaults_node[section].line
     return 0
+
+
+def _check_tflite_model(job: ModelJob, entry: dict[str, Any], config: Path, line: int) -> None:
+    """A ``.tflite`` model takes the modes that start from a float .tflite, and no static_batch nor auto:; auto: and
+    the training modes take no static_batch (debug models run one sample at a time; the fine-tuned export has a
+    dynamic batch). Raises ConfigError."""
+    from tflq.convert.source import is_tflite, refuse_converter_modes
+
+    training = [mode for mode in job.modes if MODES[mode].needs_training]
+    if training and job.convert.model.static_batch is not None:
+        at = entry["static_batch"].line if "static_batch" in entry else line
+        raise ConfigError(
+            f"{config}:{at}: model {job.name!r}: static_batch does not apply to mode(s) {', '.join(training)} (the "
+            "fine-tuned model is exported with a dynamic batch)"
+        )
+    if job.searches and job.convert.model.static_batch is not None and not is_tflite(job.path):
+        at = entry["static_batch"].line if "static_batch" in entry else line
+        raise ConfigError(
+            f"{config}:{at}: model {job.name!r}: auto: does not take static_batch (its per-layer debug models run "
+            "one sample at a time); drop one of them"
+        )
+    if not is_tflite(job.path):
+        return
+    try:
+        refuse_converter_modes(job.path, job.modes, job.convert)
+    except UsageError as error:
+        at = entry["modes"].line if "modes" in entry else line
+        raise ConfigError(f"{config}:{at}: model {job.name!r}: {error} (list them in its modes)") from None
+    if job.searches:
+        at = entry["auto"].line if "auto" in entry else line
+        raise ConfigError(
+            f"{config}:{at}: model {job.name!r}: auto: searches the converter's int8 variants, which start from a "
+            "Keras model or SavedModel; a .tflite model has none"
+        )
+    if job.convert.model.static_batch is not None:
+        at = entry["static_batch"].line if "static_batch" in entry else line
+        raise ConfigError(
+            f"{config}:{at}: model {job.name!r}: static_batch applies to Keras model files; a .tflite's input shapes "
+            "are fixed in the file"
+        )
 
 
 def _merge(name: str, model_path: Path, defaults: Given, given: Given, where: str) -> ModelJob:

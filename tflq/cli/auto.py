@@ -37,7 +37,7 @@ from tflq.model.options import ModelOptions
 )
 @click.option("--name", help="Output file-name stem (default: the model's name): writes <name>.auto.tflite.")
 @click.option("--json", "as_json", is_flag=True, help="Print the search as JSON.")
-@cli_flags.click_options(ModelOptions)
+@cli_flags.click_options(ModelOptions, exclude=["static_batch"])  # --static-batch: tflq convert and tflq run
 @verbose_option
 @handle_errors
 def auto_command(

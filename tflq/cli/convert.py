@@ -59,7 +59,10 @@ def convert_command(
     verbose: bool,
     **flags: Any,
 ) -> None:
-    """Convert MODEL (.keras, .h5 or SavedModel directory) into one .tflite per mode and I/O type.
+    """Convert MODEL (.keras, .h5, SavedModel directory or float32 .tflite) into one .tflite per mode and I/O type.
+
+    A float32 .tflite (from any converter) takes the modes that start from a float .tflite: float32 (the file
+    itself) and the litert-quantizer modes.
 
     Mode qat fine-tunes the model with quantization-aware training on --train-data first (never part of
     --all-modes).

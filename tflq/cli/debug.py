@@ -75,7 +75,7 @@ def selective_options(flags: dict[str, Any]) -> ConvertOptions:
 @click.option(
     "--plot", type=click.Path(path_type=Path), metavar="PNG", help="Write a plot of SQNR per layer, in model order."
 )
-@cli_flags.click_options(ModelOptions)
+@cli_flags.click_options(ModelOptions, exclude=["static_batch"])  # --static-batch: tflq convert and tflq run
 @verbose_option
 @handle_errors
 def debug_command(

@@ -28,7 +28,7 @@ from tflq.model.options import ModelOptions
 @click.command("eval")
 @click.argument("models", nargs=-1, required=True, type=click.Path())
 @cli_flags.click_options(EvaluationOptions, names=["data", "reference"])
-@cli_flags.click_options(ModelOptions)
+@cli_flags.click_options(ModelOptions, exclude=["static_batch"])  # --static-batch: tflq convert and tflq run
 @cli_flags.click_options(EvalSettings)
 @click.option(
     "--task",

@@ -18,11 +18,12 @@ import numpy as np
 from tflq._tf import calibrated as _calibrated
 from tflq._tf import imports as _tf
 from tflq._tf import litert_quantizer as _lq
+from tflq.convert import source as _source
 from tflq.convert.conversion_errors import explain_converter_error, no_kernel_message
 from tflq.convert.layer_map import ModelOp, nodes_for_layers, nodes_for_op_types, read_ops
 from tflq.convert.options import DEFAULT_CALIB_SAMPLES, MAX_CALIB_SAMPLES, ConvertOptions  # noqa: F401 (re-exported)
 from tflq.errors import ConversionError, DataError, QatTrainingError, TflqError, UsageError
-from tflq.model.data import open_data
+from tflq.model.data import batched_samples, open_data
 from tflq.model.load import ExportedModel, export_model, model_kind
 from tflq.modes import MODES, Variant
 from tflq.outputs import os_error_text, output_folder, write_atomically
@@ -143,18 +144,34 @@ class ModelSession:
         self._trained_calibrated: bytes | None = None
         self._trained_calibration_error: ConversionError | None = None
         self._float_model: bytes | None = None
+        self._tflite: _source.TfliteSource | None = None  # a float .tflite MODEL, read on first use
         self.export_seconds = 0.0
         self.calibration_seconds = 0.0
         self.training_seconds = 0.0
 
     @property
     def exported(self) -> ExportedModel:
-        """The SavedModel export (made on first use)."""
+        """The SavedModel export (made on first use); for a float ``.tflite`` MODEL, its interface (read once, no
+        export: see :mod:`tflq.convert.source`)."""
         if self._exported is None:
             start = time.perf_counter()
-            self._exported = export_model(self.model_path, self.workdir / "saved_model", self.options.model)
+            if _source.is_tflite(self.model_path):
+                self._tflite = _source.read_tflite_source(self.model_path, self.options.model)
+                self._exported = self._tflite.interface
+            else:
+                self._exported = export_model(self.model_path, self.workdir / "saved_model", self.options.model)
             self.export_seconds = time.perf_counter() - start
         return self._exported
+
+    @property
+    def tflite_source(self) -> _source.TfliteSource | None:
+        """The float ``.tflite`` MODEL (read on first use), or None for a Keras model or SavedModel."""
+        self.exported  # noqa: B018 -- reads the source
+        return self._tflite
+
+    def require_converter(self, what: str) -> None:
+        """Raise UsageError when the model is a ``.tflite`` (``what`` needs the converter)."""
+        _source.require_converter(self.model_path, what)
 
     def calibration_samples(self) -> list[dict[str, np.ndarray]]:
         """The validated calibration samples (read once). Raises UsageError/DataError."""
@@ -174,11 +191,13 @@ class ModelSession:
                 role="calibration",
                 images=self.options.images,
             )
-            self._samples = list(dataset.samples())
+            self._samples = batched_samples(list(dataset.samples()), self.exported.static_batch)
         return self._samples
 
     def new_converter(self) -> Any:
-        """A fresh TFLiteConverter on the export (never shared between variants)."""
+        """A fresh TFLiteConverter on the export (never shared between variants). Raises UsageError for a
+        ``.tflite`` MODEL (it has no export)."""
+        self.require_converter("a converter mode")
         return _calibrated.saved_model_converter(str(self.exported.saved_model_dir), self.exported.signature_key)
 
     def calibrated_model(self) -> bytes:
@@ -201,6 +220,8 @@ class ModelSession:
     def float_model(self) -> bytes:
         """The float32 conversion of the export (converted once): the float32 variant, and what the litert-quantizer
         engine quantizes."""
+        if self._float_model is None and self.tflite_source is not None:
+            self._float_model = self.tflite_source.content  # the file itself, byte-identical
         if self._float_model is None:
             with _converter_errors("float32", self.exported):
                 self._float_model = bytes(self.new_converter().convert())
@@ -319,6 +340,9 @@ def verify_runs(content: bytes, inputs: dict[str, np.ndarray]) -> None:
     with _tf.quiet():
         try:
             interpreter = Interpreter(model_content=content)
+            if not interpreter.get_signature_list():  # a .tflite MODEL without SignatureDef: inputs by tensor name
+                _run_by_tensor_names(interpreter, inputs)
+                return
             runner = interpreter.get_signature_runner()
             details = runner.get_input_details()
             feeds = {name: _to_input(inputs[name], detail) for name, detail in details.items() if name in inputs}
@@ -332,6 +356,19 @@ def verify_runs(content: bytes, inputs: dict[str, np.ndarray]) -> None:
             raise ConversionError(
                 f"the converted model does not run in the LiteRT interpreter: {' '.join(str(error).split())}"
             ) from None
+
+
+def _run_by_tensor_names(interpreter: Any, inputs: dict[str, np.ndarray]) -> None:
+    details = interpreter.get_input_details()
+    missing = sorted(detail["name"] for detail in details if detail["name"] not in inputs)
+    if missing:
+        raise ConversionError(f"the converted model has inputs {missing} the source model does not have")
+    for detail in details:
+        interpreter.resize_tensor_input(detail["index"], list(np.shape(inputs[detail["name"]])))
+    interpreter.allocate_tensors()
+    for detail in details:
+        interpreter.set_tensor(detail["index"], _to_input(inputs[detail["name"]], detail))
+    interpreter.invoke()
 
 
 def _to_input(value: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
@@ -397,12 +434,14 @@ def convert_model(
     """
     variants = options.variants()
     model_kind(model_path)
+    _source.refuse_for_source(model_path, options, [variant.mode for variant in variants])
     name = output_name(model_path, name)
     for data in (options.calibration, options.qat.train_data, options.qat.val_data):
         check_data_file(data)
     if options.recipe and any("recipe" in MODES[v.mode].settings for v in variants):
         _lq.recipe_from_file(options.recipe)  # a bad recipe file fails before the export (ConfigError)
     targets = [output_path(output_dir, name, variant) for variant in variants]
+    _source.refuse_overwriting(model_path, targets)
     with contextlib.ExitStack() as stack:
         stack.enter_context(output_folder(output_dir, targets))  # before the export: a bad -o fails first
         if workdir is None:
@@ -412,7 +451,8 @@ def convert_model(
         if any(MODES[v.mode].calibrated for v in variants):
             session.calibration_samples()
             with contextlib.suppress(ConversionError):  # reported by each calibrated variant
-                session.calibrated_model()
+                if session.tflite_source is None:  # a .tflite MODEL: its modes calibrate in LiteRT Quantizer
+                    session.calibrated_model()
                 session.float_nodes()  # unknown --skip-layers/--skip-ops names fail before any output
         if any(MODES[v.mode].needs_training for v in variants):
             with contextlib.suppress(QatTrainingError, ConversionError):  # reported by each training variant

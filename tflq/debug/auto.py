@@ -165,6 +165,7 @@ class _Search:
         self.workdir = workdir
         convert_options = replace(options.convert, modes=("int8",), io_types=(), skip_layers=(), skip_ops=())
         self.session = ModelSession(model_path, convert_options, workdir)
+        self.session.require_converter("tflq auto's int8 search")  # a .tflite MODEL: one line, before any work
         exported = self.session.exported
         self.session.calibration_samples()
         self.calibrations = 0

@@ -101,9 +101,13 @@ class LatencyStats:
 def time_invocations(
     runner: TfliteRunner, sample: dict[str, np.ndarray], settings: LatencySettings, *, init_ms: float
 ) -> LatencyStats:
-    """The latency protocol on one sample (batch of one): first run, warm-up, timed runs."""
+    """The latency protocol on one sample (batch of one; a model with a static batch of N: the sample repeated N
+    times, the one input it takes): first run, warm-up, timed runs."""
     interpreter = runner.interpreter
-    stored = {tensor.index: quantize(sample[tensor.name], tensor) for tensor in runner.signature.inputs}
+    stored = {
+        tensor.index: quantize(_static_batch(sample[tensor.name], tensor.shape), tensor)
+        for tensor in runner.signature.inputs
+    }
     runner.ensure_shapes({index: array.shape for index, array in stored.items()})
     for index, array in stored.items():
         interpreter.set_tensor(index, array)
@@ -130,3 +134,11 @@ def time_invocations(
     except (RuntimeError, ValueError) as error:
         raise InterpreterError(f"{runner.tflite_path}: invoke failed ({' '.join(str(error).split())})") from None
     return LatencyStats.from_timings(init_ms=init_ms, first_ms=first_ms, timings_ms=timings_ms, warmup_runs=warmup_runs)
+
+
+def _static_batch(value: np.ndarray, shape: tuple[int | None, ...]) -> np.ndarray:
+    """``value`` (batch of one) repeated to the static batch of ``shape`` when it has one above 1."""
+    batch = shape[0] if shape else None
+    if batch is None or batch <= 1 or len(value) == batch:
+        return value
+    return np.ascontiguousarray(np.repeat(value[:1], batch, axis=0))

@@ -231,6 +231,19 @@ def _check_sample(source: str, spec: TensorSpec, value: Any, index: int) -> np.n
     return array
 
 
+def batched_samples(samples: list[dict[str, np.ndarray]], batch: int | None) -> list[dict[str, np.ndarray]]:
+    """Samples of batch one (``Dataset.samples``) stacked into batches of ``batch``, for a model exported with that
+    static batch (it takes no other size); None or 1: the samples unchanged. The last batch is completed with the
+    first samples again: repeated values add no new minimum or maximum, so calibrated ranges are the samples'."""
+    if batch is None or batch == 1 or not samples:
+        return samples
+    cycled = [samples[index % len(samples)] for index in range(-(-len(samples) // batch) * batch)]
+    return [
+        {name: np.concatenate([sample[name] for sample in cycled[start : start + batch]]) for name in samples[0]}
+        for start in range(0, len(cycled), batch)
+    ]
+
+
 def open_data(
     spec: str,
     inputs: Sequence[TensorSpec],

@@ -1,8 +1,9 @@
 """Load a model the user gave (.keras, .h5/.hdf5, SavedModel directory) and export it once to a SavedModel.
 
 Every conversion mode converts from that one export (``from_keras_model`` would re-export on every call).
-The export has a dynamic batch dimension and a ``serving_default`` signature whose input and output names
-are the Keras input and output names, so every .tflite carries readable tensor names.
+The export has a dynamic batch dimension (a fixed one with ``static_batch``) and a ``serving_default`` signature
+whose input and output names are the Keras input and output names, so every .tflite carries readable tensor names.
+A float ``.tflite`` MODEL is not exported: :mod:`tflq.convert.source` reads its interface.
 """
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
 
 KERAS_SUFFIXES = (".keras",)
 H5_SUFFIXES = (".h5", ".hdf5")
+TFLITE_SUFFIXES = (".tflite",)
+MODEL_FORMATS = "a .keras or .h5/.hdf5 file, a SavedModel directory or a float32 .tflite"
 SERVING_KEY = "serving_default"
 log = logging.getLogger("tflq")
 
@@ -62,16 +65,23 @@ class ExportedModel:
     outputs: tuple[TensorSpec, ...]
     keras_layer_names: tuple[str, ...] = ()
     keras_layers: tuple[KerasLayer, ...] = ()  # model order, containers before their layers; () for a SavedModel
+    tflite: bool = False  # a float .tflite MODEL: no SavedModel (saved_model_dir is the .tflite file itself)
+
+    @property
+    def static_batch(self) -> int | None:
+        """The fixed batch size every input shares, or None (a dynamic batch, or no inputs)."""
+        batches = {spec.shape[0] for spec in self.inputs if spec.shape}
+        return next(iter(batches)) if len(batches) == 1 and None not in batches else None
 
 
 def model_kind(path: Path) -> str:
-    """Return ``"keras"``, ``"h5"`` or ``"savedmodel"`` for a model path. Raises ModelLoadError."""
+    """Return ``"keras"``, ``"h5"``, ``"savedmodel"`` or ``"tflite"`` for a model path. Raises ModelLoadError."""
     if not path.exists():
         raise ModelLoadError(f"{path}: no such file or directory")
     kind = model_files.non_regular_kind(path)
     if kind:
         raise ModelLoadError(
-            f"{path}: is {kind}, not a model file; give a .keras or .h5/.hdf5 file or a SavedModel directory"
+            f"{path}: is {kind}, not a model file; give {MODEL_FORMATS}"
         )
     suffix = path.suffix.lower()
     if path.is_dir():
@@ -81,17 +91,16 @@ def model_kind(path: Path) -> str:
                 if graph.stat().st_size == 0:
                     raise ModelLoadError(f"{path}: not a SavedModel: {graph.name} is an empty file (0 bytes)")
                 return "savedmodel"
-        if suffix in KERAS_SUFFIXES + H5_SUFFIXES:
+        if suffix in KERAS_SUFFIXES + H5_SUFFIXES + TFLITE_SUFFIXES:
             raise ModelLoadError(f"{path}: is a directory, expected a {suffix} file")
         raise ModelLoadError(f"{path}: a directory without saved_model.pb is not a SavedModel")
     if suffix in KERAS_SUFFIXES:
         return "keras"
     if suffix in H5_SUFFIXES:
         return "h5"
-    raise ModelLoadError(
-        f"{path}: unknown model format {suffix or '(no suffix)'!r}; expected a .keras or .h5/.hdf5 file "
-        "or a SavedModel directory"
-    )
+    if suffix in TFLITE_SUFFIXES:
+        return "tflite"
+    raise ModelLoadError(f"{path}: unknown model format {suffix or '(no suffix)'!r}; expected {MODEL_FORMATS}")
 
 
 def resolve_object(reference: str, what: str) -> Any:
@@ -131,8 +140,9 @@ def _unsafe_hint(path: Path, error: Exception) -> str | None:
 def load_keras_model(path: Path, options: ModelOptions = ModelOptions()) -> keras.Model | tf_keras.Model:
     """Load a .keras or .h5 model with Keras 3 (safe mode unless asked). Raises ModelLoadError."""
     kind = model_kind(path)
-    if kind == "savedmodel":
-        raise ModelLoadError(f"{path}: a SavedModel directory is not a Keras model file")
+    if kind in ("savedmodel", "tflite"):
+        raise ModelLoadError(f"{path}: a {'SavedModel directory' if kind == 'savedmodel' else '.tflite'} is not a "
+                             "Keras model file")
     # Check the file before Keras opens it: Keras says "File not found" for a .keras file that is not a zip.
     config = model_files.read_keras_config(path) if kind == "keras" else model_files.read_h5_config(path)
     keras = _tf.keras()
@@ -291,8 +301,11 @@ def unroll_recurrent(model: Any, source: Path) -> Any:
     return rebuilt
 
 
-def export_keras_model(model: keras.Model | tf_keras.Model, source: Path, export_dir: Path) -> ExportedModel:
-    """Export a Keras 3 model to ``export_dir`` as a SavedModel with named inputs/outputs and dynamic batch."""
+def export_keras_model(
+    model: keras.Model | tf_keras.Model, source: Path, export_dir: Path, static_batch: int | None = None
+) -> ExportedModel:
+    """Export a Keras 3 model to ``export_dir`` as a SavedModel with named inputs/outputs and a dynamic batch
+    (``static_batch``: that fixed batch size instead)."""
     tf = _tf.tf()
     keras = _tf.keras()
     tf_keras_model = getattr(model, "_tflq_tf_keras", False)
@@ -304,7 +317,7 @@ def export_keras_model(model: keras.Model | tf_keras.Model, source: Path, export
             f"{source}: the model's input or output names are not unique: {input_names} {output_names}"
         )
     input_specs = [
-        tf.TensorSpec([None, *tensor.shape[1:]], tensor.dtype, name=name)
+        tf.TensorSpec([static_batch, *tensor.shape[1:]], tensor.dtype, name=name)
         for name, tensor in zip(input_names, model.inputs, strict=True)
     ]
     def serve(*args: Any) -> dict[str, Any]:
@@ -332,7 +345,7 @@ def export_keras_model(model: keras.Model | tf_keras.Model, source: Path, export
     outputs = tuple(
         TensorSpec(
             name=name,
-            shape=(None, *(None if d is None else int(d) for d in tensor.shape[1:])),
+            shape=(static_batch, *(None if d is None else int(d) for d in tensor.shape[1:])),
             dtype=_dtype_name(tensor.dtype),
         )
         for name, tensor in zip(output_names, model.outputs, strict=True)
@@ -453,14 +466,21 @@ def export_model(path: Path, export_dir: Path, options: ModelOptions = ModelOpti
     Returns the ExportedModel every mode converts from. Raises ModelLoadError (or UsageError for options).
     """
     kind = model_kind(path)
+    if kind == "tflite":
+        raise ModelLoadError(f"{path}: a .tflite has no SavedModel export (tflq.convert.source reads it as it is)")
     if kind == "savedmodel":
         if options.custom_objects:
             raise UsageError("--custom-objects applies to Keras model files, not to a SavedModel directory")
+        if options.static_batch is not None:
+            raise UsageError(
+                f"--static-batch applies to Keras model files (.keras, .h5); {path} is a SavedModel directory, whose "
+                "signature fixes its shapes: export it with the batch size you want"
+            )
         return read_saved_model(path, options.signature, source=path)
     if options.signature:
         raise UsageError(f"--signature applies to SavedModel directories; {path} is a Keras {kind} file")
     model = load_keras_model(path, options)
-    return export_keras_model(model, path, export_dir)
+    return export_keras_model(model, path, export_dir, options.static_batch)
 
 
 class Reference:
@@ -476,7 +496,27 @@ class Reference:
         self._function = self._loaded.signatures[exported.signature_key]
 
     def predict(self, inputs: dict[str, Any]) -> dict[str, Any]:
-        """Run one batch: input name -> array (with batch axis); returns output name -> numpy array."""
+        """Run one batch: input name -> array (with batch axis); returns output name -> numpy array. An export with a
+        static batch runs in chunks of that size (the last one padded, the padding dropped)."""
+        import numpy as np
+
+        batch = self.exported.static_batch
+        count = len(next(iter(inputs.values())))
+        if batch is None or batch == count:
+            return self._run(inputs)
+        pieces: dict[str, list[Any]] = {}
+        for start in range(0, count, batch):
+            part = {}
+            for name, values in inputs.items():
+                chunk = np.asarray(values[start : start + batch])
+                if len(chunk) < batch:
+                    chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - len(chunk), axis=0)])
+                part[name] = chunk
+            for name, value in self._run(part).items():
+                pieces.setdefault(name, []).append(value[: min(batch, count - start)])
+        return {name: np.concatenate(values) for name, values in pieces.items()}
+
+    def _run(self, inputs: dict[str, Any]) -> dict[str, Any]:
         tf = _tf.tf()
         feeds = {spec.name: tf.constant(inputs[spec.name], dtype=spec.dtype) for spec in self.inputs}
         results = self._function(**feeds)

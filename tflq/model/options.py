@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from tflq import options as opts
 from tflq.errors import UsageError
 
+MAX_STATIC_BATCH = 65_536  # beyond this a typo, not a batch
 IMAGE_SCALES = {
     "unit": "pixels / 255, in [0, 1] (default)",
     "symmetric": "pixels / 127.5 - 1, in [-1, 1] (MobileNet, EfficientNet-lite style)",
@@ -32,7 +33,7 @@ class ImageOptions:
 
 @dataclass(frozen=True)
 class ModelOptions:
-    """How to load a model: signature choice for SavedModels, custom objects, safe mode."""
+    """How to load a model: signature choice for SavedModels, custom objects, safe mode, and the export's batch."""
 
     signature: str | None = opts.setting(
         None, opts.Text(optional=True, metavar="KEY"), "SavedModel signature to convert", flag="--signature",
@@ -45,4 +46,10 @@ class ModelOptions:
     unsafe_deserialization: bool = opts.setting(
         False, opts.Flag(), "allow Lambda layers, whose Python code runs while loading (refused by default)",
         flag="--unsafe-deserialization",
+    )
+    static_batch: int | None = opts.setting(
+        None, opts.Integer(minimum=1, maximum=MAX_STATIC_BATCH, optional=True),
+        "export with this fixed batch size instead of a dynamic batch (fewer XNNPACK partitions on some graphs; "
+        "Keras model files only)",
+        flag="--static-batch", shown_default="none (dynamic batch)",
     )

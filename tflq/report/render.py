@@ -78,6 +78,15 @@ def _xnnpack(row: Row) -> str:
     return text
 
 
+def _partitions(row: Row) -> str:
+    """XNNPACK's partitions (DELEGATE nodes): 1 when the delegate takes the graph whole; many, with the ops between
+    them on the built-in kernels, e.g. for a dynamic batch on some graphs (``--static-batch``)."""
+    delegation = row.get("xnnpack")
+    if not delegation or not delegation["enabled"]:
+        return ""
+    return str(delegation.get("partitions", ""))
+
+
 def _per_output_text(section: dict[str, Any] | None, describe: Callable[[dict[str, Any]], str]) -> str:
     """One output's figure, or ``name: figure`` for each output that has one (empty figures are left out)."""
     if not section:
@@ -134,6 +143,7 @@ EVAL_COLUMNS: tuple[Column, ...] = (
     Column("p90 ms", lambda row: _latency(row, "p90")),
     Column("CV", _cv),
     Column("XNNPACK ops", _xnnpack),
+    Column("Partitions", _partitions),
     Column("Accuracy", lambda row: _per_output_text(row.get("accuracy"), _accuracy_text)),
     Column("Agree top-1", lambda row: _per_output_text(row.get("agreement"), _agreement_text)),
     Column("SQNR dB", lambda row: _per_output_text(row.get("agreement"), _sqnr_text)),
@@ -389,6 +399,7 @@ BATCH_COLUMNS: tuple[Column, ...] = (
     Column("Drop", _drop),
     Column("Agree top-1", lambda row: _per_output_text(row.get("agreement"), _agreement_text)),
     Column("XNNPACK ops", _xnnpack),
+    Column("Partitions", _partitions),
     Column("Status", _batch_status, justify="left"),
     Column("Gate", _gate, justify="left"),
 )
