@@ -58,6 +58,8 @@ def run_command(
     styles = {"start": "dim", "done": "green", "fail": "bold red", "info": "dim"}
 
     def on_event(kind: str, model: str, label: str, text: str) -> None:
+        if kind == "phase":
+            return
         marker = {"start": "...", "done": "ok ", "fail": "ERR", "info": "   "}[kind]
         line = f"[{time.perf_counter() - started:7.1f}s] {marker} {model} {label}: {text}"
         if console is not None:

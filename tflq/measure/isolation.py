@@ -9,7 +9,8 @@ The child's ``tflq`` log records (INFO and above; DEBUG too when the parent logs
 from tflq's own code travel over the same pipe and are re-emitted in the parent's ``tflq`` logger, in the calling
 thread, each with the attribute ``tflq_child`` (the ``description``): the RANDOM CALIBRATION warning or the
 float64-cast notice of a child reach the terminal and the batch report. TensorFlow's own output stays in the child's
-log file.
+log file. The child's phase events (:mod:`tflq.progress`) travel the same way and are re-emitted to the listeners of
+the calling thread.
 
 A child dies with its parent: on Linux it asks for SIGKILL when its parent dies (``PR_SET_PDEATHSIG``); everywhere it
 also watches a pipe whose only writer is the parent, and kills itself when that pipe closes (the parent died, even of
@@ -34,6 +35,7 @@ import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
+from tflq import progress
 from tflq.errors import InterpreterError, TflqError
 
 if TYPE_CHECKING:
@@ -136,6 +138,9 @@ def call_isolated(
             if kind == "log":
                 _relog(payload, description)
                 continue
+            if kind == "phase":
+                progress.emit(progress.PhaseEvent.from_data(payload))
+                continue
             answered = True
             if kind == "result":
                 return payload
@@ -208,6 +213,7 @@ def _child_main(
         send(("message", message))
 
     _forward_logs(send, level)
+    _forward_phases(send)
     try:
         result = target(*args, **keywords, report=report)
     except TflqError as error:
@@ -257,6 +263,18 @@ class _ForwardingHandler(logging.Handler):
             self._send(("log", (record.name, record.levelno, record.getMessage())))
         except (OSError, ValueError, TypeError):  # the parent is gone or the message cannot be formatted
             self.handleError(record)
+
+
+def _forward_phases(send: Callable[[tuple[str, Any]], None]) -> None:
+    """Send this child's phase events to the parent (and to no listener inherited through fork)."""
+
+    def forward(event: progress.PhaseEvent) -> None:
+        try:
+            send(("phase", event.to_data()))
+        except (OSError, ValueError):  # the parent is gone: the pipe watch ends this child
+            pass
+
+    progress.only(forward)
 
 
 _TFLQ_SOURCE = os.path.dirname(os.path.abspath(__file__))
