@@ -12,9 +12,11 @@ instant.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -33,12 +35,17 @@ def live_console(plain: bool) -> Any:
     not ``TERM=dumb``), else None."""
     if plain or not (sys.stdout.isatty() and sys.stderr.isatty()):
         return None
+    import os
+
     from rich.console import Console
 
-    console = Console(stderr=True, highlight=False)
-    if not console.is_terminal or console.is_dumb_terminal:
+    probe = Console(stderr=True)
+    if not probe.is_terminal or probe.is_dumb_terminal:
         return None
-    return console
+    # Its own descriptor of the terminal: TensorFlow's output is captured by redirecting descriptor 2 while it
+    # exports and converts (tflq._tf.imports.quiet), and the view must go on drawing meanwhile.
+    terminal = os.fdopen(os.dup(sys.stderr.fileno()), "w", encoding="utf-8", errors="replace", buffering=1)
+    return Console(file=terminal, width=probe.width, height=probe.height, force_terminal=True, highlight=False)
 
 
 def _clock(seconds: float) -> str:
@@ -193,7 +200,7 @@ class PhaseStatus:
         elif event.phase == "train" and self._paused:
             self._paused = False
             self._live.start()
-        elif event.phase == "measure" and not event.detail:
+        elif event.phase == "measure" and event.detail in ("", "reference"):  # this file is measured
             self.current.pop(name, None)
         if not self._refresh and not self._paused:
             self._live.refresh()
@@ -220,3 +227,18 @@ class PhaseStatus:
             table.add_row(Spinner("dots", style="cyan"), name, what, f"{now - since:5.1f}s", samples)
         return table
 
+
+
+@contextlib.contextmanager
+def phase_status(console: Any, *, refresh: bool, pause_training: bool = False) -> Iterator[PhaseStatus | None]:
+    """A :class:`PhaseStatus` listening to this thread's phase events inside the block when ``console`` is given
+    (see :func:`live_console`), else nothing (yields None)."""
+    if console is None:
+        yield None
+        return
+    from tflq import progress
+
+    with PhaseStatus(console, refresh=refresh, pause_training=pause_training) as status, progress.listening(
+        status.on_phase
+    ):
+        yield status
