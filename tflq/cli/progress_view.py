@@ -108,6 +108,7 @@ class RunView:
                     row.finished += 1
                     if row.finished >= self.planned.get(model, 0):
                         del self.rows[model]
+        self._live.refresh()  # every phase is drawn at least once, however short
         if kind == "done":
             self.console.print(f"ok  {model} {label}: {text}", style="green", markup=False)
         elif kind == "fail":

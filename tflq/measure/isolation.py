@@ -97,6 +97,7 @@ def call_isolated(
     context = cast("ForkContext | ForkServerContext | SpawnContext", multiprocessing.get_context(method))
     if context.get_start_method() == "forkserver":
         context.set_forkserver_preload(_FORKSERVER_PRELOAD)
+        _start_forkserver()
     # The child's native stderr (LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate", TensorFlow's logs) goes
     # to a file; its last ERROR line is quoted when the child dies.
     log_descriptor, log_path = tempfile.mkstemp(prefix="tflq-child-", suffix=".log")
@@ -161,6 +162,28 @@ def call_isolated(
             os.unlink(log_path)
         except OSError:
             pass
+
+
+def _start_forkserver() -> None:
+    """Start the forkserver with SIGINT blocked, if it is not running yet.
+
+    A terminal's Ctrl-C reaches the whole process group; the forkserver ignores SIGINT only once its preload is
+    imported, so a Ctrl-C in its first second printed a KeyboardInterrupt traceback from it. The blocked mask is
+    inherited (fork, exec); the children then ignore SIGINT anyway (:func:`_child_main`). In this thread SIGINT is
+    blocked only while the server is launched (milliseconds: the launch does not wait for the preload), and a Ctrl-C
+    arriving meanwhile is delivered when it is unblocked.
+    """
+    from multiprocessing import forkserver, resource_tracker
+
+    if not hasattr(signal, "pthread_sigmask"):
+        forkserver.ensure_running()
+        return
+    resource_tracker.ensure_running()  # first: it blocks SIGINT for its own launch and then unblocks it
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        forkserver.ensure_running()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _relog(payload: tuple[str, int, str], description: str) -> None:
