@@ -84,13 +84,15 @@ def test_the_phases_of_a_conversion_in_a_child_reach_the_parent_in_order(tiny_mo
 # tflq run: plain lines
 
 
-def _batch(folder: Path, model: Path, *, names: tuple[str, ...] = ("tiny",)) -> Path:
+def _batch(folder: Path, model: Path, *, names: tuple[str, ...] = ("tiny",), quantized: str = "dynamic") -> Path:
     entries = "".join(f"  - name: {name}\n    path: {model}\n" for name in names)
     config = folder / "batch.yaml"
+    calibration = "  calibration: {data: random, samples: 4}\n" if quantized == "int8" else ""
     config.write_text(
         "output_dir: out\n"
         "defaults:\n"
-        "  modes: [float32, dynamic]\n"
+        f"  modes: [float32, {quantized}]\n"
+        f"{calibration}"
         "  latency: {runs: 2, warmup_runs: 1}\n"
         f"models:\n{entries}"
     )
@@ -199,21 +201,22 @@ class Terminal:
 
 @pytest.mark.slow
 def test_live_view_on_a_terminal_shows_phases_failures_and_then_the_table(tiny_models, tmp_path: Path) -> None:
-    config = _batch(tmp_path, tiny_models["sequential"], names=("tiny", "doomed"))
+    config = _batch(tmp_path, tiny_models["sequential"], names=("tiny", "doomed"), quantized="int8")
     terminal = Terminal("run", str(config), cwd=tmp_path, env={ABORT_HOOK_VARIABLE: "doomed"})
     code = terminal.finish(timeout=300)
     text = terminal.text
     assert code == 1, text  # doomed's conversion child aborts: its variants fail
-    assert re.search(r"tiny +convert float32", text) and re.search(r"tiny +measure dynamic: latency", text), text
-    assert re.search(r"tiny +export", text), text  # the model's shared phase
+    assert re.search(r"tiny +convert float32", text) and re.search(r"tiny +measure int8: latency", text), text
+    assert re.search(r"tiny +export", text) and re.search(r"tiny +calibrate", text), text  # the model's own phases
     assert re.search(r"total .* \d/4 variants.*elapsed \d:\d\d:\d\d  remaining", text), text
-    assert "ERR doomed float32: conversion failed" in text and "ERR doomed dynamic: conversion failed" in text, text
+    assert "ERR doomed float32: conversion failed" in text and "ERR doomed int8: conversion failed" in text, text
     assert re.search(r"\d/4 variants, 2 failed", text), text
-    assert re.search(r"ok  tiny dynamic: [\d,]+ B, p50", text), text
-    # the final table and the summary come after the view stopped
+    assert re.search(r"ok  tiny int8: [\d,]+ B, p50", text), text
+    # the child's warning is printed above the view while it runs; the table and the summary after it stopped
     last_view = text.rindex("variants")
+    assert text.index("WARNING: RANDOM CALIBRATION DATA") < last_view, text
     assert text.index("reports: ", last_view) > last_view, text
-    assert "Error: 2 job(s) failed: doomed float32, doomed dynamic" in text
+    assert "Error: 2 job(s) failed: doomed float32, doomed int8" in text
     assert "Traceback" not in text
 
 
