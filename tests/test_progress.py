@@ -246,6 +246,39 @@ def test_ctrl_c_in_the_live_view_stops_at_once(tmp_path: Path, moment: str, paus
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# tflq eval and tflq convert: their phases on a terminal, nothing of it with --plain
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("plain", [False, True], ids=["terminal", "plain"])
+def test_eval_shows_each_files_phases_on_a_terminal(classifier, tmp_path: Path, plain: bool) -> None:
+    arguments = ["eval", str(classifier.float32), str(classifier.int8), "--data", str(classifier.data), "--runs", "3"]
+    terminal = Terminal(*arguments, *(["--plain"] if plain else []), cwd=tmp_path)
+    assert terminal.finish(timeout=120) == 0, terminal.text
+    text = terminal.text
+    shown = [
+        re.search(rf"{re.escape(path.name)} +measure: (latency|accuracy)", text)
+        for path in (classifier.float32, classifier.int8)
+    ]
+    assert all(match is None for match in shown) if plain else all(shown), text
+    assert (f"{len(classifier.x)}/{len(classifier.x)} samples" in text) is not plain, text
+    assert "Accuracy" in text and text.rindex("Accuracy") > max(text.rfind("measure: "), 0), text  # table after
+
+
+@pytest.mark.slow
+def test_convert_shows_its_phases_on_a_terminal(tiny_models, tmp_path: Path) -> None:
+    terminal = Terminal(
+        "convert", str(tiny_models["sequential"]), "--mode", "float32", "--mode", "int8", "--calib", "random",
+        "--calib-samples", "4", "-o", str(tmp_path / "out"), cwd=tmp_path,
+    )
+    assert terminal.finish(timeout=180) == 0, terminal.text
+    text = terminal.text
+    for phase in ("export", "calibrate", "convert float32", "verify float32", "convert int8", "verify int8"):
+        assert re.search(rf"sequential +{phase}", text), (phase, text)
+    assert "sequential: export" in text and text.rindex("sequential: export") > text.rindex("verify int8"), text
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # tflq --help stays instant
 
 

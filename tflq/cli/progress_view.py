@@ -163,8 +163,9 @@ class RunView:
 class PhaseStatus:
     """One transient line per model or file with its current phase (``tflq convert``, ``tflq eval``).
 
-    ``refresh`` False draws only when an event comes (no thread: ``tflq eval`` can then fork its children). A
-    ``train`` phase pauses the view when ``pause_training`` (Keras prints its own epoch bars then).
+    It draws when a phase starts or ends and, with ``refresh``, 4 times a second too (a thread: not for ``tflq eval``,
+    so that its children can be forked). A ``train`` phase pauses the view when ``pause_training`` (tf_keras prints
+    its own epoch bars then).
     """
 
     def __init__(self, console: Any, *, refresh: bool, pause_training: bool = False) -> None:
@@ -203,8 +204,8 @@ class PhaseStatus:
             self._live.start()
         elif event.phase == "measure" and event.detail in ("", "reference"):  # this file is measured
             self.current.pop(name, None)
-        if not self._refresh and not self._paused:
-            self._live.refresh()
+        if not self._paused:
+            self._live.refresh()  # every phase is drawn at least once, however short
 
     def on_progress(self, label: str, done: int, total: int | None) -> None:
         """``tflq.measure.harness.evaluate``'s on_progress: samples predicted so far."""
