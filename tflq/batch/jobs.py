@@ -26,7 +26,8 @@ from tflq.batch.schema import ModelJob
 from tflq.errors import UsageError
 from tflq.modes import MODES, Variant
 
-# on_event(kind, model, label, text): kind is "start", "done", "fail" or "info"
+# on_event(kind, model, label, text): kind is "start", "done", "fail", "info" or "phase" (a phase starts: text is the
+# phase, label "" for the model's shared phases; see tflq.progress). Plain strings: an executor may carry them as data.
 EventCallback = Callable[[str, str, str, str], None]
 
 

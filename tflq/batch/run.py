@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from tflq import progress
 from tflq.batch.config import BatchConfig, ModelJob
 from tflq.batch.gates import apply_gates
 from tflq.batch.gates import top1 as gate_top1
@@ -134,9 +135,32 @@ def _convert_in_child(
     return [artifact.to_dict() | {"label": artifact.label} for artifact in result.artifacts if artifact.label in wanted]
 
 
+def phase_relay(plan: _Plan, on_event: EventCallback) -> progress.Listener:
+    """A listener turning the library's phase events for ``plan``'s model (its conversion child's, and the
+    measurements of its files) into ``on_event("phase", model, label, text)``: ``label`` is "" for the model's
+    shared phases (export, calibrate, train), ``text`` the phase ("convert", "measure: latency"). Only starts."""
+    name = plan.job.name
+    label_of = {str(path): label for label, path in plan.paths.items()}
+
+    def relay(event: progress.PhaseEvent) -> None:
+        if event.state != "start":
+            return
+        label = event.variant if event.model == name else label_of.get(event.model)
+        if label is not None:
+            on_event("phase", name, label, event.text)
+
+    return relay
+
+
 def run_model(plan: _Plan, output_dir: Path, manifest: Manifest, on_event: EventCallback) -> list[JobResult]:
     """Convert and measure one model's stale variants; reuse the rest. Records each step in ``manifest`` at once:
-    the converted variants as soon as they exist (so an interrupt does not reconvert them), then their figures."""
+    the converted variants as soon as they exist (so an interrupt does not reconvert them), then their figures.
+    The phases of its conversion and measurement reach ``on_event`` as "phase" events (:func:`phase_relay`)."""
+    with progress.listening(phase_relay(plan, on_event)):
+        return _run_model(plan, output_dir, manifest, on_event)
+
+
+def _run_model(plan: _Plan, output_dir: Path, manifest: Manifest, on_event: EventCallback) -> list[JobResult]:
     from tflq.measure.harness import evaluate
     from tflq.measure.isolation import call_isolated
 

@@ -15,10 +15,10 @@ from tflq.cli.common import (
     echo_err,
     handle_errors,
     print_rows,
-    progress_reporter,
     setup_logging,
     verbose_option,
 )
+from tflq.cli.progress_view import live_console, phase_status, plain_option
 from tflq.convert.options import ConvertOptions
 from tflq.errors import EXIT_FAILED, UsageError
 from tflq.model.options import ImageOptions, ModelOptions
@@ -47,6 +47,7 @@ from tflq.qat.options import QatOptions
     metavar="DATA",
     help="Then measure every output on DATA (size, latency, accuracy, agreement) and print the comparison table.",
 )
+@plain_option
 @verbose_option
 @handle_errors
 def convert_command(
@@ -56,6 +57,7 @@ def convert_command(
     name: str | None,
     as_json: bool,
     eval_data: str | None,
+    plain: bool,
     verbose: bool,
     **flags: Any,
 ) -> None:
@@ -98,8 +100,12 @@ def convert_command(
         qat=QatOptions(**qat, progress=verbose or sys.stderr.isatty()),
     )
     check_data_file(eval_data)  # before the conversion, not after it
-    result = convert_model(model, Path(output_dir), options, name=name)
-    measurements = _evaluate_conversion(result, model, eval_data, options.model, quiet=as_json) if eval_data else {}
+    live = live_console(plain or verbose)  # -v: TensorFlow's own output would tear a live view
+    with phase_status(live, refresh=True, pause_training=options.qat.progress):  # the phases on a terminal
+        result = convert_model(model, Path(output_dir), options, name=name)
+    measurements = (
+        _evaluate_conversion(result, model, eval_data, options.model, quiet=as_json, live=live) if eval_data else {}
+    )
     if as_json:
         rows = []
         for artifact in result.artifacts:
@@ -151,7 +157,7 @@ def _refuse_unread(given: dict[str, Any], chosen: tuple[str, ...], flags: list[s
 
 
 def _evaluate_conversion(
-    result: Any, model: Path, eval_data: str, model_options: Any, *, quiet: bool
+    result: Any, model: Path, eval_data: str, model_options: Any, *, quiet: bool, live: Any = None
 ) -> dict[str, Any]:
     """``convert --eval``: measure the variants that were written. Returns path -> Measurement."""
     from tflq.measure.harness import evaluate_artifacts
@@ -159,16 +165,11 @@ def _evaluate_conversion(
     paths = [str(artifact.path) for artifact in result.artifacts if artifact.ok]
     if not paths:
         return {}
-    progress, on_progress = progress_reporter(quiet)
-    if progress is not None:
-        progress.start()
-    try:
+    with phase_status(live if not quiet else None, refresh=False) as status:
         measurements = evaluate_artifacts(
-            paths, str(model), data=eval_data, reference_options=model_options, on_progress=on_progress
+            paths, str(model), data=eval_data, reference_options=model_options,
+            on_progress=status.on_progress if status is not None else None,
         )
-    finally:
-        if progress is not None:
-            progress.stop()
     if not quiet:
         from tflq.report.render import notes_of
 

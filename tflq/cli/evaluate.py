@@ -16,10 +16,10 @@ from tflq.cli.common import (
     echo_err,
     handle_errors,
     print_rows,
-    progress_reporter,
     write_output,
 )
 from tflq.cli.common import output_format as output_format_of
+from tflq.cli.progress_view import live_console, phase_status, plain_option
 from tflq.errors import EXIT_FAILED, UsageError
 from tflq.measure.settings import EvalSettings, EvaluationOptions
 from tflq.model.options import ModelOptions
@@ -47,6 +47,7 @@ from tflq.model.options import ModelOptions
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the results to this file.")
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar, no notes.")
+@plain_option
 @handle_errors
 def eval_command(
     models: tuple[str, ...],
@@ -55,6 +56,7 @@ def eval_command(
     output: str | None,
     as_json: bool,
     quiet: bool,
+    plain: bool,
     **flags: Any,
 ) -> None:
     """Measure .tflite models: size, latency, XNNPACK delegation, accuracy and agreement, one row per model.
@@ -75,22 +77,18 @@ def eval_command(
     chosen_format = output_format_of(output_format, as_json, output)
     if output:
         check_output_file(output)
-    progress, on_progress = progress_reporter(quiet)
-    if progress is not None:
-        progress.start()
-    try:
+    # on a terminal: each file's phase (latency, accuracy with its sample count); drawn only when an event comes, so
+    # no thread runs and the children can be forked
+    with phase_status(live_console(plain or quiet), refresh=False) as status:
         measurements = evaluate(
             paths_in(models),
             data=evaluation.data,
             reference=evaluation.reference,
             settings=settings,
-            on_progress=on_progress,
+            on_progress=status.on_progress if status is not None else None,
             tasks=tasks,
             reference_options=reference_options,
         )
-    finally:
-        if progress is not None:
-            progress.stop()
     rows = [measurement.to_dict() for measurement in measurements]
     if chosen_format == "table" and not output:
         print_rows(rows)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
 import click
 
 from tflq.cli.common import TflqClickException, handle_errors, setup_logging, verbose_option
+from tflq.cli.progress_view import live_console, plain_option
 
 
 @click.command("run")
@@ -18,6 +20,7 @@ from tflq.cli.common import TflqClickException, handle_errors, setup_logging, ve
 @click.option("-o", "--output-dir", type=click.Path(path_type=Path), help="Override the file's output_dir.")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="Models processed in parallel.")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout instead of the table.")
+@plain_option
 @verbose_option
 @handle_errors
 def run_command(
@@ -28,11 +31,13 @@ def run_command(
     output_dir: Path | None,
     jobs: int,
     as_json: bool,
+    plain: bool,
     verbose: bool,
 ) -> None:
     """Run a YAML batch file: convert, measure, gate and report every model it lists.
 
-    Exit codes: 0 all good, 1 a job failed, 2 usage or config error, 3 a gate failed.
+    Exit codes: 0 all good, 1 a job failed, 2 usage or config error, 3 a gate failed. On a terminal a live view
+    shows each running model's phase; --plain (or stdout not a terminal) prints one line per event instead.
     """
     import json
     import time
@@ -49,24 +54,37 @@ def run_command(
     for note in config.notes:
         click.echo(f"note: {note}", err=True)
 
+    live = live_console(plain)
     on_terminal = sys.stderr.isatty()
     console = None
-    if on_terminal:
+    if on_terminal and live is None:
         from rich.console import Console
 
         console = Console(stderr=True, highlight=False)
-    styles = {"start": "dim", "done": "green", "fail": "bold red", "info": "dim"}
+    styles = {"start": "dim", "done": "green", "fail": "bold red", "info": "dim", "phase": "dim"}
 
     def on_event(kind: str, model: str, label: str, text: str) -> None:
-        marker = {"start": "...", "done": "ok ", "fail": "ERR", "info": "   "}[kind]
-        line = f"[{time.perf_counter() - started:7.1f}s] {marker} {model} {label}: {text}"
+        if kind == "phase" and not verbose:  # a phase line per step is noise in a log; -v shows them
+            return
+        marker = {"start": "...", "done": "ok ", "fail": "ERR", "info": "   ", "phase": " > "}[kind]
+        line = f"[{time.perf_counter() - started:7.1f}s] {marker} {model}{' ' + label if label else ''}: {text}"
         if console is not None:
             console.print(line, style=styles[kind], markup=False)
         else:
             click.echo(line, err=True)
 
+    view = None
+    if live is not None:
+        from tflq.cli.progress_view import RunView
+        from tflq.modes import plan_variants
+
+        view = RunView(live, {
+            job.name: len(plan_variants(list(job.modes), list(job.io_types))) + (1 if job.searches else 0)
+            for job in config.models
+        })
     try:
-        result = run_batch(config, force=force, jobs=jobs, on_event=on_event)
+        with view if view is not None else contextlib.nullcontext():
+            result = run_batch(config, force=force, jobs=jobs, on_event=view.on_event if view else on_event)
     except KeyboardInterrupt:
         from tflq.batch.manifest import MANIFEST
         from tflq.errors import EXIT_FAILED

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from tflq import progress
 from tflq._tf import calibrated as _calibrated
 from tflq._tf import imports as _tf
 from tflq._tf import litert_quantizer as _lq
@@ -447,19 +448,22 @@ def convert_model(
         if workdir is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tflq-")))
         session = ModelSession(model_path, options, workdir)
-        session.exported  # noqa: B018 -- load and export before anything else: bad models fail first
+        with progress.phase("export", model=name):
+            session.exported  # noqa: B018 -- load and export before anything else: bad models fail first
         if any(MODES[v.mode].calibrated for v in variants):
-            session.calibration_samples()
-            with contextlib.suppress(ConversionError):  # reported by each calibrated variant
-                if session.tflite_source is None:  # a .tflite MODEL: its modes calibrate in LiteRT Quantizer
-                    session.calibrated_model()
-                session.float_nodes()  # unknown --skip-layers/--skip-ops names fail before any output
+            with progress.phase("calibrate", model=name):
+                session.calibration_samples()
+                with contextlib.suppress(ConversionError):  # reported by each calibrated variant
+                    if session.tflite_source is None:  # a .tflite MODEL: its modes calibrate in LiteRT Quantizer
+                        session.calibrated_model()
+                    session.float_nodes()  # unknown --skip-layers/--skip-ops names fail before any output
         if any(MODES[v.mode].needs_training for v in variants):
-            with contextlib.suppress(QatTrainingError, ConversionError):  # reported by each training variant
-                session.trained_calibrated_model()
+            with progress.phase("train", model=name), contextlib.suppress(QatTrainingError, ConversionError):
+                session.trained_calibrated_model()  # a failure is reported by each training variant
         probe = session.verification_inputs()
         artifacts = [
-            _produce(session, variant, target, probe) for variant, target in zip(variants, targets, strict=False)
+            _produce(session, variant, target, probe, name)
+            for variant, target in zip(variants, targets, strict=False)
         ]
         return ConvertResult(
             model=model_path,
@@ -471,16 +475,20 @@ def convert_model(
         )
 
 
-def _produce(session: ModelSession, variant: Variant, path: Path, probe: dict[str, np.ndarray]) -> Artifact:
+def _produce(
+    session: ModelSession, variant: Variant, path: Path, probe: dict[str, np.ndarray], name: str = ""
+) -> Artifact:
     start = time.perf_counter()
     mode = MODES[variant.mode]
     training: Mapping[str, Any] | None = None
     try:
-        content = session.convert_variant(variant)
+        with progress.phase("convert", model=name, variant=variant.label):
+            content = session.convert_variant(variant)
         if mode.needs_training:
             training = session.trained().summary.to_dict()
             probe = session.verification_inputs(variant)
-        verify_runs(content, probe)
+        with progress.phase("verify", model=name, variant=variant.label):
+            verify_runs(content, probe)
         remaining_float: tuple[str, ...] = ()
         float_layers: tuple[str, ...] = ()
         if mode.integer:

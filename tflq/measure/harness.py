@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from tflq import progress
 from tflq.errors import DataError, InterpreterError, ModelLoadError, TflqError, UsageError
 from tflq.measure.latency import time_invocations
 from tflq.measure.measurement import (  # noqa: F401 (re-exported: the results and their scoring)
@@ -104,7 +105,8 @@ def run_tflite(
     latency = None
     if timing:
         sample = _first_sample(dataset) if dataset is not None else _synthetic_sample(signature)
-        latency = time_invocations(runner, sample, settings, init_ms=init_ms)
+        with progress.phase("measure", model=tflite_path, detail="latency"):
+            latency = time_invocations(runner, sample, settings, init_ms=init_ms)
     if dataset is not None and evaluation_threads != threads:
         interpreter = open_interpreter(tflite_path, threads=evaluation_threads or 1, use_xnnpack=settings.use_xnnpack)
         allocate(interpreter, tflite_path)
@@ -118,7 +120,8 @@ def run_tflite(
         batch_size = 1
         if runner.batched:
             batch_size = settings.batch_size or auto_batch_size(tensor.shape for tensor in signature.inputs)
-        predictions, labels, samples = predict_dataset(runner.predict, dataset, batch_size, report=report)
+        with progress.phase("measure", model=tflite_path, detail="accuracy"):
+            predictions, labels, samples = predict_dataset(runner.predict, dataset, batch_size, report=report)
     return TfliteRun(
         tflite_path=tflite_path,
         signature=signature,
@@ -286,10 +289,11 @@ def evaluate(
     reference_run: ReferenceRun | None = None
     if reference and data:
         try:
-            reference_run = call_isolated(
-                run_reference, reference, data, replace(settings, runs=0), reference_options,
-                description=reference, on_message=progress_for(reference), start_method=start_method,
-            )
+            with progress.phase("measure", model=reference, detail="reference"):
+                reference_run = call_isolated(
+                    run_reference, reference, data, replace(settings, runs=0), reference_options,
+                    description=reference, on_message=progress_for(reference), start_method=start_method,
+                )
         except DataError as error:
             raise DataError(f"reference {reference}: {error}") from None
 
@@ -305,10 +309,11 @@ def evaluate(
             opened = None
             if data and start_method == "fork":
                 opened = _opened_in_parent(path, data, settings, opened_by_specs)
-            run: TfliteRun = call_isolated(
-                run_tflite, path, settings, data, keywords={"opened": opened},
-                description=path, on_message=progress_for(path), start_method=start_method,
-            )
+            with progress.phase("measure", model=path):
+                run: TfliteRun = call_isolated(
+                    run_tflite, path, settings, data, keywords={"opened": opened},
+                    description=path, on_message=progress_for(path), start_method=start_method,
+                )
             if reference_run is None and reference is None and path == baseline and run.predictions is not None:
                 reference_run = reference_of(run)
                 measurements[position] = score(run, size, ratio, reference=None, data=data, tasks=tasks)

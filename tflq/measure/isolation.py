@@ -9,7 +9,8 @@ The child's ``tflq`` log records (INFO and above; DEBUG too when the parent logs
 from tflq's own code travel over the same pipe and are re-emitted in the parent's ``tflq`` logger, in the calling
 thread, each with the attribute ``tflq_child`` (the ``description``): the RANDOM CALIBRATION warning or the
 float64-cast notice of a child reach the terminal and the batch report. TensorFlow's own output stays in the child's
-log file.
+log file. The child's phase events (:mod:`tflq.progress`) travel the same way and are re-emitted to the listeners of
+the calling thread.
 
 A child dies with its parent: on Linux it asks for SIGKILL when its parent dies (``PR_SET_PDEATHSIG``); everywhere it
 also watches a pipe whose only writer is the parent, and kills itself when that pipe closes (the parent died, even of
@@ -34,6 +35,7 @@ import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
+from tflq import progress
 from tflq.errors import InterpreterError, TflqError
 
 if TYPE_CHECKING:
@@ -95,6 +97,7 @@ def call_isolated(
     context = cast("ForkContext | ForkServerContext | SpawnContext", multiprocessing.get_context(method))
     if context.get_start_method() == "forkserver":
         context.set_forkserver_preload(_FORKSERVER_PRELOAD)
+        _start_forkserver()
     # The child's native stderr (LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate", TensorFlow's logs) goes
     # to a file; its last ERROR line is quoted when the child dies.
     log_descriptor, log_path = tempfile.mkstemp(prefix="tflq-child-", suffix=".log")
@@ -136,6 +139,9 @@ def call_isolated(
             if kind == "log":
                 _relog(payload, description)
                 continue
+            if kind == "phase":
+                progress.emit(progress.PhaseEvent.from_data(payload))
+                continue
             answered = True
             if kind == "result":
                 return payload
@@ -156,6 +162,28 @@ def call_isolated(
             os.unlink(log_path)
         except OSError:
             pass
+
+
+def _start_forkserver() -> None:
+    """Start the forkserver with SIGINT blocked, if it is not running yet.
+
+    A terminal's Ctrl-C reaches the whole process group; the forkserver ignores SIGINT only once its preload is
+    imported, so a Ctrl-C in its first second printed a KeyboardInterrupt traceback from it. The blocked mask is
+    inherited (fork, exec); the children then ignore SIGINT anyway (:func:`_child_main`). In this thread SIGINT is
+    blocked only while the server is launched (milliseconds: the launch does not wait for the preload), and a Ctrl-C
+    arriving meanwhile is delivered when it is unblocked.
+    """
+    from multiprocessing import forkserver, resource_tracker
+
+    if not hasattr(signal, "pthread_sigmask"):
+        forkserver.ensure_running()
+        return
+    resource_tracker.ensure_running()  # first: it blocks SIGINT for its own launch and then unblocks it
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        forkserver.ensure_running()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _relog(payload: tuple[str, int, str], description: str) -> None:
@@ -208,6 +236,7 @@ def _child_main(
         send(("message", message))
 
     _forward_logs(send, level)
+    _forward_phases(send)
     try:
         result = target(*args, **keywords, report=report)
     except TflqError as error:
@@ -257,6 +286,18 @@ class _ForwardingHandler(logging.Handler):
             self._send(("log", (record.name, record.levelno, record.getMessage())))
         except (OSError, ValueError, TypeError):  # the parent is gone or the message cannot be formatted
             self.handleError(record)
+
+
+def _forward_phases(send: Callable[[tuple[str, Any]], None]) -> None:
+    """Send this child's phase events to the parent (and to no listener inherited through fork)."""
+
+    def forward(event: progress.PhaseEvent) -> None:
+        try:
+            send(("phase", event.to_data()))
+        except (OSError, ValueError):  # the parent is gone: the pipe watch ends this child
+            pass
+
+    progress.only(forward)
 
 
 _TFLQ_SOURCE = os.path.dirname(os.path.abspath(__file__))
