@@ -207,10 +207,20 @@ class ModelSession:
         return self._float_model
 
     def model_ops(self) -> tuple[ModelOp, ...]:
-        """The ops of the calibrated (float) model, named after their Keras layers (read once)."""
+        """The ops of the calibrated (float) model, named after their Keras layers (read once); of the float32
+        model when no converter mode calibrates (the same tensor names; the LiteRT Quantizer starts from it)."""
         if self._model_ops is None:
-            self._model_ops = read_ops(self.calibrated_model(), self.exported)
+            calibrating = any(MODES[n].calibrated and MODES[n].engine == "converter" for n in self.options.modes)
+            source = self.calibrated_model() if calibrating else self.float_model()
+            self._model_ops = read_ops(source, self.exported)
         return self._model_ops
+
+    def precision_nodes(self) -> tuple[tuple[str, str], ...]:
+        """(output tensor, precision) of the ops ``layer_precision`` names (tflq/convert/precision.py). Raises
+        UsageError for a layer the model does not have."""
+        from tflq.convert.precision import resolve
+
+        return resolve(self.model_ops(), self.options.layer_precision) if self.options.layer_precision else ()
 
     def float_nodes(self) -> tuple[str, ...]:
         """The output tensors of the ops ``skip_layers``/``skip_ops`` keep in float (the quantizer's node denylist).
@@ -414,6 +424,10 @@ def convert_model(
             with contextlib.suppress(ConversionError):  # reported by each calibrated variant
                 session.calibrated_model()
                 session.float_nodes()  # unknown --skip-layers/--skip-ops names fail before any output
+        if any(MODES[v.mode].selective or "layer_precision" in MODES[v.mode].settings for v in variants):
+            with contextlib.suppress(ConversionError):  # unknown layer names fail before any output
+                session.float_nodes()
+                session.precision_nodes()
         if any(MODES[v.mode].needs_training for v in variants):
             with contextlib.suppress(QatTrainingError, ConversionError):  # reported by each training variant
                 session.trained_calibrated_model()
