@@ -121,7 +121,7 @@ class ConvertOptions:
         ):
             flag = "--skip-layers" if self.skip_layers else "--skip-ops"
             takers = ", ".join(modes_reading("skip_layers"))
-            raise UsageError(f"{flag} applies to mode {takers} (selective quantization); add --mode {takers}")
+            raise UsageError(f"{flag} applies to mode {takers} (selective quantization); add one of them with --mode")
         check_modes(self.layer_precision, self.modes)
         if self.hadamard and self.block_size is not None:
             raise UsageError("--hadamard takes channelwise weights only: drop --block-size or --hadamard")
