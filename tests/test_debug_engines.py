@@ -60,3 +60,26 @@ def test_debug_mode_refusals_are_one_line() -> None:
     result = invoke("debug", CNN, "--mode", "float16")
     assert result.exit_code == 2 and "float16" in result.output
     assert_usage_error(invoke("debug", CNN, "--mode", "int4-weights"), "needs samples", "--data", "--calib")
+
+
+@pytest.mark.slow
+def test_kept_layers_really_change_precision(tmp_path) -> None:
+    """The recovery variants are the mode's build with the group's ops at int8 weights (checked in the file)."""
+    from pathlib import Path
+
+    from tflq._tf.litert_rules import op_precisions
+    from tflq.convert.options import ConvertOptions
+    from tflq.convert.session import ModelSession
+    from tflq.debug.engine_error import build, with_layers
+    from tflq.modes import MODES, Variant
+
+    options = ConvertOptions(modes=("int4-weights",))
+    session = ModelSession(Path(CNN), options, tmp_path)
+    base = options.settings(Variant("int4-weights"))
+    logits = next(op.tensor for op in session.model_ops() if op.layers == ("logits",))
+    dense1 = next(op.tensor for op in session.model_ops() if op.layers == ("dense1",))
+    mode = MODES["int4-weights"]
+    kept = op_precisions(build(session, mode, with_layers(base, precise=[logits], precision="int8")))
+    assert kept[logits].weights == "int8" and kept[dense1].weights == "int4", kept
+    alone = op_precisions(build(session, mode, with_layers(base, float_nodes=[dense1])))
+    assert alone[dense1].weights == "float32" and alone[logits].weights == "int4", alone

@@ -42,7 +42,7 @@ class Session(Protocol):
     def trained_calibrated_model(self) -> bytes: ...
     def float_nodes(self) -> tuple[str, ...]: ...
     def float_model(self) -> bytes: ...
-    def precision_nodes(self) -> tuple[tuple[str, str], ...]: ...
+    def precision_nodes(self, items: Sequence[str]) -> tuple[tuple[str, str], ...]: ...
 
 
 class Build(Protocol):
@@ -176,7 +176,7 @@ class QuantizerBuild:
                 hadamard=bool(getattr(options, "hadamard", False)),
             )
         # skip_layers/skip_ops and layer_precision: one rule per op, checked in the output (tflq/_tf/litert_rules.py)
-        precisions = session.precision_nodes() if getattr(options, "layer_precision", ()) else ()
+        precisions = session.precision_nodes(getattr(options, "layer_precision", ()))
         recipe = _rules.with_rules(recipe, settings.float_nodes, precisions)
         content = _lq.quantize(session.float_model(), recipe, session.calibration_samples)
         if settings.float_nodes or precisions:

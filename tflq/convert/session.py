@@ -8,7 +8,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -215,12 +215,13 @@ class ModelSession:
             self._model_ops = read_ops(source, self.exported)
         return self._model_ops
 
-    def precision_nodes(self) -> tuple[tuple[str, str], ...]:
-        """(output tensor, precision) of the ops ``layer_precision`` names (tflq/convert/precision.py). Raises
-        UsageError for a layer the model does not have."""
+    def precision_nodes(self, items: Sequence[str] | None = None) -> tuple[tuple[str, str], ...]:
+        """(output tensor, precision) of the ops ``items`` (default: the options' ``layer_precision``) name
+        (tflq/convert/precision.py). Raises UsageError for a layer the model does not have."""
         from tflq.convert.precision import resolve
 
-        return resolve(self.model_ops(), self.options.layer_precision) if self.options.layer_precision else ()
+        items = self.options.layer_precision if items is None else items
+        return resolve(self.model_ops(), items) if items else ()
 
     def float_nodes(self) -> tuple[str, ...]:
         """The output tensors of the ops ``skip_layers``/``skip_ops`` keep in float (the quantizer's node denylist).
