@@ -156,6 +156,14 @@ def quantized_ops(content: bytes, model_ops: Sequence[ModelOp]) -> list[ModelOp]
     return chosen
 
 
+def mode_settings(options: Any, mode: Mode, *, block_size: int | None = None) -> ModeSettings:
+    """What a variant of ``mode`` reads of ``options`` (a ConvertOptions) as if it were the only mode asked for,
+    without its own selective settings, blockwise with ``block_size`` when given."""
+    alone = replace(options, modes=(mode.name,), io_types=(), skip_layers=(), skip_ops=(), layer_precision=(),
+                    block_size=block_size if "block_size" in mode.settings else None)
+    return alone.settings(Variant(mode.name))
+
+
 def with_layers(base: ModeSettings, *, float_nodes: Sequence[str] = (), precise: Sequence[str] = (),
                 precision: str = "int8") -> ModeSettings:
     """``base`` with these ops kept in float and ``precise`` ops at ``precision`` (by their tensor names)."""
