@@ -98,3 +98,17 @@ def test_front_of_points() -> None:
 def test_unknown_engine_is_a_usage_error(tmp_path) -> None:
     result = invoke("auto", CNN, "--data", TEST, "--max-drop", "1", "--engines", "tpu", "-o", str(tmp_path))
     assert result.exit_code == 2 and "tpu" in result.output
+
+
+def test_batch_auto_block_reads_engines_and_score_all(tmp_path) -> None:
+    from tests.cli_helpers import assert_config_error
+    from tflq.batch.config import load_config
+
+    entry = f"models:\n  - name: cnn\n    path: {CNN}\n    calibration: {{data: {TRAIN}}}\n    evaluation: {{data: {TEST}}}\n"
+    good = tmp_path / "good.yaml"
+    good.write_text(entry + "    auto: {max_drop: 1, engines: [litert-quantizer], score_all: true}\n")
+    (job,) = load_config(good).models
+    assert job.auto["engines"] == ("litert-quantizer",) and job.auto["score_all"] is True
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(entry + "    auto: {max_drop: 1, engines: [tpu]}\n")
+    assert_config_error(bad, ":6:", "engines", "'tpu'")
