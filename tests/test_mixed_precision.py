@@ -145,3 +145,21 @@ def test_precision_items_parse() -> None:
     assert parse_item("a=b=float") == ("a=b", "float")
     with pytest.raises(ConfigError, match="expected LAYER=PRECISION"):
         parse_item("=int8")
+
+
+def test_yaml_takes_a_list_or_a_mapping(tmp_path: Path) -> None:
+    from tests.cli_helpers import assert_config_error
+    from tflq.batch.config import load_config
+
+    entry = f"models:\n  - name: cnn\n    path: {CNN}\n    calibration: {{data: {TRAIN}}}\n    modes: [int4-weights, int4x8]\n"
+    for value in ("{logits: int8, dense1: float}", "[logits=int8, dense1=float]"):
+        config = tmp_path / "ok.yaml"
+        config.write_text(entry + f"    layer_precision: {value}\n")
+        (job,) = load_config(config).models
+        assert job.convert.layer_precision == ("logits=int8", "dense1=float"), value
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(entry + "    layer_precision: {logits: int3}\n")
+    assert_config_error(bad, ":6:", "'int3'")
+    refused = tmp_path / "refused.yaml"
+    refused.write_text(entry.replace("int4-weights, int4x8", "int4-weights") + "    layer_precision: [logits=16x8]\n")
+    assert_config_error(refused, "logits=16x8", "int16 activations")
