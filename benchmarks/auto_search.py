@@ -85,6 +85,7 @@ def run_tflq(model_path: Path, calib: Path, data: Path, args: argparse.Namespace
 
     options = AutoOptions(
         max_drop=args.max_drop, data=str(data), max_float_layers=args.max_float_layers, output_dir=out,
+        engines=("converter",),  # the public-converter comparison covers the converter's candidates only
         convert=ConvertOptions(calibration=str(calib), calibration_samples=args.calib_samples),
     )
     started = time.perf_counter()

@@ -257,7 +257,10 @@ def test_unknown_skip_names_are_usage_errors_listing_the_valid_ones(args, fragme
 def test_skip_layers_without_int8_is_a_usage_error(tmp_path):
     result = invoke("convert", CNN, "--mode", "float16", "--skip-layers", "dense1", "-o", tmp_path)
     assert result.exit_code == 2, result.output
-    assert error_line(result) == "Error: --skip-layers applies to mode int8 (selective quantization); add --mode int8"
+    assert error_line(result) == (
+        "Error: --skip-layers applies to mode int8, int8-weights, int4-weights, dynamic-int4, int4x8 (selective "
+        "quantization); add one of them with --mode"
+    )
 
 
 def test_strict_mode_still_catches_other_float_ops_when_layers_are_skipped(tmp_path):

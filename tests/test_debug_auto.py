@@ -25,7 +25,7 @@ def top1(path: Path, data: dict[str, np.ndarray]) -> float:
 
 
 def test_auto_size_objective_writes_the_smallest_candidate_that_fits(fragile_models, digits_test, tmp_path):
-    options = AutoOptions(max_drop=2.0, data=TEST, convert=ConvertOptions(calibration=TRAIN), output_dir=tmp_path)
+    options = AutoOptions(engines=("converter",), max_drop=2.0, data=TEST, convert=ConvertOptions(calibration=TRAIN), output_dir=tmp_path)
     result = auto_search(fragile_models["fragile"], options)
 
     labels = [trial.candidate.label for trial in result.trials]
@@ -48,7 +48,7 @@ def test_auto_size_objective_writes_the_smallest_candidate_that_fits(fragile_mod
 
 def test_auto_latency_objective_times_every_fitting_candidate_and_keeps_the_fastest(fragile_models, tmp_path):
     options = AutoOptions(
-        max_drop=2.0, objective="latency", data=TEST, eval_samples=120, max_float_layers=1,
+        engines=("converter",), max_drop=2.0, objective="latency", data=TEST, eval_samples=120, max_float_layers=1,
         convert=ConvertOptions(calibration=TRAIN, calibration_samples=100), output_dir=tmp_path, name="fast",
     )
     result = auto_search(fragile_models["fragile"], options)
@@ -65,7 +65,7 @@ def test_auto_latency_objective_times_every_fitting_candidate_and_keeps_the_fast
 
 def test_auto_cli_prints_the_table_and_the_chosen_file(fragile_models, tmp_path):
     result = invoke(
-        "auto", fragile_models["fragile"], "--calib", TRAIN, "--data", TEST, "--max-drop", "2", "-o", tmp_path,
+        "auto", "--engines", "converter", fragile_models["fragile"], "--calib", TRAIN, "--data", TEST, "--max-drop", "2", "-o", tmp_path,
         "--max-float-layers", "1",
     )
     assert result.exit_code == 0, result.output
@@ -80,7 +80,7 @@ def test_auto_nothing_fits_exits_3_with_the_table_and_the_best_found(fragile_mod
     stale = tmp_path / "hopeless.auto.tflite"
     stale.write_bytes(b"from an earlier run")
     result = invoke(
-        "auto", fragile_models["hopeless"], "--calib", TRAIN, "--data", TEST, "--max-drop", "2", "-o", tmp_path,
+        "auto", "--engines", "converter", fragile_models["hopeless"], "--calib", TRAIN, "--data", TEST, "--max-drop", "2", "-o", tmp_path,
         "--max-float-layers", "1", "--calib-samples", "100", "--eval-samples", "180",
     )
     assert result.exit_code == EXIT_GATE, result.output
@@ -95,7 +95,7 @@ def test_auto_nothing_fits_exits_3_with_the_table_and_the_best_found(fragile_mod
     with pytest.raises(NoCandidateFits) as raised:
         auto_search(
             fragile_models["hopeless"],
-            AutoOptions(max_drop=2.0, data=TEST, eval_samples=180, max_float_layers=1,
+            AutoOptions(engines=("converter",), max_drop=2.0, data=TEST, eval_samples=180, max_float_layers=1,
                         convert=ConvertOptions(calibration=TRAIN, calibration_samples=100), output_dir=tmp_path),
         )
     found = raised.value.result
@@ -106,7 +106,7 @@ def test_auto_nothing_fits_exits_3_with_the_table_and_the_best_found(fragile_mod
 
 
 def test_auto_without_eval_data_is_a_usage_error(tmp_path):
-    result = invoke("auto", SAMPLES / "digits_cnn.keras", "--calib", TRAIN, "--max-drop", "1", "-o", tmp_path)
+    result = invoke("auto", "--engines", "converter", SAMPLES / "digits_cnn.keras", "--calib", TRAIN, "--max-drop", "1", "-o", tmp_path)
     assert result.exit_code == EXIT_USAGE, result.output
     assert "tflq auto needs evaluation data to measure the accuracy drop: pass --data EVAL" in error_line(result)
     assert not any(tmp_path.iterdir())
@@ -122,7 +122,7 @@ def test_auto_without_eval_data_is_a_usage_error(tmp_path):
     ids=["negative", "nan", "objective"],
 )
 def test_auto_bad_options_are_usage_errors(args, fragment, tmp_path):
-    result = invoke("auto", SAMPLES / "digits_cnn.keras", "--calib", TRAIN, "--data", TEST, "-o", tmp_path, *args)
+    result = invoke("auto", "--engines", "converter", SAMPLES / "digits_cnn.keras", "--calib", TRAIN, "--data", TEST, "-o", tmp_path, *args)
     assert result.exit_code == EXIT_USAGE, result.output
     assert fragment in result.output
 

@@ -32,7 +32,7 @@ def _argmax(path: Path | bytes, images: np.ndarray) -> np.ndarray:
 @pytest.mark.slow
 def test_auto_without_labels_or_reference_compares_with_the_float32_conversion(unlabelled, tmp_path):
     result = invoke(
-        "auto", CNN, "--calib", TRAIN, "--calib-samples", "100", "--data", unlabelled, "--max-drop", "1",
+        "auto", "--engines", "converter", CNN, "--calib", TRAIN, "--calib-samples", "100", "--data", unlabelled, "--max-drop", "1",
         "--max-float-layers", "1", "-o", tmp_path, "--json",
     )
     assert result.exit_code == 0, result.output
@@ -85,7 +85,7 @@ def _assert_every_reason_holds(found: dict) -> None:
 def test_auto_size_objective_chooses_the_smallest_fitting_candidate_not_the_first(fragile_models, digits_test, tmp_path):
     """fragile: int8+float(logits) fits, but dynamic also fits and is smaller; the size objective must write dynamic."""
     result = invoke(
-        "auto", fragile_models["fragile"], "--calib", TRAIN, "--calib-samples", "100", "--data", TEST,
+        "auto", "--engines", "converter", fragile_models["fragile"], "--calib", TRAIN, "--calib-samples", "100", "--data", TEST,
         "--max-drop", "2", "--max-float-layers", "1", "-o", tmp_path, "--json",
     )
     assert result.exit_code == 0, result.output
@@ -112,7 +112,7 @@ def test_auto_size_objective_chooses_the_smallest_fitting_candidate_not_the_firs
 @pytest.mark.slow
 def test_auto_latency_objective_claims_follow_from_the_timings(fragile_models, tmp_path):
     result = invoke(
-        "auto", fragile_models["fragile"], "--calib", TRAIN, "--calib-samples", "100", "--data", TEST,
+        "auto", "--engines", "converter", fragile_models["fragile"], "--calib", TRAIN, "--calib-samples", "100", "--data", TEST,
         "--eval-samples", "120", "--max-drop", "2", "--max-float-layers", "0", "--objective", "latency",
         "-o", tmp_path, "--json",
     )

@@ -42,6 +42,7 @@ class Session(Protocol):
     def trained_calibrated_model(self) -> bytes: ...
     def float_nodes(self) -> tuple[str, ...]: ...
     def float_model(self) -> bytes: ...
+    def precision_nodes(self, items: Sequence[str]) -> tuple[tuple[str, str], ...]: ...
 
 
 class Build(Protocol):
@@ -162,6 +163,7 @@ class QuantizerBuild:
 
     def build(self, session: Session, settings: ModeSettings) -> bytes:
         from tflq._tf import litert_quantizer as _lq
+        from tflq._tf import litert_rules as _rules
 
         options = settings.options
         if self.recipe == "file":
@@ -173,7 +175,13 @@ class QuantizerBuild:
                 block_size=getattr(options, "block_size", None),
                 hadamard=bool(getattr(options, "hadamard", False)),
             )
-        return _lq.quantize(session.float_model(), recipe, session.calibration_samples)
+        # skip_layers/skip_ops and layer_precision: one rule per op, checked in the output (tflq/_tf/litert_rules.py)
+        precisions = session.precision_nodes(getattr(options, "layer_precision", ()))
+        recipe = _rules.with_rules(recipe, settings.float_nodes, precisions)
+        content = _lq.quantize(session.float_model(), recipe, session.calibration_samples)
+        if settings.float_nodes or precisions:
+            _rules.check_applied(content, settings.float_nodes, precisions)
+        return content
 
 
 @dataclass(frozen=True)
@@ -386,6 +394,7 @@ MODES: dict[str, Mode] = {
             "int8",
             None,
             QuantizerBuild("weight_only", 8),
+            settings=("skip_layers", "skip_ops"),
             engine="litert-quantizer",
         ),
         Mode(
@@ -395,6 +404,7 @@ MODES: dict[str, Mode] = {
             "int4",
             None,
             QuantizerBuild("weight_only", 4),
+            settings=("skip_layers", "skip_ops", "layer_precision"),
             engine="litert-quantizer",
         ),
         Mode(
@@ -404,7 +414,7 @@ MODES: dict[str, Mode] = {
             "int4",
             None,
             QuantizerBuild("dynamic", 4),
-            settings=("block_size", "hadamard"),
+            settings=("block_size", "hadamard", "skip_layers", "skip_ops", "layer_precision"),
             engine="litert-quantizer",
             dynamic=True,
         ),
@@ -415,6 +425,7 @@ MODES: dict[str, Mode] = {
             "int4",
             "int8",
             QuantizerBuild("static", 4),
+            settings=("skip_layers", "skip_ops", "layer_precision"),
             engine="litert-quantizer",
         ),
         Mode(

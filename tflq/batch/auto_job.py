@@ -37,7 +37,9 @@ def _auto_in_child(job: ModelJob, output_dir: str, *, report: Callable[..., None
         data=job.evaluation.data,
         reference=job.evaluation.reference,
         eval_samples=job.measure.limit,
-        convert=replace(job.convert, modes=(), io_types=(), skip_layers=(), skip_ops=(), qat=QatOptions()),
+        convert=replace(
+            job.convert, modes=(), io_types=(), skip_layers=(), skip_ops=(), layer_precision=(), qat=QatOptions()
+        ),
         output_dir=Path(output_dir),
         name=job.name,
     )

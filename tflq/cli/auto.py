@@ -53,8 +53,10 @@ def auto_command(
 ) -> None:
     """Write the smallest (or fastest) variant of MODEL whose top-1 drop against float32 stays within --max-drop.
 
-    Tries int8, int8 with the most sensitive layers in float, 16x8, dynamic, float16, and prints everything it
-    tried and why each was rejected. Exit 3 when nothing fits.
+    Tries int8, int8 with the most sensitive layers in float, 16x8, dynamic, float16 (converter) and int8-weights,
+    int4-weights, dynamic-int4 (channelwise and blockwise), int4x8, int4 with the most sensitive layers at int8
+    (litert-quantizer), and prints everything it tried, why each was rejected and the Pareto front (accuracy vs
+    size, and vs latency when timed). Exit 3 when nothing fits.
     """
     import json
 
@@ -102,10 +104,10 @@ def print_auto(result: Any) -> None:
         soft_wrap=True,
     )
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    for header in ("candidate", "status", "top-1", "drop", "size B", "vs float32", "latency ms", "reason"):
+    for header in ("candidate", "status", "top-1", "drop", "size B", "vs float32", "latency ms", "front", "reason"):
         table.add_column(
             header,
-            justify="left" if header in ("candidate", "status", "reason") else "right",
+            justify="left" if header in ("candidate", "status", "front", "reason") else "right",
             no_wrap=header in ("candidate", "status"),
         )
     for trial in result.trials:
@@ -118,13 +120,22 @@ def print_auto(result: Any) -> None:
             "" if trial.size_bytes is None else f"{trial.size_bytes:,d}",
             "" if trial.size_bytes is None else f"{trial.size_bytes / result.float32_size:.2f}x",
             "" if trial.latency_ms is None else f"{trial.latency_ms:.3f}",
+            "+".join(trial.pareto),
             trial.reason,
             style="bold" if chosen else None,
         )
     console.print(table)
-    calibrated = "one calibration shared by every int8 candidate" + (
-        ", one more for 16x8 (public converter)" if result.calibrations > 1 else ""
+    console.print(
+        "front: on the Pareto front of the scored candidates (no other has a top-1 at least as high and a size, or a "
+        "latency when timed, at least as low)",
+        style="dim", highlight=False, markup=False, soft_wrap=True,
     )
+    calibrated = f"{result.calibrations} calibration(s): one shared by every int8 candidate, one more for 16x8 " \
+        "(public converter) and for each LiteRT Quantizer candidate with int8 activations (int4x8)"
+    if all(trial.candidate.engine == "converter" for trial in result.trials):
+        calibrated = "one calibration shared by every int8 candidate" + (
+            ", one more for 16x8 (public converter)" if result.calibrations > 1 else ""
+        )
     console.print(
         f"{calibrated}; layer ranking {result.ranking_seconds:.2f} s; search {result.seconds:.2f} s",
         highlight=False,

@@ -14,6 +14,10 @@ from tflq.cli.common import output_format as output_format_of
 from tflq.convert.options import ConvertOptions
 from tflq.errors import UsageError
 from tflq.model.options import ImageOptions, ModelOptions
+from tflq.modes import MODES
+
+#: the modes ``tflq debug --mode`` ranks: those that can keep a layer apart (skip_layers), but training ones
+DEBUG_MODES = tuple(name for name, mode in MODES.items() if mode.selective and not mode.needs_training)
 
 
 def selective_flags(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -39,6 +43,13 @@ def selective_options(flags: dict[str, Any]) -> ConvertOptions:
 
 @click.command("debug")
 @click.argument("model", type=click.Path(path_type=Path))
+@click.option(
+    "--mode",
+    type=click.Choice(DEBUG_MODES),
+    default="int8",
+    show_default=True,
+    help="The mode whose layers are ranked (int8: the converter's debug models; the others: side by side).",
+)
 @selective_flags
 @click.option(
     "--data",
@@ -80,6 +91,7 @@ def selective_options(flags: dict[str, Any]) -> ConvertOptions:
 @handle_errors
 def debug_command(
     model: Path,
+    mode: str,
     data: str | None,
     reference: str | None,
     top: int,
@@ -92,12 +104,14 @@ def debug_command(
     verbose: bool,
     **flags: Any,
 ) -> None:
-    """Per-layer int8 quantization error of MODEL, named by its Keras layers, most sensitive first.
+    """Per-layer quantization error of MODEL in --mode (int8), named by its Keras layers, most sensitive first.
 
-    With --data, also the top-1 of float32, int8, and int8 with each of the --top most sensitive layers left in
-    float (keep one with: tflq convert --mode int8 --skip-layers NAME).
+    With --data, also the top-1 of float32, the mode, and the mode with each of the --top most sensitive layers
+    kept in float, or at int8 weights for the int4 modes (keep one with: tflq convert --mode int8 --skip-layers
+    NAME, or --mode int4-weights --precision NAME=int8).
     """
-    from tflq.debug.layer_error import DebugOptions, debug_quantization
+    from tflq.debug.engine_error import debug_for_mode
+    from tflq.debug.layer_error import DebugOptions
     from tflq.debug.report import plot_sqnr, render
 
     setup_logging(verbose)
@@ -114,8 +128,9 @@ def debug_command(
         layer_samples=layer_samples,
         eval_samples=eval_samples,
         top=top,
+        mode=mode,
     )
-    report = debug_quantization(model, options)
+    report = debug_for_mode(model, options)
     if plot is not None:
         plot_sqnr(report, plot)
     if chosen_format == "html":

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 
 from tflq import options as opts
 from tflq.convert.block_size import BlockSize
+from tflq.convert.precision import LayerPrecision, check_modes
 from tflq.errors import UsageError
 from tflq.model.options import ImageOptions, ModelOptions
 from tflq.modes import DEFAULT_MODES, IO_TYPES, MODES, ModeSettings, Variant, modes_reading, plan_variants
@@ -84,6 +85,13 @@ class ConvertOptions:
         "selective quantization: keep every op of these TFLite types (e.g. FULLY_CONNECTED) in float",
         flag="--skip-ops",
     )
+    layer_precision: tuple[str, ...] = opts.setting(
+        (),
+        LayerPrecision(),  # tflq/convert/precision.py
+        "LiteRT Quantizer int4 modes: keep these layers at a higher precision, LAYER=float, LAYER=int8 (int8 "
+        "weights) or LAYER=16x8 (int16 activations, mode int4x8); LAYER: a Keras layer, a regex or an op name",
+        flag="--precision",
+    )
     block_size: int | None = opts.setting(
         None,
         BlockSize(),  # tflq/convert/block_size.py
@@ -113,7 +121,8 @@ class ConvertOptions:
         ):
             flag = "--skip-layers" if self.skip_layers else "--skip-ops"
             takers = ", ".join(modes_reading("skip_layers"))
-            raise UsageError(f"{flag} applies to mode {takers} (selective quantization); add --mode {takers}")
+            raise UsageError(f"{flag} applies to mode {takers} (selective quantization); add one of them with --mode")
+        check_modes(self.layer_precision, self.modes)
         if self.hadamard and self.block_size is not None:
             raise UsageError("--hadamard takes channelwise weights only: drop --block-size or --hadamard")
 

@@ -8,7 +8,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -229,10 +229,21 @@ class ModelSession:
         return self._float_model
 
     def model_ops(self) -> tuple[ModelOp, ...]:
-        """The ops of the calibrated (float) model, named after their Keras layers (read once)."""
+        """The ops of the calibrated (float) model, named after their Keras layers (read once); of the float32
+        model when no converter mode calibrates (the same tensor names; the LiteRT Quantizer starts from it)."""
         if self._model_ops is None:
-            self._model_ops = read_ops(self.calibrated_model(), self.exported)
+            calibrating = any(MODES[n].calibrated and MODES[n].engine == "converter" for n in self.options.modes)
+            source = self.calibrated_model() if calibrating else self.float_model()
+            self._model_ops = read_ops(source, self.exported)
         return self._model_ops
+
+    def precision_nodes(self, items: Sequence[str] | None = None) -> tuple[tuple[str, str], ...]:
+        """(output tensor, precision) of the ops ``items`` (default: the options' ``layer_precision``) name
+        (tflq/convert/precision.py). Raises UsageError for a layer the model does not have."""
+        from tflq.convert.precision import resolve
+
+        items = self.options.layer_precision if items is None else items
+        return resolve(self.model_ops(), items) if items else ()
 
     def float_nodes(self) -> tuple[str, ...]:
         """The output tensors of the ops ``skip_layers``/``skip_ops`` keep in float (the quantizer's node denylist).
@@ -457,6 +468,10 @@ def convert_model(
                     if session.tflite_source is None:  # a .tflite MODEL: its modes calibrate in LiteRT Quantizer
                         session.calibrated_model()
                     session.float_nodes()  # unknown --skip-layers/--skip-ops names fail before any output
+        if any(MODES[v.mode].selective or "layer_precision" in MODES[v.mode].settings for v in variants):
+            with contextlib.suppress(ConversionError):  # unknown layer names fail before any output
+                session.float_nodes()
+                session.precision_nodes()
         if any(MODES[v.mode].needs_training for v in variants):
             with progress.phase("train", model=name), contextlib.suppress(QatTrainingError, ConversionError):
                 session.trained_calibrated_model()  # a failure is reported by each training variant

@@ -9,6 +9,7 @@ _EXPORTS = {
     "DebugOptions": "tflq.debug.layer_error",
     "DebugReport": "tflq.debug.layer_error",
     "debug_quantization": "tflq.debug.layer_error",
+    "debug_for_mode": "tflq.debug.engine_error",
 }
 __all__ = list(_EXPORTS)
 

@@ -6,7 +6,14 @@ The candidates are:
 2. ``int8`` with the 1, 2, ... ``max_float_layers`` most sensitive layers left in float. The ranking comes from
    ``tflq debug`` (:func:`tflq.debug.layer_error.measure_ops`) and is computed whenever ``max_float_layers`` is above 0,
    because the choice needs every candidate's size;
-3. ``16x8``, ``dynamic``, ``float16``.
+3. ``16x8``, ``dynamic``, ``float16``;
+4. with the ``litert-quantizer`` engine (``engines``): ``int8-weights``, ``int4-weights``, ``dynamic-int4``
+   channelwise and with each block size LiteRT Quantizer takes, ``int4x8``, and ``int4-weights`` with the 1, 2, ...
+   ``max_float_layers`` most sensitive layers at int8 weights, from ``tflq debug --mode int4-weights``'s ranking
+   (:mod:`tflq.debug.engine_error`). A block size a model's layers do not divide fails: an error row, not dropped.
+
+The trials on the Pareto front (no other scored candidate has a top-1 at least as high and a size, or a latency
+when timed, at least as low, one of them strictly) are marked (``Trial.pareto``).
 
 Every candidate is converted and checked to run first, so its size is known. Candidates are scored on the
 evaluation data: top-1 accuracy with labels, and top-1 agreement with the reference (or with the float32 model)
@@ -43,7 +50,7 @@ from tflq.debug.options import (  # noqa: F401 (re-exported)
 )
 from tflq.debug.scoring import points
 from tflq.errors import ConversionError, GateError, InterpreterError, UsageError
-from tflq.modes import Variant
+from tflq.modes import MODES, Variant
 
 RANKING_SAMPLES = 100
 
@@ -62,6 +69,13 @@ class Candidate:
     float_layers: tuple[str, ...] = ()  # ranking entries (layer labels) left in float
     float_nodes: tuple[str, ...] = ()  # their ops' output tensors: the quantizer's node denylist
     unavailable: str | None = None  # why the candidate could not be built (the ranking failed)
+    block_size: int | None = None  # LiteRT Quantizer blockwise weights
+    int8_layers: tuple[str, ...] = ()  # ranking entries kept at int8 weights (an int4 mode)
+    int8_nodes: tuple[str, ...] = ()  # their ops' output tensors
+
+    @property
+    def engine(self) -> str:
+        return MODES[self.mode].engine
 
 
 @dataclass(frozen=True)
@@ -78,12 +92,17 @@ class Trial:
     latency_ms: float | None = None
     float_ops: int = 0
     seconds: float = 0.0
+    pareto: tuple[str, ...] = ()  # "size", "latency": on the Pareto front of top-1 against that cost
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "candidate": self.candidate.label,
             "mode": self.candidate.mode,
+            "engine": self.candidate.engine,
+            "block_size": self.candidate.block_size,
             "float_layers": list(self.candidate.float_layers),
+            "int8_layers": list(self.candidate.int8_layers),
+            "pareto": list(self.pareto),
             "status": self.status,
             "reason": self.reason,
             "top1": _rounded(self.score, 4),
@@ -163,7 +182,9 @@ class _Search:
 
         self.options = options
         self.workdir = workdir
-        convert_options = replace(options.convert, modes=("int8",), io_types=(), skip_layers=(), skip_ops=())
+        convert_options = replace(
+            options.convert, modes=("int8",), io_types=(), skip_layers=(), skip_ops=(), layer_precision=()
+        )
         self.session = ModelSession(model_path, convert_options, workdir)
         self.session.require_converter("tflq auto's int8 search")  # a .tflite MODEL: one line, before any work
         exported = self.session.exported
@@ -171,6 +192,7 @@ class _Search:
         self.calibrations = 0
         self.ranking_seconds = 0.0
         self._float_path: Path | None = None  # set before the Evaluator, which converts float32 without labels
+        self._ranking_samples: list[dict[str, Any]] | None = None
         self.evaluator = Evaluator(
             options.data or "",
             exported,
@@ -193,28 +215,78 @@ class _Search:
             self.calibrations += 1
         return self.session.calibrated_model()
 
+    def ranking_samples(self) -> list[dict[str, Any]]:
+        """The first evaluation samples, which the layer rankings are measured on (read once)."""
+        from tflq.model.data import open_data
+
+        if self._ranking_samples is None:
+            self._ranking_samples = list(
+                open_data(
+                    self.options.data or "",
+                    self.session.exported.inputs,
+                    limit=RANKING_SAMPLES,
+                    role="evaluation",
+                    images=self.session.options.images,
+                ).samples()
+            )
+        return self._ranking_samples
+
     def ranking(self) -> list[Any]:
         """The layer groups, most sensitive first (``tflq debug``'s ranking)."""
         from tflq.debug.layer_error import layer_groups, measure_ops, rank
-        from tflq.model.data import open_data
 
         calibrated = self.calibrated()
-        samples = list(
-            open_data(
-                self.options.data or "",
-                self.session.exported.inputs,
-                limit=RANKING_SAMPLES,
-                role="evaluation",
-                images=self.session.options.images,
-            ).samples()
-        )
+        samples = self.ranking_samples()
         model_ops = self.session.model_ops()
         started = time.perf_counter()
         errors = rank(measure_ops(calibrated, model_ops, samples, per_tensor=self.session.options.per_tensor))
-        self.ranking_seconds = time.perf_counter() - started
+        self.ranking_seconds += time.perf_counter() - started
+        return layer_groups(errors, model_ops)
+
+    def engine_ranking(self, mode_name: str) -> list[Any]:
+        """The layer groups of a LiteRT Quantizer mode, most sensitive first (``tflq debug --mode``'s ranking)."""
+        from tflq.debug import engine_error
+        from tflq.debug.layer_error import layer_groups, rank
+
+        mode = MODES[mode_name]
+        model_ops = self.session.model_ops()
+        started = time.perf_counter()
+        base = engine_error.mode_settings(self.session.options, mode)
+        full = engine_error.build(self.session, mode, base)
+        errors = rank(engine_error._measure(self.session, mode, base, full, model_ops, self.ranking_samples()))
+        self.ranking_seconds += time.perf_counter() - started
         return layer_groups(errors, model_ops)
 
     def candidates(self) -> Iterator[Candidate]:
+        if "converter" in self.options.engines:
+            yield from self.converter_candidates()
+        if "litert-quantizer" in self.options.engines:
+            yield from self.engine_candidates()
+
+    def engine_candidates(self) -> Iterator[Candidate]:
+        from tflq._tf.litert_quantizer import BLOCK_SIZES
+
+        for name in ("int8-weights", "int4-weights", "dynamic-int4"):
+            yield Candidate(name, name)
+        for size in BLOCK_SIZES:
+            yield Candidate(f"dynamic-int4(block={size})", "dynamic-int4", block_size=size)
+        yield Candidate("int4x8", "int4x8")
+        if self.options.max_float_layers:
+            try:
+                groups = self.engine_ranking("int4-weights")
+            except ConversionError as error:
+                yield Candidate("int4-weights+int8(most sensitive layers)", "int4-weights",
+                                unavailable=f"no layer ranking: {error}")
+                groups = []
+            for count in range(1, min(self.options.max_float_layers, len(groups)) + 1):
+                chosen = groups[:count]
+                labels = tuple(group.label for group in chosen)
+                nodes = tuple(dict.fromkeys(node for group in chosen for node in group.tensors))
+                yield Candidate(
+                    f"int4-weights+int8({','.join(labels)})", "int4-weights", int8_layers=labels, int8_nodes=nodes
+                )
+
+    def converter_candidates(self) -> Iterator[Candidate]:
         yield Candidate("int8", "int8")
         if self.options.max_float_layers:
             try:
@@ -232,7 +304,18 @@ class _Search:
 
     def convert(self, candidate: Candidate) -> bytes:
         """The candidate's ``.tflite`` bytes, checked to run. Raises ConversionError."""
-        if candidate.mode == "int8":
+        if candidate.engine != "converter":
+            from tflq.debug import engine_error
+
+            mode = MODES[candidate.mode]
+            settings = engine_error.with_layers(
+                engine_error.mode_settings(self.session.options, mode, block_size=candidate.block_size),
+                precise=candidate.int8_nodes,
+            )
+            if mode.calibrated:
+                self.calibrations += 1  # LiteRT Quantizer calibrates on the session's samples itself
+            content = engine_error.build(self.session, mode, settings)
+        elif candidate.mode == "int8":
             calibrated = self.calibrated()
             try:
                 with _tf.quiet():
@@ -360,6 +443,31 @@ def _search_latency(search: _Search, trials: list[Trial], baseline: float) -> in
     return chosen
 
 
+def _score_the_rest(search: _Search, trials: list[Trial], baseline: float, chosen: int | None) -> None:
+    """Score the built candidates the objective left unscored (``score_all``), saying why they were not chosen."""
+    for index, trial in enumerate(trials):
+        if trial.size_bytes is None or trial.score is not None:
+            continue
+        scored = search.score(trial, index, baseline)
+        if chosen is not None and scored.status == FITS:
+            winner = trials[chosen]
+            scored = replace(scored, reason=f"{scored.reason}; not smaller than {winner.candidate.label}")
+        trials[index] = scored
+
+
+def _mark_pareto(trials: list[Trial]) -> list[Trial]:
+    """The trials with ``pareto`` set: the Pareto front of top-1 against size, and against latency when timed."""
+    from tflq.debug.pareto import front
+
+    by_size = front([(trial.score, trial.size_bytes) for trial in trials])
+    by_latency = front([(trial.score, trial.latency_ms) for trial in trials])
+    return [
+        replace(trial, pareto=tuple(cost for cost, on in (("size", index in by_size), ("latency", index in by_latency))
+                                    if on))
+        for index, trial in enumerate(trials)
+    ]
+
+
 def _check_output(output_dir: Path, target: Path) -> None:
     """Refuse, before any work, an output folder that is a file (or lies under one) and a target that is a folder."""
     for folder in (output_dir, *output_dir.parents):
@@ -395,6 +503,9 @@ def auto_search(model_path: Path, options: AutoOptions, *, workdir: Path | None 
             chosen_index = _search_size(search, trials, baseline.value)
         else:
             chosen_index = _search_latency(search, trials, baseline.value)
+        if options.score_all:
+            _score_the_rest(search, trials, baseline.value, chosen_index)
+        trials = _mark_pareto(trials)
         written = None
         if chosen_index is not None:
             try:

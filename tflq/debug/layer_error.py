@@ -62,6 +62,7 @@ class DebugOptions:
     layer_samples: int = DEFAULT_LAYER_SAMPLES
     eval_samples: int | None = None
     top: int = DEFAULT_TOP
+    mode: str = "int8"  # the mode whose layers are ranked (tflq.debug.engine_error for the LiteRT Quantizer modes)
 
     def __post_init__(self) -> None:
         if self.layer_samples < 1:
@@ -148,8 +149,9 @@ class AccuracyCheck:
     metric: str
     samples: int
     float32: float
-    int8: float
+    int8: float  # the ranked mode's top-1 (named for int8, the first mode tflq debug ranked)
     recoveries: tuple[Recovery, ...]
+    mode: str = "int8"
 
     @property
     def drop(self) -> float:
@@ -168,7 +170,9 @@ class AccuracyCheck:
             "metric": self.metric,
             "samples": self.samples,
             "float32": _rounded(self.float32, 4),
-            "int8": _rounded(self.int8, 4),
+            "mode": self.mode,
+            "quantized": _rounded(self.int8, 4),
+            **({"int8": _rounded(self.int8, 4)} if self.mode == "int8" else {}),
             "drop_points": _rounded(self.drop),
             "in_float": [
                 {
@@ -197,6 +201,8 @@ class DebugReport:
     groups: tuple[LayerGroup, ...]
     accuracy: AccuracyCheck | None = None
     notes: tuple[str, ...] = ()  # what was not measured, and why
+    mode: str = "int8"  # the mode whose layers are ranked
+    kept_at: str = "float"  # what the accuracy checks keep a layer at: float, or int8 (weights) for the int4 modes
 
     def in_model_order(self) -> list[OpError]:
         return sorted(self.ops, key=lambda op: op.position)
@@ -215,6 +221,8 @@ class DebugReport:
         quantization and auto search")."""
         return {
             "model": self.model,
+            "mode": self.mode,
+            "kept_at": self.kept_at,
             "samples": self.samples,
             "sample_source": self.sample_source,
             "per_tensor": self.per_tensor,

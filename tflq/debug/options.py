@@ -8,6 +8,7 @@ from pathlib import Path
 from tflq import options as opts
 from tflq.convert.options import ConvertOptions
 from tflq.errors import UsageError
+from tflq.modes import ENGINES
 
 OBJECTIVES = ("size", "latency")
 DEFAULT_MAX_FLOAT_LAYERS = 3
@@ -44,8 +45,25 @@ class AutoOptions:
     max_float_layers: int = opts.setting(
         DEFAULT_MAX_FLOAT_LAYERS,
         opts.Integer(minimum=0, maximum=64),
-        "try int8 with up to N of the most sensitive layers left in float",
+        "try int8 with up to N of the most sensitive layers left in float, and int4 weights with up to N at int8",
         flag="--max-float-layers",
+        section="auto",
+    )
+    engines: tuple[str, ...] = opts.setting(
+        ENGINES,
+        opts.Names(allowed=ENGINES, non_empty=True, what="engine"),
+        "the engines whose modes are candidates: converter (int8, 16x8, dynamic, float16) and litert-quantizer "
+        "(int8-weights, int4-weights, dynamic-int4 with each block size, int4x8, int4 with layers at int8)",
+        flag="--engines",
+        section="auto",
+        shown_default="converter, litert-quantizer",
+    )
+    score_all: bool = opts.setting(
+        False,
+        opts.Flag(),
+        "score every candidate, so that the Pareto front covers all of them (objective size scores from the smallest "
+        "up and stops at the first that fits)",
+        flag="--score-all",
         section="auto",
     )
     convert: ConvertOptions = field(default_factory=ConvertOptions)

@@ -40,13 +40,18 @@ def _number(value: float | None, digits: int = 3) -> str:
 def summary_lines(report: DebugReport) -> list[str]:
     """The lines above the table: what was measured, and the accuracy of float32 and int8."""
     quantization = "per-tensor" if report.per_tensor else "per-channel"
-    lines = [f"{report.model}: int8 ({quantization} weights), layer errors on {report.samples} sample(s) of "
-             f"{report.sample_source}"]
+    what = f"int8 ({quantization} weights)" if report.mode == "int8" else f"mode {report.mode}"
+    lines = [f"{report.model}: {what}, layer errors on {report.samples} sample(s) of {report.sample_source}"]
     check = report.accuracy
     if check is not None:
         lines.append(
-            f"{check.metric} on {check.samples} sample(s): float32 {check.float32:.2%}, int8 {check.int8:.2%} "
+            f"{check.metric} on {check.samples} sample(s): float32 {check.float32:.2%}, {check.mode} {check.int8:.2%} "
             f"(drop {check.drop:.2f} points)"
+        )
+    if report.mode != "int8":
+        lines.append(
+            f"SQNR: each op quantized alone by mode {report.mode} (the rest float), compared with the float32 model "
+            f"side by side; the accuracy checks keep a layer at {report.kept_at}"
         )
     lines += [f"Note: {note}" for note in report.notes]
     return lines
@@ -100,10 +105,12 @@ def rich_table(report: DebugReport) -> Table:
     from rich import box
     from rich.table import Table
 
-    table = Table(title="int8 quantization error per op (SQNR in dB), most sensitive first", title_justify="left",
-                  box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(title=f"{report.mode} quantization error per op (SQNR in dB), most sensitive first",
+                  title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     for header, short in zip(HEADERS, SHORT_HEADERS, strict=True):
         text_column = header in ("layer", "op", "top-1 with layer in float")
+        if short == "in float" and report.kept_at != "float":
+            short = f"at {report.kept_at}"
         table.add_column(short, justify="left" if text_column else "right", no_wrap=header in ("layer", "op"))
     for row in _table_rows(report):
         table.add_row(*row)
@@ -143,7 +150,8 @@ def _csv(report: DebugReport) -> str:
 
 def _markdown(report: DebugReport) -> str:
     lines = [f"{line}  " for line in summary_lines(report)] + [""]
-    lines.append("| " + " | ".join(HEADERS) + " |")
+    kept = "in float" if report.kept_at == "float" else f"at {report.kept_at}"
+    lines.append("| " + " | ".join(HEADERS).replace("in float", kept) + " |")
     lines.append("|" + "|".join("---" if header in ("layer", "op") else "---:" for header in HEADERS) + "|")
     for row in _table_rows(report):
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |")
@@ -221,8 +229,10 @@ def plot_sqnr(report: DebugReport, path: Path) -> None:
     subtitle = ""
     if report.accuracy is not None:
         check = report.accuracy
-        subtitle = f"\n{check.metric}: float32 {check.float32:.2%}, int8 {check.int8:.2%}"
-    axes.set_title(f"int8 quantization error per op, in model order: {Path(report.model).name}{subtitle}", fontsize=10)
+        subtitle = f"\n{check.metric}: float32 {check.float32:.2%}, {check.mode} {check.int8:.2%}"
+    axes.set_title(
+        f"{report.mode} quantization error per op, in model order: {Path(report.model).name}{subtitle}", fontsize=10
+    )
     axes.grid(axis="y", alpha=0.3)
     figure.legend(loc="upper center", ncol=2, fontsize=8, frameon=False, bbox_to_anchor=(0.5, 0.995))
     figure.tight_layout(rect=(0, 0, 1, 0.9))
