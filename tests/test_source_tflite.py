@@ -188,12 +188,37 @@ def test_loading_options_for_keras_models_are_refused(classifier: ClassifierFile
     )
 
 
-def test_debug_and_auto_refuse_a_tflite_model_with_one_line(classifier: ClassifierFiles):
+def test_debug_and_auto_refuse_the_converter_for_a_tflite_model_with_one_line(classifier: ClassifierFiles):
     data = str(classifier.data)
     assert_usage_error(invoke("debug", classifier.float32, "--calib", data), "tflq debug", "converter")
     assert_usage_error(
         invoke("auto", classifier.float32, "--calib", data, "--data", data, "--max-drop", "1"), "tflq auto", "converter"
     )
+
+
+def test_debug_ranks_a_tflite_model_for_a_litert_quantizer_mode(classifier: ClassifierFiles):
+    data = str(classifier.data)
+    result = invoke("debug", classifier.float32, "--mode", "int4-weights", "--calib", data, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["mode"] == "int4-weights"
+    assert report["ops"], "no op ranked"
+    assert {op["op"] for op in report["ops"]} <= {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"}
+
+
+def test_auto_searches_a_tflite_model_on_the_litert_quantizer_engine(classifier: ClassifierFiles, tmp_path: Path):
+    data = str(classifier.data)
+    result = invoke(
+        "auto", classifier.float32, "--engines", "litert-quantizer", "--calib", data, "--data", data,
+        "--max-drop", "100", "--max-float-layers", "0", "-o", str(tmp_path), "--json",
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    tried = {trial["candidate"]: trial for trial in report["trials"]}
+    assert report["chosen"] in tried, report
+    assert MODES[tried[report["chosen"]]["mode"]].engine == "litert-quantizer", tried[report["chosen"]]
+    assert not any(MODES[trial["mode"]].engine == "converter" for trial in tried.values() if trial["mode"] != "float32")
+    assert run_tflite(Path(report["path"]).read_bytes(), {"image": np.load(data)["x"][:2]})
 
 
 def _batch_file(folder: Path, classifier: ClassifierFiles, modes: list[str] | None) -> Path:

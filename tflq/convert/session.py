@@ -232,7 +232,9 @@ class ModelSession:
         """The ops of the calibrated (float) model, named after their Keras layers (read once); of the float32
         model when no converter mode calibrates (the same tensor names; the LiteRT Quantizer starts from it)."""
         if self._model_ops is None:
-            calibrating = any(MODES[n].calibrated and MODES[n].engine == "converter" for n in self.options.modes)
+            calibrating = self.tflite_source is None and any(
+                MODES[n].calibrated and MODES[n].engine == "converter" for n in self.options.modes
+            )
             source = self.calibrated_model() if calibrating else self.float_model()
             self._model_ops = read_ops(source, self.exported)
         return self._model_ops

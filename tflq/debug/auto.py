@@ -186,7 +186,8 @@ class _Search:
             options.convert, modes=("int8",), io_types=(), skip_layers=(), skip_ops=(), layer_precision=()
         )
         self.session = ModelSession(model_path, convert_options, workdir)
-        self.session.require_converter("tflq auto's int8 search")  # a .tflite MODEL: one line, before any work
+        if "converter" in options.engines:  # a .tflite MODEL: one line, before any work
+            self.session.require_converter("tflq auto's converter candidates (pass --engines litert-quantizer)")
         exported = self.session.exported
         self.session.calibration_samples()
         self.calibrations = 0
