@@ -22,7 +22,7 @@ from tflq.errors import UsageError
 FLOAT_IO = "float32"
 ENGINES: tuple[str, ...] = ("converter", "litert-quantizer")
 #: the qconfig settings only LiteRT Quantizer honours: a converter-engine variant given one is refused
-QUANTIZER_ONLY: tuple[str, ...] = ("symmetric", "range_estimator")
+QUANTIZER_ONLY: tuple[str, ...] = ("symmetric", "range_estimator", "activation_range")
 
 
 @dataclass(frozen=True)
@@ -188,7 +188,11 @@ class QuantizerBuild:
                 symmetric=True if getattr(options, "symmetric", False) else None,
                 estimator=getattr(options, "range_estimator", "min-max"),
             )
-        quantized = _lq.quantize(session.float_model(), recipe, session.calibration_samples)
+        # a user's recipe file calibrates as LiteRT Quantizer does by default; tflq's static recipes by the setting
+        activation_range = options.activation_range if self.recipe == "static" else "moving-average"
+        quantized = _lq.quantize(
+            session.float_model(), recipe, session.calibration_samples, activation_range=activation_range
+        )
         return _lq.set_io_type(quantized, settings.io_type) if self.recipe == "static" else quantized
 
 
@@ -430,6 +434,7 @@ MODES: dict[str, Mode] = {
                 "engine",
                 "symmetric",
                 "range_estimator",
+                "activation_range",
             ),
             litert=QuantizerBuild("static", 8, refuses=("dense_per_tensor", "skip_layers", "skip_ops")),
         ),
@@ -452,7 +457,14 @@ MODES: dict[str, Mode] = {
             ConverterBuild(
                 _full_integer("EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8"), calibrated=True
             ),
-            settings=("per_tensor", "allow_float_fallback", "dense_per_tensor", "engine", "range_estimator"),
+            settings=(
+                "per_tensor",
+                "allow_float_fallback",
+                "dense_per_tensor",
+                "engine",
+                "range_estimator",
+                "activation_range",
+            ),
             litert=QuantizerBuild("static", 8, activation_bits=16, refuses=("dense_per_tensor",)),
         ),
         Mode(
@@ -491,7 +503,7 @@ MODES: dict[str, Mode] = {
             "int4",
             "int8",
             QuantizerBuild("static", 4),
-            settings=("symmetric", "range_estimator"),
+            settings=("symmetric", "range_estimator", "activation_range"),
             engine="litert-quantizer",
         ),
         Mode(

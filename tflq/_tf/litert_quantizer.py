@@ -29,6 +29,9 @@ KINDS: tuple[str, ...] = ("weight_only", "float16", "dynamic", "static")
 #: weights' clipping range; both fall back to min/max for activations, and take symmetric channelwise or
 #: tensorwise weights only). It has no percentile estimator.
 ESTIMATORS: tuple[str, ...] = ("min-max", "mse", "octav")
+#: how a static recipe's calibration merges the samples' activation ranges (see :func:`quantize`)
+ACTIVATION_RANGES: tuple[str, ...] = ("moving-average", "min-max")
+_WEIGHT_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "CONV_2D_TRANSPOSE")
 _ESTIMATOR_KEYS = {"min-max": "min_max_uniform_quantize", "mse": "MSE", "octav": "OCTAV"}
 _ENTRY_KEYS = ("regex", "operation", "algorithm_key", "op_config")
 
@@ -98,7 +101,10 @@ def named_recipe(
             compute_precision=qtyping.ComputePrecision.INTEGER,
             explicit_dequantize=False,
         )
-        manager.add_quantization_config(".*", every, op_config, algorithm)
+        manager.add_quantization_config(".*", every, op_config, AlgorithmName.MIN_MAX_UNIFORM_QUANT)
+        if estimator != "min-max":  # on the ops with weights: MSE and OCTAV leave other ops unquantized
+            for operation in _WEIGHT_OPS:
+                manager.add_quantization_config(".*", qtyping.TFLOperationName(operation), op_config, algorithm)
         if float_io:
             for boundary in (qtyping.TFLOperationName.INPUT, qtyping.TFLOperationName.OUTPUT):
                 manager.add_quantization_config(".*", boundary, None, AlgorithmName.NO_QUANTIZE)
@@ -175,12 +181,19 @@ def quantize(
     recipe: Sequence[dict[str, Any]],
     samples: Callable[[], list[dict[str, Any]]],
     signature_key: str | None = None,
+    activation_range: str = "moving-average",
 ) -> bytes:
     """``float_model`` quantized by ``recipe``: calibrated on ``samples()`` (input name -> batch of one) first
-    when the recipe needs it, for ``signature_key`` (None: the model's first signature). Raises ConversionError
-    with the quantizer's reason."""
+    when the recipe needs it, for ``signature_key`` (None: the model's first signature). ``activation_range``: how
+    the calibration merges each sample's min/max, one of :data:`ACTIVATION_RANGES`: ``moving-average`` (the
+    quantizer's default: an exponential moving average, smoothing 0.95) or ``min-max`` (the smallest min and largest
+    max over all samples, as the TFLite converter does). Raises ConversionError with the quantizer's reason."""
     from ai_edge_litert.interpreter import Interpreter
-    from litert_quantizer import Quantizer
+    from litert_quantizer import Quantizer, calibrator
+    from litert_quantizer.utils import qsv_utils
+
+    if activation_range not in ACTIVATION_RANGES:
+        raise ValueError(f"activation range {activation_range!r}: expected one of {ACTIVATION_RANGES}")
 
     try:
         with warnings.catch_warnings():  # its interpreters keep every tensor on purpose, and say so each time
@@ -190,7 +203,14 @@ def quantize(
             calibration = None
             if quantizer.need_calibration:
                 key = signature_key or next(iter(Interpreter(model_content=float_model).get_signature_list()))
-                calibration = quantizer.calibrate({key: samples()})
+                if activation_range == "moving-average":
+                    calibration = quantizer.calibrate({key: samples()})
+                else:  # the same calibration as Quantizer.calibrate, with the plain min/max merge
+                    calibrating = calibrator.Calibrator(
+                        bytearray(float_model), num_threads=16, qsv_update_func=qsv_utils.min_max_update
+                    )
+                    calibrating.calibrate({key: samples()}, _manager(list(recipe)))
+                    calibration = calibrating.get_model_qsvs()
             result = quantizer.quantize(calibration, enable_progress_bar=False, enable_progress_report=False)
     except TflqError:  # from samples(): the data layer's own errors
         raise

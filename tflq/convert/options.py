@@ -122,8 +122,15 @@ class ConvertOptions:
     range_estimator: str = opts.setting(
         "min-max",
         opts.Choice(choices=_lq.ESTIMATORS),
-        "LiteRT Quantizer static modes: how the weights' ranges are chosen (activations: calibration min/max)",
+        "LiteRT Quantizer static modes: how the weights' ranges are chosen",
         flag="--range-estimator",
+    )
+    activation_range: str = opts.setting(
+        "min-max",
+        opts.Choice(choices=_lq.ACTIVATION_RANGES),
+        "LiteRT Quantizer static modes: how calibration merges the samples' activation ranges: min-max (all "
+        "samples, as the converter) or moving-average (LiteRT Quantizer's own default)",
+        flag="--activation-range",
     )
     images: ImageOptions = field(default_factory=ImageOptions)
     model: ModelOptions = field(default_factory=ModelOptions)
