@@ -384,6 +384,9 @@ def _qat(converter: Any, tf: Any, settings: ModeSettings) -> None:
         converter.inference_output_type = getattr(tf, settings.io_type)
 
 
+# The default engine of the modes both engines make (float16, dynamic, int8, 16x8) is the converter: the rule in
+# docs/engines.md ("When to pick which engine": accuracy first, then p50 latency, then size, ties keep the converter)
+# applied to benchmarks/engines.py's figures quoted there.
 MODES: dict[str, Mode] = {
     mode.name: mode
     for mode in (
