@@ -272,3 +272,23 @@ def test_a_batch_file_refuses_them_naming_the_file_and_line(tmp_path: Path) -> N
     config.write_text(config.read_text().replace("mse", "percentile"))
     with pytest.raises(ConfigError, match=r"batch.yaml:5: range_estimator: expected one of min-max, mse, octav"):
         load_config(config)
+
+
+@pytest.mark.slow
+def test_per_tensor_gives_litert_quantizer_int8_one_scale_per_weight_tensor(tmp_path: Path) -> None:
+    """--per-tensor on LiteRT Quantizer's int8: tensorwise weights (measured: 98.61 % top-1, as channelwise)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    scales = {}
+    for label, extra in (("channelwise", []), ("tensorwise", ["--per-tensor"])):
+        result = convert(CNN, "--mode", "int8", "--engine", "litert-quantizer", *extra, "--calib", TRAIN,
+                         "--calib-samples", "50", "--json", out=tmp_path / label)
+        assert result.exit_code == 0, result.output
+        path = Path(json.loads(result.stdout)[0]["path"])
+        details = Interpreter(model_path=str(path)).get_tensor_details()
+        scales[label] = [len(d["quantization_parameters"]["scales"]) for d in details if d["dtype"] == np.int8
+                         and len(d["shape"]) == 4]  # the convolution kernels
+        if label == "tensorwise":
+            assert np.mean(_logits(path).argmax(-1) == _test_images()[1]) > 0.95
+    assert scales["tensorwise"] and all(count == 1 for count in scales["tensorwise"]), scales
+    assert any(count > 1 for count in scales["channelwise"]), scales
