@@ -294,3 +294,13 @@ def test_per_tensor_gives_litert_quantizer_int8_one_scale_per_weight_tensor(tmp_
             assert np.mean(_logits(path).argmax(-1) == _test_images()[1]) > 0.95
     assert scales["tensorwise"] and all(count == 1 for count in scales["tensorwise"]), scales
     assert any(count > 1 for count in scales["channelwise"]), scales
+
+
+def test_a_batch_file_refuses_an_engine_no_mode_of_its_model_reads(tmp_path: Path) -> None:
+    from tflq.batch.config import load_config
+    from tflq.errors import ConfigError
+
+    config = tmp_path / "batch.yaml"
+    config.write_text(f"models:\n  - name: cnn\n    path: {CNN}\n    modes: [int4-weights]\n    engine: converter\n")
+    with pytest.raises(ConfigError, match=r"batch.yaml:5: .*engine is read by mode\(s\) float16, dynamic, int8, 16x8"):
+        load_config(config)
