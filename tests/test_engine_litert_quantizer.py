@@ -243,7 +243,7 @@ def test_modes_json_names_engine_weight_bits_activations_and_granularities() -> 
         assert (row["engine"], row["weights"], row["activations"], row["granularities"]) == (
             engine, bits, activations, granularities
         ), name
-        assert row["io_types"] == ["float32"] or name in ("int8", "16x8")
+        assert row["io_types"] == ["float32"] or name in ("int8", "16x8", "int4x8")
     assert rows["int4x8"]["calibrated"] is True and rows["dynamic-int4"]["calibrated"] is False
 
 

@@ -20,6 +20,9 @@ from typing import Any, Protocol
 from tflq.errors import UsageError
 
 FLOAT_IO = "float32"
+ENGINES: tuple[str, ...] = ("converter", "litert-quantizer")
+#: the qconfig settings only LiteRT Quantizer honours: a converter-engine variant given one is refused
+QUANTIZER_ONLY: tuple[str, ...] = ("symmetric", "range_estimator", "activation_range")
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,7 @@ class ModeSettings:
     allow_float_fallback: bool = False
     float_nodes: tuple[str, ...] = ()  # tensors to keep in float (skip_layers / skip_ops, resolved by the session)
     options: Any = None  # the variant's view of the ConvertOptions: its mode's settings, every other at its default
+    engine: str = "converter"  # what quantizes this variant (one of its mode's ``engines``)
 
 
 class Session(Protocol):
@@ -145,13 +149,20 @@ class TrainThenRequantizeBuild:
 @dataclass(frozen=True)
 class QuantizerBuild:
     """LiteRT Quantizer (:mod:`tflq._tf.litert_quantizer`) on the session's one float32 conversion, by a recipe:
-    ``weight_only``, ``dynamic`` or ``static`` (int8 activations, calibrated on the session's samples, float32 I/O)
-    with ``weight_bits`` weights, channelwise or blockwise (``block_size``) and with or without the Hadamard
-    rotation as the variant's settings say; or ``file``: the user's recipe file (``recipe``), calibrated when it
-    asks for it. ``public_configure`` is the float32 conversion the quantizer starts from."""
+    ``weight_only``, ``float16``, ``dynamic`` or ``static`` (``activation_bits`` activations, calibrated on the
+    session's samples; integer I/O rewritten after quantization) with ``weight_bits`` weights, channelwise,
+    tensorwise (``per_tensor``) or blockwise (``block_size``), with or without the Hadamard rotation, with the
+    activation symmetry and weight range estimator the variant's settings say; or ``file``: the user's recipe file
+    (``recipe``), calibrated when it asks for it. ``public_configure`` is the float32 conversion it starts from.
+
+    ``refuses``: the settings of the mode this build cannot honour (a variant given one is refused, never quietly
+    built without it). Hook for selective quantization on this engine (branch i11-mixed): drop ``skip_layers`` /
+    ``skip_ops`` from a build's ``refuses`` once the build applies them."""
 
     recipe: str
     weight_bits: int = 8
+    activation_bits: int = 8
+    refuses: tuple[str, ...] = ()
 
     @property
     def needs(self) -> str | None:
@@ -172,16 +183,24 @@ class QuantizerBuild:
             recipe = _lq.named_recipe(
                 self.recipe,
                 self.weight_bits,
+                activation_bits=self.activation_bits,
                 block_size=getattr(options, "block_size", None),
                 hadamard=bool(getattr(options, "hadamard", False)),
+                per_tensor=settings.per_tensor,
+                symmetric=True if getattr(options, "symmetric", False) else None,
+                estimator=getattr(options, "range_estimator", "min-max"),
             )
         # skip_layers/skip_ops and layer_precision: one rule per op, checked in the output (tflq/_tf/litert_rules.py)
         precisions = session.precision_nodes(getattr(options, "layer_precision", ()))
         recipe = _rules.with_rules(recipe, settings.float_nodes, precisions)
-        content = _lq.quantize(session.float_model(), recipe, session.calibration_samples)
+        # a user's recipe file calibrates as LiteRT Quantizer does by default; tflq's static recipes by the setting
+        activation_range = options.activation_range if self.recipe == "static" else "moving-average"
+        quantized = _lq.quantize(
+            session.float_model(), recipe, session.calibration_samples, activation_range=activation_range
+        )
         if settings.float_nodes or precisions:
-            _rules.check_applied(content, settings.float_nodes, precisions)
-        return content
+            _rules.check_applied(quantized, settings.float_nodes, precisions)
+        return _lq.set_io_type(quantized, settings.io_type) if self.recipe == "static" else quantized
 
 
 @dataclass(frozen=True)
@@ -194,7 +213,9 @@ class Mode:
     defaults), and the batch runner's cache keys include only these, so changing ``per_tensor`` does not rebuild
     a float32 model. ``baseline``: the mode every other is compared with (exactly one). ``engine``: what
     quantizes: ``converter`` (TFLiteConverter, from the SavedModel export) or ``litert-quantizer`` (LiteRT
-    Quantizer, from the float32 .tflite). ``dynamic``: activations are quantized on the fly at run time.
+    Quantizer, from the float32 .tflite); for a mode both engines make, the default of its ``engine`` setting.
+    ``litert``: the LiteRT Quantizer build of a converter mode it can also make (``--engine``), or None.
+    ``dynamic``: activations are quantized on the fly at run time.
     """
 
     name: str
@@ -207,6 +228,48 @@ class Mode:
     baseline: bool = False
     engine: str = "converter"
     dynamic: bool = False
+    litert: QuantizerBuild | None = None
+
+    @property
+    def engines(self) -> tuple[str, ...]:
+        """The engines that can make this mode, its default first."""
+        if self.litert is None:
+            return (self.engine,)
+        return tuple(sorted(ENGINES, key=lambda engine: engine != self.engine))
+
+    def engine_for(self, options: Any) -> str:
+        """The engine a variant of this mode uses under ``options`` (a ``ConvertOptions``): its ``engine`` setting
+        when the mode reads it and it is given, else the mode's default."""
+        chosen = getattr(options, "engine", None) if "engine" in self.settings else None
+        return chosen or self.engine
+
+    def build_for(self, engine: str) -> Build:
+        """The build of this mode on ``engine`` (one of :attr:`engines`)."""
+        if engine == "litert-quantizer" and self.litert is not None:
+            return self.litert
+        return self.build
+
+    def make(self, session: Session, settings: ModeSettings) -> bytes:
+        """One variant's bytes, built by the engine its settings name."""
+        return self.build_for(settings.engine).build(session, settings)
+
+    def refusal(self, options: Any) -> str | None:
+        """Why this mode cannot honour ``options`` on the engine they choose (one line), or None: a setting of
+        the mode that engine does not read, given a value other than its default (never silently ignored)."""
+        if self.litert is None:
+            return None  # one engine: the mode reads only the settings it honours
+        engine = self.engine_for(options)
+        refused, other = QUANTIZER_ONLY, "litert-quantizer"
+        if engine == "litert-quantizer":
+            refused, other = self.litert.refuses, "converter"
+        defaults = type(options)()
+        for name in refused:
+            if name in self.settings and getattr(options, name) != getattr(defaults, name):
+                return (
+                    f"--{name.replace('_', '-')} ({name}) does not apply to mode {self.name} on engine {engine}; "
+                    f"it applies to engine {other} (--engine {other})"
+                )
+        return None
 
     @property
     def configure(self) -> Configure:
@@ -240,7 +303,7 @@ class Mode:
         training mode needs training data). The litert-quantizer engine's modes are opt-in (``--mode NAME``):
         they are a second engine, not more variants of the converter's, and ``--all-modes`` keeps the set of
         variants (and the docs and reports that count them) it had before the engine came."""
-        return not self.needs_training and self.engine == "converter"
+        return not self.needs_training and "converter" in self.engines
 
     @property
     def weight_bits(self) -> int | None:
@@ -272,6 +335,7 @@ class Mode:
             allow_float_fallback=view.allow_float_fallback,
             float_nodes=tuple(float_nodes) if self.selective else (),
             options=view,
+            engine=self.engine_for(options),
         )
 
 
@@ -327,6 +391,9 @@ def _qat(converter: Any, tf: Any, settings: ModeSettings) -> None:
         converter.inference_output_type = getattr(tf, settings.io_type)
 
 
+# The default engine of the modes both engines make (float16, dynamic, int8, 16x8) is the converter: the rule in
+# docs/engines.md ("When to pick which engine": accuracy first, then p50 latency, then size, ties keep the converter)
+# applied to benchmarks/engines.py's figures quoted there.
 MODES: dict[str, Mode] = {
     mode.name: mode
     for mode in (
@@ -346,6 +413,8 @@ MODES: dict[str, Mode] = {
             "float16",
             None,
             ConverterBuild(_float16),
+            settings=("engine",),
+            litert=QuantizerBuild("float16", 16),
         ),
         Mode(
             "dynamic",
@@ -354,8 +423,10 @@ MODES: dict[str, Mode] = {
             "int8",
             None,
             ConverterBuild(_dynamic),
-            settings=("per_tensor", "dense_per_tensor"),
+            settings=("per_tensor", "dense_per_tensor", "engine"),
             dynamic=True,
+            # its tensorwise dynamic int8 is not usable: 35.3 % vs 98.6 % top-1 on the digits CNN (docs/engines.md)
+            litert=QuantizerBuild("dynamic", 8, refuses=("per_tensor", "dense_per_tensor")),
         ),
         Mode(
             "int8",
@@ -364,7 +435,18 @@ MODES: dict[str, Mode] = {
             "int8",
             "int8",
             RequantizeBuild(_full_integer("TFLITE_BUILTINS_INT8")),
-            settings=("per_tensor", "allow_float_fallback", "dense_per_tensor", "skip_layers", "skip_ops"),
+            settings=(
+                "per_tensor",
+                "allow_float_fallback",
+                "dense_per_tensor",
+                "skip_layers",
+                "skip_ops",
+                "engine",
+                "symmetric",
+                "range_estimator",
+                "activation_range",
+            ),
+            litert=QuantizerBuild("static", 8, refuses=("dense_per_tensor",)),
         ),
         Mode(
             "qat",
@@ -385,7 +467,15 @@ MODES: dict[str, Mode] = {
             ConverterBuild(
                 _full_integer("EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8"), calibrated=True
             ),
-            settings=("per_tensor", "allow_float_fallback", "dense_per_tensor"),
+            settings=(
+                "per_tensor",
+                "allow_float_fallback",
+                "dense_per_tensor",
+                "engine",
+                "range_estimator",
+                "activation_range",
+            ),
+            litert=QuantizerBuild("static", 8, activation_bits=16, refuses=("dense_per_tensor",)),
         ),
         Mode(
             "int8-weights",
@@ -420,12 +510,13 @@ MODES: dict[str, Mode] = {
         ),
         Mode(
             "int4x8",
-            "LiteRT Quantizer: int4 weights, int8 activations, calibrated (I/O float32)",
-            (FLOAT_IO,),
+            "LiteRT Quantizer: int4 weights, int8 activations, calibrated (I/O float32, int8 or uint8)",
+            (FLOAT_IO, "int8", "uint8"),
             "int4",
             "int8",
             QuantizerBuild("static", 4),
-            settings=("skip_layers", "skip_ops", "layer_precision"),
+            # no range_estimator: LiteRT Quantizer 0.11's policy has no MSE/OCTAV for int4 weights + int8 activations
+            settings=("symmetric", "activation_range", "skip_layers", "skip_ops", "layer_precision"),
             engine="litert-quantizer",
         ),
         Mode(
@@ -441,7 +532,6 @@ MODES: dict[str, Mode] = {
     )
 }
 
-ENGINES: tuple[str, ...] = ("converter", "litert-quantizer")
 
 BASELINE: Mode = next(mode for mode in MODES.values() if mode.baseline)
 IO_TYPES: tuple[str, ...] = tuple(sorted({io for mode in MODES.values() for io in mode.io_types}))

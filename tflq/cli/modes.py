@@ -14,7 +14,8 @@ from tflq.cli.common import handle_errors
     "--json",
     "as_json",
     is_flag=True,
-    help="Machine-readable: name, engine, weight bits, activations, granularities, I/O types, settings.",
+    help="Machine-readable: name, engine (the default), engines, weight bits, activations, granularities, I/O types, "
+    "settings.",
 )
 @handle_errors
 def modes_command(as_json: bool) -> None:
@@ -27,6 +28,7 @@ def modes_command(as_json: bool) -> None:
                 "name": mode.name,
                 "summary": mode.summary,
                 "engine": mode.engine,
+                "engines": list(mode.engines),
                 "weights": mode.weight_bits,
                 "activations": mode.activation_kind,
                 "granularities": list(mode.granularities),
@@ -45,4 +47,5 @@ def modes_command(as_json: bool) -> None:
         widths[mode.engine] = max(widths.get(mode.engine, 0), len(mode.name))
     for mode in MODES.values():
         io = "/".join(mode.io_types)
-        click.echo(f"{mode.name:<{widths[mode.engine]}}  {mode.summary}  [I/O: {io}]")
+        engines = f"  [--engine {'|'.join(mode.engines)}, default {mode.engine}]" if len(mode.engines) > 1 else ""
+        click.echo(f"{mode.name:<{widths[mode.engine]}}  {mode.summary}  [I/O: {io}]{engines}")

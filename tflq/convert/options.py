@@ -4,7 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tflq import options as opts
+from tflq._tf import litert_quantizer as _lq
 from tflq.convert.block_size import BlockSize
+from tflq.convert.engine import Engine
 from tflq.convert.precision import LayerPrecision, check_modes
 from tflq.errors import UsageError
 from tflq.model.options import ImageOptions, ModelOptions
@@ -111,6 +113,33 @@ class ConvertOptions:
         "the LiteRT Quantizer recipe (JSON) mode recipe runs",
         flag="--recipe",
     )
+    engine: str | None = opts.setting(
+        None,
+        Engine(),  # tflq/convert/engine.py
+        "what quantizes the modes both engines make (float16, dynamic, int8, 16x8): the TFLite converter or "
+        "LiteRT Quantizer (docs/engines.md)",
+        flag="--engine",
+        shown_default="each mode's default (`tflq modes`)",
+    )
+    symmetric: bool = opts.setting(
+        False,
+        opts.Flag(),
+        "LiteRT Quantizer int8 activations: symmetric (zero point 0) instead of asymmetric",
+        flag="--symmetric",
+    )
+    range_estimator: str = opts.setting(
+        "min-max",
+        opts.Choice(choices=_lq.ESTIMATORS),
+        "LiteRT Quantizer static modes: how the weights' ranges are chosen",
+        flag="--range-estimator",
+    )
+    activation_range: str = opts.setting(
+        "min-max",
+        opts.Choice(choices=_lq.ACTIVATION_RANGES),
+        "LiteRT Quantizer static modes: how calibration merges the samples' activation ranges: min-max (all "
+        "samples, as the converter) or moving-average (LiteRT Quantizer's own default)",
+        flag="--activation-range",
+    )
     images: ImageOptions = field(default_factory=ImageOptions)
     model: ModelOptions = field(default_factory=ModelOptions)
     qat: QatOptions = field(default_factory=QatOptions)
@@ -125,6 +154,10 @@ class ConvertOptions:
         check_modes(self.layer_precision, self.modes)
         if self.hadamard and self.block_size is not None:
             raise UsageError("--hadamard takes channelwise weights only: drop --block-size or --hadamard")
+        for name in self.modes:
+            refusal = MODES[name].refusal(self) if name in MODES else None
+            if refusal:
+                raise UsageError(refusal)
 
     def variants(self) -> list[Variant]:
         """The variants these options ask for. Raises UsageError (also for training modes without training data)."""

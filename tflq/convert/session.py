@@ -317,7 +317,7 @@ class ModelSession:
         float_nodes = self.float_nodes() if mode.selective else ()
         settings = self.options.settings(variant, float_nodes)
         with _converter_errors(variant.label, self.exported):
-            return mode.build.build(self, settings)
+            return mode.make(self, settings)
 
     def verification_inputs(self, variant: Variant | None = None) -> dict[str, np.ndarray]:
         """One sample to run each converted model on: training data for a training mode, calibration data when
