@@ -248,8 +248,6 @@ def test_engine_and_qconfig_settings_are_in_the_cache_key_of_the_modes_that_read
         (["--mode", "int8", "--symmetric"], ["--symmetric", "mode int8 on engine converter", "litert-quantizer"]),
         (["--mode", "16x8", "--range-estimator", "octav"], ["--range-estimator", "engine converter"]),
         (["--mode", "int8", "--activation-range", "moving-average"], ["--activation-range", "engine converter"]),
-        (["--mode", "int8", "--engine", "litert-quantizer", "--skip-layers", "dense"],
-         ["--skip-layers", "engine litert-quantizer", "engine converter"]),
         (["--mode", "int8", "--engine", "litert-quantizer", "--dense-per-tensor"], ["--dense-per-tensor"]),
         (["--mode", "dynamic", "--engine", "litert-quantizer", "--per-tensor"], ["--per-tensor", "mode dynamic"]),
         (["--mode", "int4x8", "--engine", "litert-quantizer"], ["--engine", "float16, dynamic, int8, 16x8"]),
@@ -304,3 +302,16 @@ def test_a_batch_file_refuses_an_engine_no_mode_of_its_model_reads(tmp_path: Pat
     config.write_text(f"models:\n  - name: cnn\n    path: {CNN}\n    modes: [int4-weights]\n    engine: converter\n")
     with pytest.raises(ConfigError, match=r"batch.yaml:5: .*engine is read by mode\(s\) float16, dynamic, int8, 16x8"):
         load_config(config)
+
+
+def test_skip_layers_on_litert_quantizer_int8_keep_the_layer_float(tmp_path: Path) -> None:
+    """--skip-layers on int8 works on both engines: on LiteRT Quantizer through one no_quantize rule per op."""
+    result = convert(
+        CNN, "--mode", "int8", "--engine", "litert-quantizer", "--skip-layers", "logits", "--calib", TRAIN,
+        "--calib-samples", "16", "--json", out=tmp_path / "out",
+    )
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.stdout)
+    assert row["status"] == "ok", row
+    assert [op.split("(")[0] for op in row["float_ops"]] == ["FULLY_CONNECTED"], row["float_ops"]
+    assert any("logits" in layers for layers in row["float_layers"]), row["float_layers"]
