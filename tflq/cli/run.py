@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
+from tflq.batch.executors import ExecutorOptions
+from tflq.cli import flags as cli_flags
 from tflq.cli.common import TflqClickException, handle_errors, setup_logging, verbose_option
 
 
@@ -16,7 +19,13 @@ from tflq.cli.common import TflqClickException, handle_errors, setup_logging, ve
 @click.option("--modes", "modes", metavar="MODE[,MODE...]", help="Override every model's modes (comma-separated).")
 @click.option("--force", is_flag=True, help="Rebuild and re-measure even what is up to date.")
 @click.option("-o", "--output-dir", type=click.Path(path_type=Path), help="Override the file's output_dir.")
-@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="Models processed in parallel.")
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Models processed in parallel.  [default: 1; with --executor ray: as many as the cluster's CPUs allow]",
+)
+@cli_flags.click_options(ExecutorOptions)
 @click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout instead of the table.")
 @verbose_option
 @handle_errors
@@ -26,9 +35,10 @@ def run_command(
     modes: str | None,
     force: bool,
     output_dir: Path | None,
-    jobs: int,
+    jobs: int | None,
     as_json: bool,
     verbose: bool,
+    **flags: Any,
 ) -> None:
     """Run a YAML batch file: convert, measure, gate and report every model it lists.
 
@@ -41,6 +51,7 @@ def run_command(
     from tflq.batch.run import run_batch
 
     setup_logging(verbose)
+    executor = ExecutorOptions(**cli_flags.from_flags(ExecutorOptions, flags))
     override_modes = parse_modes_option(modes) if modes is not None else ()
     config = load_config(config_path, Overrides(modes=override_modes, output_dir=output_dir, only=only))
     started = time.perf_counter()
@@ -66,7 +77,7 @@ def run_command(
             click.echo(line, err=True)
 
     try:
-        result = run_batch(config, force=force, jobs=jobs, on_event=on_event)
+        result = run_batch(config, force=force, jobs=jobs, on_event=on_event, executor=executor)
     except KeyboardInterrupt:
         from tflq.batch.manifest import MANIFEST
         from tflq.errors import EXIT_FAILED
