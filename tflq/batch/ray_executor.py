@@ -27,19 +27,18 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from tflq.batch.executors import ExecutorOptions
 from tflq.batch.gates import apply_gates
 from tflq.batch.jobs import EventCallback, JobResult, _versions
 from tflq.batch.manifest import Entry, Manifest
+from tflq.batch.schema import ModelJob
 from tflq.errors import TflqError, UsageError
-
-if TYPE_CHECKING:
-    from tflq.batch.run import _Plan
+from tflq.modes import Variant
 
 log = logging.getLogger("tflq")
 
@@ -47,6 +46,21 @@ LOOPBACK_VARIABLE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0" before Ray starts
 # Test hook: "<model>" kills the worker of that model's task every time (SIGKILL); "<model>:<file>" only while
 # <file> does not exist yet (the worker creates it, then kills itself: the first attempt dies, the retry runs).
 KILL_HOOK_VARIABLE = "TFLQ_TEST_KILL_RAY_WORKER"
+
+
+
+class _Plan(Protocol):
+    """What this module reads of a :class:`tflq.batch.run._Plan` (which it does not import: run imports this)."""
+
+    @property
+    def job(self) -> ModelJob: ...
+    @property
+    def variants(self) -> tuple[Variant, ...]: ...
+    @property
+    def paths(self) -> dict[str, Path]: ...
+
+
+RunModel = Callable[[Any, Path, Manifest, EventCallback], list[JobResult]]  # tflq.batch.run.run_model
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -98,12 +112,18 @@ def _kill_hook(model: str, hook: str | None) -> None:
 
 
 def run_job_in_worker(
-    plan: _Plan, output_dir: str, entries: dict[str, Entry], versions: dict[str, str], cwd: str, hook: str | None
+    run_model: RunModel,
+    plan: _Plan,
+    output_dir: str,
+    entries: dict[str, Entry],
+    versions: dict[str, str],
+    cwd: str,
+    hook: str | None,
 ) -> dict[str, Any]:
-    """The task body: :func:`tflq.batch.run.run_model` on this worker. Returns ``{"results", "updates", "events",
-    "records"}`` (plain data). Raises UsageError when this worker's versions differ from the driver's."""
+    """The task body: ``run_model`` (:func:`tflq.batch.run.run_model`) on this worker. Returns ``{"results",
+    "updates", "events", "records"}`` (plain data). Raises UsageError when this worker's versions differ from the
+    driver's."""
     from tflq.batch.jobs import _notes
-    from tflq.batch.run import run_model
     from tflq.measure import isolation
 
     _kill_hook(plan.job.name, hook)
@@ -215,6 +235,7 @@ def _result(value: dict[str, Any]) -> JobResult:
 
 
 def run_on_ray(
+    run_model: RunModel,
     plans: Sequence[_Plan],
     options: ExecutorOptions,
     jobs: int | None,
@@ -222,9 +243,10 @@ def run_on_ray(
     manifest: Manifest,
     on_event: EventCallback,
 ) -> list[list[JobResult]]:
-    """Run each plan as a Ray task (at most ``jobs`` at a time when given, else as the cluster's CPUs allow) and
-    apply their manifest updates here as they finish. Returns the rows in plan order. Raises a task's TflqError
-    as the local executor would, UsageError when the cluster cannot be reached, KeyboardInterrupt on Ctrl-C."""
+    """Run ``run_model`` on each plan as a Ray task (at most ``jobs`` at a time when given, else as many as the
+    cluster's CPUs allow) and apply their manifest updates here as they finish. Returns the rows in plan order.
+    Raises a task's TflqError as the local executor would, UsageError when the cluster cannot be reached,
+    KeyboardInterrupt on Ctrl-C."""
     if options.address is None:
         os.environ[LOOPBACK_VARIABLE] = "0"  # before Ray is imported: a local cluster binds to 127.0.0.1 only
     import ray
@@ -249,7 +271,7 @@ def run_on_ray(
                 max_retries=options.retries,
                 retry_exceptions=False,
                 name=f"tflq {plan.job.name}",
-            ).remote(plan, str(output_dir), entries, versions, os.getcwd(), hook)
+            ).remote(run_model, plan, str(output_dir), entries, versions, os.getcwd(), hook)
             running[reference] = index
 
         try:

@@ -338,7 +338,7 @@ def run_batch(
             if executor.executor == "ray":
                 from tflq.batch.ray_executor import run_on_ray
 
-                per_model = run_on_ray(plans, executor, jobs, output_dir, manifest, events)
+                per_model = run_on_ray(run_model, plans, executor, jobs, output_dir, manifest, events)
             else:
                 per_model = run_local(plans, jobs or 1, lambda plan: run_model(plan, output_dir, manifest, events))
         finally:
