@@ -21,6 +21,7 @@ workers are killed) and shuts down the local cluster this run started; what fini
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -28,7 +29,6 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -43,8 +43,11 @@ from tflq.modes import Variant
 log = logging.getLogger("tflq")
 
 LOOPBACK_VARIABLE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0" before Ray starts: a local node on 127.0.0.1 only
-# Test hook: "<model>" kills the worker of that model's task every time (SIGKILL); "<model>:<file>" only while
-# <file> does not exist yet (the worker creates it, then kills itself: the first attempt dies, the retry runs).
+# Test hooks: the driver's TFLQ_TEST_* variables hold for the task on the worker too (the child-abort hook of
+# tflq.measure.isolation, this one). TFLQ_TEST_KILL_RAY_WORKER="<model>[,<model>:<file>...]": the worker of that
+# model's task kills itself (SIGKILL) at the start, every time, or (":<file>") only while <file> does not exist yet
+# (it creates the file first: the first attempt dies, the retry runs).
+TEST_HOOK_PREFIX = "TFLQ_TEST_"
 KILL_HOOK_VARIABLE = "TFLQ_TEST_KILL_RAY_WORKER"
 
 
@@ -99,16 +102,30 @@ class _Records(logging.Handler):
 
 
 def _kill_hook(model: str, hook: str | None) -> None:
-    if not hook:
-        return
-    name, _, marker = hook.partition(":")
-    if name != model:
-        return
-    if marker:
-        if os.path.exists(marker):
-            return
-        Path(marker).touch()
-    os.kill(os.getpid(), signal.SIGKILL)
+    for item in (hook or "").split(","):
+        name, _, marker = item.partition(":")
+        if name != model:
+            continue
+        if marker:
+            if os.path.exists(marker):
+                return
+            Path(marker).touch()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def _environment(variables: dict[str, str]) -> Iterator[None]:
+    """``variables`` set in this worker for the block (the driver's test hooks), then removed again."""
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def run_job_in_worker(
@@ -118,7 +135,7 @@ def run_job_in_worker(
     entries: dict[str, Entry],
     versions: dict[str, str],
     cwd: str,
-    hook: str | None,
+    hooks: dict[str, str],
 ) -> dict[str, Any]:
     """The task body: ``run_model`` (:func:`tflq.batch.run.run_model`) on this worker. Returns ``{"results",
     "updates", "events", "records"}`` (plain data). Raises UsageError when this worker's versions differ from the
@@ -126,7 +143,7 @@ def run_job_in_worker(
     from tflq.batch.jobs import _notes
     from tflq.measure import isolation
 
-    _kill_hook(plan.job.name, hook)
+    _kill_hook(plan.job.name, hooks.get(KILL_HOOK_VARIABLE))
     if os.path.isdir(cwd):  # relative paths (an -o given relative) mean what they meant to the driver
         os.chdir(cwd)
     found = _versions()
@@ -143,7 +160,8 @@ def run_job_in_worker(
     logger.addHandler(records)
     isolation.allow_children()
     try:
-        results = run_model(plan, Path(output_dir), manifest, lambda *event: events.append(event))
+        with _environment(hooks):
+            results = run_model(plan, Path(output_dir), manifest, lambda *event: events.append(event))
     finally:
         logger.removeHandler(records)
         logger.removeHandler(_notes)
@@ -189,13 +207,16 @@ def start_local_cluster(num_cpus: int | None = None) -> None:
         raise UsageError(f"the local Ray cluster bound to {', '.join(outside)}, expected 127.0.0.1 only")
 
 
-@contextmanager
+@contextlib.contextmanager
 def _connected(options: ExecutorOptions) -> Iterator[None]:
     """Connected to the cluster for the block: the one given by ``--address``, the one this process is already
     connected to, or a local one started (and shut down) here."""
     import ray
 
-    if ray.is_initialized():
+    if ray.is_initialized():  # this process's connection (a test's cluster, a Ray job's driver)
+        connected = ray.get_runtime_context().gcs_address
+        if options.address not in (None, "auto", connected):
+            raise UsageError(f"--address {options.address}: this process is already connected to Ray at {connected}")
         yield
         return
     if options.address is not None:
@@ -253,9 +274,11 @@ def run_on_ray(
     from ray import exceptions as ray_errors
 
     died = (ray_errors.WorkerCrashedError, ray_errors.NodeDiedError, ray_errors.OutOfMemoryError)
-    hook = os.environ.get(KILL_HOOK_VARIABLE)
+    hooks = {name: value for name, value in os.environ.items() if name.startswith(TEST_HOOK_PREFIX)}
     versions = _versions()
-    with _connected(options):
+    # Ray's driver prints the raylet's notices (a worker died...) on stdout from a thread of its own: during the run
+    # they go to stderr, where the rest of the run's progress goes, and stdout stays the report (--json).
+    with contextlib.redirect_stdout(sys.stderr), _connected(options):
         task = ray.remote(run_job_in_worker)
         pending_plans = list(enumerate(plans))
         running: dict[Any, int] = {}
@@ -271,7 +294,7 @@ def run_on_ray(
                 max_retries=options.retries,
                 retry_exceptions=False,
                 name=f"tflq {plan.job.name}",
-            ).remote(run_model, plan, str(output_dir), entries, versions, os.getcwd(), hook)
+            ).remote(run_model, plan, str(output_dir), entries, versions, os.getcwd(), hooks)
             running[reference] = index
 
         try:
