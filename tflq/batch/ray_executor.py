@@ -61,6 +61,10 @@ class _Plan(Protocol):
     def variants(self) -> tuple[Variant, ...]: ...
     @property
     def paths(self) -> dict[str, Path]: ...
+    @property
+    def convert(self) -> tuple[Variant, ...]: ...
+    @property
+    def measure(self) -> tuple[Variant, ...]: ...
 
 
 RunModel = Callable[[Any, Path, Manifest, EventCallback], list[JobResult]]  # tflq.batch.run.run_model
@@ -138,8 +142,8 @@ def run_job_in_worker(
     hooks: dict[str, str],
 ) -> dict[str, Any]:
     """The task body: ``run_model`` (:func:`tflq.batch.run.run_model`) on this worker. Returns ``{"results",
-    "updates", "events", "records"}`` (plain data). Raises UsageError when this worker's versions differ from the
-    driver's."""
+    "updates", "events", "records"}`` (plain data), or ``{"refused": why}`` when this worker's versions differ from
+    the driver's (its outputs would not match the cache keys)."""
     from tflq.batch.jobs import _notes
     from tflq.measure import isolation
 
@@ -149,7 +153,7 @@ def run_job_in_worker(
     found = _versions()
     if found != versions:
         differ = ", ".join(f"{k} {found.get(k)} (driver: {v})" for k, v in versions.items() if found.get(k) != v)
-        raise UsageError(f"Ray worker on {os.uname().nodename}: other versions than the driver's: {differ}")
+        return {"refused": f"the Ray worker on {os.uname().nodename} has other versions than the driver: {differ}"}
     manifest = _RecordingManifest(Path(output_dir), entries)
     events: list[tuple[str, str, str, str]] = []
     logger = logging.getLogger("tflq")
@@ -236,6 +240,11 @@ def _died(plan: _Plan, error: BaseException, retries: int) -> list[JobResult]:
     """The error rows of a job whose worker died ``retries + 1`` times."""
     cause = (str(error).strip().splitlines() or [""])[0][:300]
     text = f"the Ray worker running {plan.job.name} died ({type(error).__name__}, {retries + 1} attempt(s)): {cause}"
+    return _failed(plan, text)
+
+
+def _failed(plan: _Plan, text: str) -> list[JobResult]:
+    """Every variant of ``plan`` as an error row saying ``text`` (the manifest keeps what it had)."""
     rows = [
         JobResult(
             model=plan.job.name,
@@ -267,7 +276,16 @@ def run_on_ray(
     """Run ``run_model`` on each plan as a Ray task (at most ``jobs`` at a time when given, else as many as the
     cluster's CPUs allow) and apply their manifest updates here as they finish. Returns the rows in plan order.
     Raises a task's TflqError as the local executor would, UsageError when the cluster cannot be reached,
-    KeyboardInterrupt on Ctrl-C."""
+    KeyboardInterrupt on Ctrl-C.
+
+    A model with nothing to redo (every variant up to date, no ``auto`` search) is not sent anywhere: its rows come
+    from the manifest, here, so an unchanged rerun starts no cluster."""
+    done: dict[int, list[JobResult]] = {}
+    for index, plan in enumerate(plans):
+        if not plan.convert and not plan.measure and not plan.job.searches:
+            done[index] = run_model(plan, output_dir, manifest, on_event)
+    if len(done) == len(plans):
+        return [done[index] for index in range(len(plans))]
     if options.address is None:
         os.environ[LOOPBACK_VARIABLE] = "0"  # before Ray is imported: a local cluster binds to 127.0.0.1 only
     import ray
@@ -280,9 +298,8 @@ def run_on_ray(
     # they go to stderr, where the rest of the run's progress goes, and stdout stays the report (--json).
     with contextlib.redirect_stdout(sys.stderr), _connected(options):
         task = ray.remote(run_job_in_worker)
-        pending_plans = list(enumerate(plans))
+        pending_plans = [index for index in range(len(plans)) if index not in done]
         running: dict[Any, int] = {}
-        done: dict[int, list[JobResult]] = {}
 
         def submit(index: int) -> None:
             plan = plans[index]
@@ -296,11 +313,14 @@ def run_on_ray(
                 name=f"tflq {plan.job.name}",
             ).remote(run_model, plan, str(output_dir), entries, versions, os.getcwd(), hooks)
             running[reference] = index
+            for variant in plan.variants:
+                if variant in plan.convert or variant in plan.measure:
+                    on_event("start", plan.job.name, variant.label, "sent to Ray")
 
         try:
             while pending_plans or running:
                 while pending_plans and (jobs is None or len(running) < jobs):
-                    submit(pending_plans.pop(0)[0])
+                    submit(pending_plans.pop(0))
                 finished, _ = ray.wait(list(running), num_returns=1, timeout=0.25)  # short: Ctrl-C is seen at once
                 for reference in finished:
                     index = running.pop(reference)
@@ -316,6 +336,11 @@ def run_on_ray(
                         if isinstance(cause, TflqError):
                             raise cause from None
                         raise
+                    if "refused" in value:
+                        done[index] = _failed(plans[index], value["refused"])
+                        for row in done[index]:
+                            on_event("fail", row.model, row.label, value["refused"])
+                        continue
                     done[index] = _apply(value, manifest, on_event)
         except BaseException:
             for reference in running:
@@ -340,7 +365,8 @@ def _apply(value: dict[str, Any], manifest: Manifest, on_event: EventCallback) -
     for level, message in value["records"]:
         log.log(level, "%s", message)
     for event in value["events"]:
-        on_event(*event)
+        if event[0] != "start":  # the job's start was shown when it was sent; these are its results
+            on_event(*event)
     return [_result(row) for row in value["results"]]
 
 
