@@ -144,7 +144,8 @@ def test_a_worker_killed_once_is_retried_and_one_that_always_dies_is_its_models_
 
 def test_a_crashing_conversion_child_fails_its_models_rows_on_ray_as_locally(tmp_path, ray_cluster):
     config = write_config(tmp_path)
-    result = run(config, "--executor", "ray", "--modes", "float32,dynamic", env={"TFLQ_TEST_ABORT_CHILD": "legacy"})
+    hook = {"TFLQ_TEST_ABORT_CHILD": "legacy"}
+    result = run(config, "--executor", "ray", "--jobs", "1", "--modes", "float32,dynamic", env=hook)  # 1 in flight
     assert result.exit_code == 1, result.output
     rows = rows_of(result)
     assert rows["cnn/float32"]["status"] == rows["cnn/dynamic"]["status"] == "ok"
@@ -184,3 +185,17 @@ def test_help_and_a_local_run_do_not_import_ray(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().endswith("no ray")
+
+
+def test_a_job_bigger_than_the_local_cluster_is_a_usage_error_not_a_wait(ray_cluster):
+    from tflq.batch.executors import ExecutorOptions
+    from tflq.batch.ray_executor import _check_fits
+    from tflq.errors import UsageError
+
+    resources = ray_cluster.cluster_resources()  # 2 CPUs, no GPU
+    _check_fits(ExecutorOptions(executor="ray", cpus=2), resources, training=False)
+    _check_fits(ExecutorOptions(executor="ray", training_gpus=1), resources, training=False)  # no job trains
+    with pytest.raises(UsageError, match=r"^--ray-cpus 3: the local Ray cluster has 2 CPU\(s\)$"):
+        _check_fits(ExecutorOptions(executor="ray", cpus=3), resources, training=False)
+    with pytest.raises(UsageError, match=r"^--ray-training-gpus 1: the local Ray cluster has 0 GPU\(s\)$"):
+        _check_fits(ExecutorOptions(executor="ray", training_gpus=1), resources, training=True)

@@ -212,7 +212,7 @@ def start_local_cluster(num_cpus: int | None = None) -> None:
 
 
 @contextlib.contextmanager
-def _connected(options: ExecutorOptions) -> Iterator[None]:
+def _connected(options: ExecutorOptions, training: bool) -> Iterator[None]:
     """Connected to the cluster for the block: the one given by ``--address``, the one this process is already
     connected to, or a local one started (and shut down) here."""
     import ray
@@ -230,10 +230,31 @@ def _connected(options: ExecutorOptions) -> Iterator[None]:
             raise UsageError(f"--address {options.address}: cannot join the Ray cluster: {error}") from None
     else:
         start_local_cluster()
+        try:
+            _check_fits(options, ray.cluster_resources(), training)
+        except UsageError:
+            ray.shutdown()
+            raise
     try:
         yield
     finally:
         ray.shutdown()
+
+
+def _check_fits(options: ExecutorOptions, resources: dict[str, float], training: bool) -> None:
+    """UsageError when a job asks for more than the local cluster has (its task would wait forever; a cluster with
+    an autoscaler may add the nodes, so only the local one is checked). ``training``: a job trains (asks for
+    ``--ray-training-gpus``)."""
+    problems = []
+    if options.cpus > resources.get("CPU", 0):
+        problems.append(f"--ray-cpus {options.cpus:g}: the local Ray cluster has {resources.get('CPU', 0):g} CPU(s)")
+    if training and options.training_gpus > resources.get("GPU", 0):
+        problems.append(
+            f"--ray-training-gpus {options.training_gpus:g}: the local Ray cluster has {resources.get('GPU', 0):g} "
+            "GPU(s)"
+        )
+    if problems:
+        raise UsageError("; ".join(problems))
 
 
 def _died(plan: _Plan, error: BaseException, retries: int) -> list[JobResult]:
@@ -294,9 +315,11 @@ def run_on_ray(
     died = (ray_errors.WorkerCrashedError, ray_errors.NodeDiedError, ray_errors.OutOfMemoryError)
     hooks = {name: value for name, value in os.environ.items() if name.startswith(TEST_HOOK_PREFIX)}
     versions = _versions()
+    sent = [plan for index, plan in enumerate(plans) if index not in done]
+    training = any(_needs_training(variant.mode) for plan in sent for variant in plan.variants)
     # Ray's driver prints the raylet's notices (a worker died...) on stdout from a thread of its own: during the run
     # they go to stderr, where the rest of the run's progress goes, and stdout stays the report (--json).
-    with contextlib.redirect_stdout(sys.stderr), _connected(options):
+    with contextlib.redirect_stdout(sys.stderr), _connected(options, training):
         task = ray.remote(run_job_in_worker)
         pending_plans = [index for index in range(len(plans)) if index not in done]
         running: dict[Any, int] = {}
