@@ -138,6 +138,7 @@ def test_a_worker_killed_once_is_retried_and_one_that_always_dies_is_its_models_
     error = rows["legacy/float32"]["error"]
     assert rows["legacy/float32"]["status"] == "error"
     assert error.startswith("the Ray worker running legacy died (WorkerCrashedError, 2 attempt(s)): "), error
+    assert not Path(rows["legacy/float32"]["path"]).exists()
     assert "1 job(s) failed: legacy float32" in result.output
     assert set(json.loads((tmp_path / "out" / MANIFEST).read_text())["jobs"]) == {"cnn/float32"}
 

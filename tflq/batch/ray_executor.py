@@ -257,15 +257,21 @@ def _check_fits(options: ExecutorOptions, resources: dict[str, float], training:
         raise UsageError("; ".join(problems))
 
 
-def _died(plan: _Plan, error: BaseException, retries: int) -> list[JobResult]:
+def _died(plan: _Plan, error: BaseException, retries: int, manifest: Manifest) -> list[JobResult]:
     """The error rows of a job whose worker died ``retries + 1`` times."""
     cause = (str(error).strip().splitlines() or [""])[0][:300]
     text = f"the Ray worker running {plan.job.name} died ({type(error).__name__}, {retries + 1} attempt(s)): {cause}"
-    return _failed(plan, text)
+    return _failed(plan, text, manifest)
 
 
-def _failed(plan: _Plan, text: str) -> list[JobResult]:
-    """Every variant of ``plan`` as an error row saying ``text`` (the manifest keeps what it had)."""
+def _failed(plan: _Plan, text: str, manifest: Manifest) -> list[JobResult]:
+    """Every variant of ``plan`` as an error row saying ``text``. The outputs it was to (re)build are deleted and
+    their entries dropped, as the local executor does when a conversion fails (a dead attempt may have written
+    some); the up-to-date ones stay recorded."""
+    for variant in plan.convert:
+        with contextlib.suppress(FileNotFoundError):
+            plan.paths[variant.label].unlink()  # checked by owned_output when planned: inside the output folder
+        manifest.drop(f"{plan.job.name}/{variant.label}")
     rows = [
         JobResult(
             model=plan.job.name,
@@ -312,7 +318,12 @@ def run_on_ray(
     import ray
     from ray import exceptions as ray_errors
 
-    died = (ray_errors.WorkerCrashedError, ray_errors.NodeDiedError, ray_errors.OutOfMemoryError)
+    died = (
+        ray_errors.WorkerCrashedError,
+        ray_errors.NodeDiedError,
+        ray_errors.OutOfMemoryError,
+        ray_errors.LocalRayletDiedError,
+    )
     hooks = {name: value for name, value in os.environ.items() if name.startswith(TEST_HOOK_PREFIX)}
     versions = _versions()
     sent = [plan for index, plan in enumerate(plans) if index not in done]
@@ -350,7 +361,7 @@ def run_on_ray(
                     try:
                         value = ray.get(reference)
                     except died as error:
-                        done[index] = _died(plans[index], error, options.retries)
+                        done[index] = _died(plans[index], error, options.retries, manifest)
                         for row in done[index]:
                             on_event("fail", row.model, row.label, row.error or "failed")
                         continue
@@ -360,7 +371,7 @@ def run_on_ray(
                             raise cause from None
                         raise
                     if "refused" in value:
-                        done[index] = _failed(plans[index], value["refused"])
+                        done[index] = _failed(plans[index], value["refused"], manifest)
                         for row in done[index]:
                             on_event("fail", row.model, row.label, value["refused"])
                         continue
