@@ -313,8 +313,10 @@ def run_on_ray(
             done[index] = run_model(plan, output_dir, manifest, on_event)
     if len(done) == len(plans):
         return [done[index] for index in range(len(plans))]
-    if options.address is None:
-        os.environ[LOOPBACK_VARIABLE] = "0"  # before Ray is imported: a local cluster binds to 127.0.0.1 only
+    if options.address is None or _on_loopback(options.address):
+        # before Ray is imported: a local cluster binds to 127.0.0.1 only, and Ray does not rewrite a 127.0.0.1
+        # address into this machine's outward one (it does on Linux without the variable)
+        os.environ[LOOPBACK_VARIABLE] = "0"
     import ray
     from ray import exceptions as ray_errors
 
@@ -381,6 +383,11 @@ def run_on_ray(
                 ray.cancel(reference, force=True)
             raise
     return [done[index] for index in range(len(plans))]
+
+
+def _on_loopback(address: str) -> bool:
+    host = address.removeprefix("ray://").rpartition(":")[0] or address
+    return host == "localhost" or host.startswith("127.")
 
 
 def _needs_training(mode: str) -> bool:
