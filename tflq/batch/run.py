@@ -16,13 +16,13 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from tflq import progress
 from tflq.batch.config import BatchConfig, ModelJob
+from tflq.batch.executors import ExecutorOptions, run_local
 from tflq.batch.gates import apply_gates
 from tflq.batch.gates import top1 as gate_top1
 from tflq.batch.jobs import (  # noqa: F401 (content_hash, conversion_key, measurement_key, auto_key: API)
@@ -317,16 +317,21 @@ def run_batch(
     config: BatchConfig,
     *,
     force: bool = False,
-    jobs: int = 1,
+    jobs: int | None = None,
     on_event: EventCallback | None = None,
+    executor: ExecutorOptions | None = None,
 ) -> BatchResult:
     """Run every model of ``config``; returns the BatchResult (rows, report paths, exit code).
 
-    A model whose conversion crashes its child process fails its own variants; the others go on. Raises
-    UsageError for a bad ``jobs`` value; config problems were raised by :func:`tflq.batch.config.load_config`.
+    ``executor`` says where the model jobs run (default: here, ``jobs`` at a time, 1 when None); with Ray, ``jobs``
+    caps the tasks in flight (None: as many as the cluster's CPUs allow). A model whose conversion crashes its child
+    process (or, on Ray, whose worker dies past its retries) fails its own variants; the others go on. Raises
+    UsageError for a bad ``jobs`` value or an unreachable Ray cluster; config problems were raised by
+    :func:`tflq.batch.config.load_config`.
     """
-    if jobs < 1:
+    if jobs is not None and jobs < 1:
         raise UsageError(f"--jobs must be at least 1, got {jobs}")
+    executor = executor or ExecutorOptions()
     from tflq.convert.session import output_path
     from tflq.measure import isolation
     from tflq.modes import plan_variants
@@ -354,7 +359,12 @@ def run_batch(
             logger.setLevel(logging.INFO)
         logger.addHandler(_notes)
         try:
-            per_model = _run_plans(plans, jobs, lambda plan: run_model(plan, output_dir, manifest, events))
+            if executor.executor == "ray":
+                from tflq.batch.ray_executor import run_on_ray
+
+                per_model = run_on_ray(run_model, plans, executor, jobs, output_dir, manifest, events)
+            else:
+                per_model = run_local(plans, jobs or 1, lambda plan: run_model(plan, output_dir, manifest, events))
         finally:
             logger.removeHandler(_notes)
             logger.setLevel(saved_level)
@@ -366,28 +376,3 @@ def run_batch(
 
         report_paths = write_batch_reports(output_dir, [result.to_row() for result in results])
     return BatchResult(config=config, results=results, report_paths=tuple(report_paths))
-
-
-def _run_plans(plans: Sequence[_Plan], jobs: int, run: Callable[[_Plan], list[JobResult]]) -> list[list[JobResult]]:
-    """``run`` each plan on ``jobs`` threads; results in plan order.
-
-    Ctrl-C (KeyboardInterrupt in this, the main thread) is acted on at once: every child process is killed, the
-    worker threads stop at their next step (their child calls raise KeyboardInterrupt), and KeyboardInterrupt goes
-    on up. What finished before is already in the manifest.
-    """
-    from tflq.measure import isolation
-
-    pool = ThreadPoolExecutor(max_workers=jobs)
-    futures = [pool.submit(run, plan) for plan in plans]
-    try:
-        while True:  # short waits: the main thread stays responsive to SIGINT
-            done, running = wait(futures, timeout=0.25, return_when=FIRST_EXCEPTION)
-            if not running or any(future.exception() is not None for future in done):
-                break
-        return [future.result() for future in futures]
-    except BaseException:
-        isolation.stop_children()
-        raise
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        isolation.allow_children()

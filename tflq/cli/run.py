@@ -5,9 +5,12 @@ from __future__ import annotations
 import contextlib
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
+from tflq.batch.executors import ExecutorOptions
+from tflq.cli import flags as cli_flags
 from tflq.cli.common import TflqClickException, handle_errors, setup_logging, verbose_option
 from tflq.cli.progress_view import live_console, plain_option
 
@@ -18,7 +21,13 @@ from tflq.cli.progress_view import live_console, plain_option
 @click.option("--modes", "modes", metavar="MODE[,MODE...]", help="Override every model's modes (comma-separated).")
 @click.option("--force", is_flag=True, help="Rebuild and re-measure even what is up to date.")
 @click.option("-o", "--output-dir", type=click.Path(path_type=Path), help="Override the file's output_dir.")
-@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="Models processed in parallel.")
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Models processed in parallel.  [default: 1; with --executor ray: as many as the cluster's CPUs allow]",
+)
+@cli_flags.click_options(ExecutorOptions)
 @click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout instead of the table.")
 @plain_option
 @verbose_option
@@ -29,10 +38,11 @@ def run_command(
     modes: str | None,
     force: bool,
     output_dir: Path | None,
-    jobs: int,
+    jobs: int | None,
     as_json: bool,
     plain: bool,
     verbose: bool,
+    **flags: Any,
 ) -> None:
     """Run a YAML batch file: convert, measure, gate and report every model it lists.
 
@@ -46,6 +56,7 @@ def run_command(
     from tflq.batch.run import run_batch
 
     setup_logging(verbose)
+    executor = ExecutorOptions(**cli_flags.from_flags(ExecutorOptions, flags))
     override_modes = parse_modes_option(modes) if modes is not None else ()
     config = load_config(config_path, Overrides(modes=override_modes, output_dir=output_dir, only=only))
     started = time.perf_counter()
@@ -84,7 +95,9 @@ def run_command(
         })
     try:
         with view if view is not None else contextlib.nullcontext():
-            result = run_batch(config, force=force, jobs=jobs, on_event=view.on_event if view else on_event)
+            result = run_batch(
+                config, force=force, jobs=jobs, on_event=view.on_event if view else on_event, executor=executor
+            )
     except KeyboardInterrupt:
         from tflq.batch.manifest import MANIFEST
         from tflq.errors import EXIT_FAILED
