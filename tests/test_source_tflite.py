@@ -258,10 +258,27 @@ def test_tflq_run_takes_a_tflite_model(classifier: ClassifierFiles, tmp_path: Pa
     assert "Partitions" in markdown
 
 
-def test_a_batch_entry_with_auto_is_refused_at_load(classifier: ClassifierFiles, tmp_path: Path):
+def test_a_batch_entry_with_auto_on_the_converter_is_refused_at_load(classifier: ClassifierFiles, tmp_path: Path):
     config = _batch_file(tmp_path, classifier, ["float32"])
     config.write_text(config.read_text() + "    auto: {max_drop: 1}\n")
+    assert_config_error(config, ":8:", "net", "auto:", ".tflite", "litert-quantizer")
+    config.write_text(config.read_text().replace("max_drop: 1}", "max_drop: 1, engines: [converter]}"))
     assert_config_error(config, ":8:", "net", "auto:", ".tflite")
+
+
+@pytest.mark.slow
+def test_a_batch_entry_searches_a_tflite_model_on_the_litert_quantizer_engine(
+    classifier: ClassifierFiles, tmp_path: Path
+):
+    config = _batch_file(tmp_path, classifier, ["float32"])
+    config.write_text(
+        config.read_text() + "    auto: {max_drop: 100, engines: [litert-quantizer], max_float_layers: 0}\n"
+    )
+    result = invoke("run", config, "--json")
+    assert result.exit_code == 0, result.output
+    winner = tmp_path / "run" / "net.auto.tflite"
+    assert winner.is_file()
+    assert run_tflite(winner.read_bytes(), {"image": np.load(classifier.data)["x"][:2]})
 
 
 @pytest.mark.slow

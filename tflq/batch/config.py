@@ -321,7 +321,8 @@ def _line_of(entry: dict[str, Located], section: str, tree: dict[str, Located]) 
 
 
 def _check_tflite_model(job: ModelJob, entry: dict[str, Any], config: Path, line: int) -> None:
-    """A ``.tflite`` model takes the modes that start from a float .tflite, and no static_batch nor auto:; auto: and
+    """A ``.tflite`` model takes the modes that start from a float .tflite, no static_batch, and an auto: search on
+    the litert-quantizer engine only; auto: and
     the training modes take no static_batch (debug models run one sample at a time; the fine-tuned export has a
     dynamic batch). Raises ConfigError."""
     from tflq.convert.source import is_tflite, refuse_converter_modes
@@ -346,11 +347,11 @@ def _check_tflite_model(job: ModelJob, entry: dict[str, Any], config: Path, line
     except UsageError as error:
         at = entry["modes"].line if "modes" in entry else line
         raise ConfigError(f"{config}:{at}: model {job.name!r}: {error} (list them in its modes)") from None
-    if job.searches:
+    if job.searches and "converter" in job.auto.get("engines", ("converter",)):
         at = entry["auto"].line if "auto" in entry else line
         raise ConfigError(
-            f"{config}:{at}: model {job.name!r}: auto: searches the converter's int8 variants, which start from a "
-            "Keras model or SavedModel; a .tflite model has none"
+            f"{config}:{at}: model {job.name!r}: auto: searches the converter's candidates too, which start from a "
+            "Keras model or SavedModel; a .tflite model takes auto.engines: [litert-quantizer]"
         )
     if job.convert.model.static_batch is not None:
         at = entry["static_batch"].line if "static_batch" in entry else line
