@@ -182,15 +182,19 @@ class ModelSession:
         return _calibrated.saved_model_converter(str(self.exported.saved_model_dir), self.exported.signature_key)
 
     def calibrated_model(self) -> bytes:
-        """The model with calibration statistics (computed once)."""
+        """The float32 model with calibration statistics (computed once; a ``CalibratedModel``, which 16x8 quantizes
+        from). Raises ConversionError (also when the float32 conversion fails)."""
         if self._calibration_error is not None:
             raise self._calibration_error
         if self._calibrated is None:
             samples = self.calibration_samples()
             start = time.perf_counter()
             try:
+                float_model = self.float_model()  # calibrated as converted once (the converter's own graph)
                 with _converter_errors("calibration", self.exported):
-                    self._calibrated = _calibrated.calibrate(self.new_converter(), samples)
+                    self._calibrated = _calibrated.calibrate_float(float_model, samples)
+                with contextlib.suppress(AttributeError):
+                    float_model.raw = None  # type: ignore[attr-defined]  # calibrated: its undeduplicated copy goes
             except ConversionError as error:
                 self._calibration_error = error
                 raise
@@ -203,7 +207,7 @@ class ModelSession:
         engine quantizes."""
         if self._float_model is None:
             with _converter_errors("float32", self.exported):
-                self._float_model = bytes(self.new_converter().convert())
+                self._float_model = _calibrated.convert_float(self.new_converter())
         return self._float_model
 
     def model_ops(self) -> tuple[ModelOp, ...]:
