@@ -191,6 +191,7 @@ class ModelSession:
             start = time.perf_counter()
             try:
                 float_model = self.float_model()  # calibrated as converted once (the converter's own graph)
+                start = time.perf_counter()  # calibration_seconds: the calibration, not the float32 conversion
                 with _converter_errors("calibration", self.exported):
                     self._calibrated = _calibrated.calibrate_float(float_model, samples)
                 with contextlib.suppress(AttributeError):
