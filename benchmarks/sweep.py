@@ -212,6 +212,9 @@ def child_tflq(model_path: Path, data_path: Path, out_dir: Path, samples: int) -
     expected = [label for label, _, _ in VARIANTS]
     if planned != expected:
         raise RuntimeError(f"tflq plans {planned}, the benchmark expects {expected}")
+    from tflq.convert.parallel import worker_count
+
+    workers = worker_count()  # what convert_model decides just below (auto: a worker when a core is free)
     start = time.perf_counter()
     result = convert_model(model_path, out_dir, options, name="model")
     total = time.perf_counter() - start
@@ -240,6 +243,7 @@ def child_tflq(model_path: Path, data_path: Path, out_dir: Path, samples: int) -
     phases["other (data read/check)"] = total - sum(phases.values())
     return {
         "way": "tflq",
+        "workers": workers,
         "convert_seconds": total,
         "phases": phases,
         "variants": variants,
@@ -330,11 +334,14 @@ def child_prepare(model_path: Path, size: int, alpha: float) -> None:
     model.save(model_path)
 
 
-def run_child(argv: list[str], log_path: Path) -> dict[str, Any]:
+def run_child(argv: list[str], log_path: Path, workers: str = "auto") -> dict[str, Any]:
     """Run this script as a child; return its wall time, exit code and peak RSS (its own rusage)."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=os.pathsep.join(
         [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     ))
+    env.pop("TFLQ_CONVERT_WORKERS", None)
+    if workers != "auto":
+        env["TFLQ_CONVERT_WORKERS"] = workers
     start = time.perf_counter()
     with open(log_path, "wb") as log:
         process = subprocess.Popen([sys.executable, __file__, *argv], stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -516,6 +523,8 @@ def print_report(result: dict[str, Any]) -> None:
                 f"child and its workers together {data.get('peak_rss_mb_tree') or 0:.0f} MB)"
             )
             print("         phases: " + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in data["phases"].items()))
+            if "workers" in data:
+                print(f"         processes converting: {data['workers']} (TFLQ_CONVERT_WORKERS {setup['workers']})")
         for way in WAYS:
             splits = [
                 f"{v['label']} {v.get('convert_seconds', 0):.2f}+{v.get('verify_seconds', 0):.2f}"
@@ -556,6 +565,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="naive/tflq pairs to run, alternating order (default 1)")
     parser.add_argument("--size", type=int, default=96, help="input height and width (default 96)")
     parser.add_argument("--alpha", type=float, default=0.35, help="MobileNetV2 width multiplier (default 0.35)")
+    parser.add_argument("--workers", choices=("auto", "1", "2"), default="auto",
+                        help="tflq's TFLQ_CONVERT_WORKERS: 1 = sequential, 2 = float16/dynamic in a worker process, "
+                        "auto = a worker when a core is free (default)")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     parser.add_argument("--workdir", type=Path, help="keep model, data, logs and .tflite files here (default: temp)")
     parser.add_argument("--child", choices=("naive", "tflq", "prepare"), help=argparse.SUPPRESS)
@@ -605,7 +617,8 @@ def _run(args: argparse.Namespace, workdir: Path) -> int:
             log_path = workdir / f"run{repeat + 1}-{way}.log"
             print(f"run {repeat + 1}/{args.repeat}: {way} ...", flush=True)
             figures = run_child(
-                [*common, "--child", way, "--child-args", str(model_path), str(data_path), str(out_dir)], log_path
+                [*common, "--child", way, "--child-args", str(model_path), str(data_path), str(out_dir)], log_path,
+                workers=args.workers,
             )
             if figures["returncode"] != 0 or not (out_dir / "result.json").exists():
                 _fail_child(way, log_path, figures["returncode"])
@@ -618,7 +631,7 @@ def _run(args: argparse.Namespace, workdir: Path) -> int:
     numeric = compare_outputs(workdir / "run1" / "naive", workdir / "run1" / "tflq", images[:CHECK_SAMPLES])
     result = {
         "setup": {"model": "MobileNetV2", "size": args.size, "alpha": args.alpha, "samples": args.samples,
-                  "repeat": args.repeat, "check_samples": min(CHECK_SAMPLES, args.samples)},
+                  "repeat": args.repeat, "check_samples": min(CHECK_SAMPLES, args.samples), "workers": args.workers},
         "machine": {
             "platform": platform.platform(),
             "processor": platform.processor() or platform.machine(),

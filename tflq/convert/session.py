@@ -21,6 +21,7 @@ from tflq._tf import litert_quantizer as _lq
 from tflq.convert.conversion_errors import explain_converter_error, no_kernel_message
 from tflq.convert.layer_map import ModelOp, nodes_for_layers, nodes_for_op_types, read_ops
 from tflq.convert.options import DEFAULT_CALIB_SAMPLES, MAX_CALIB_SAMPLES, ConvertOptions  # noqa: F401 (re-exported)
+from tflq.convert.parallel import start_worker
 from tflq.errors import ConversionError, DataError, QatTrainingError, TflqError, UsageError
 from tflq.model.data import open_data
 from tflq.model.load import ExportedModel, export_model, model_kind
@@ -413,7 +414,12 @@ def convert_model(
         if workdir is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tflq-")))
         session = ModelSession(model_path, options, workdir)
+        worker = start_worker(options, variants, workdir)
+        if worker is not None:
+            stack.callback(worker.cancel)
         session.exported  # noqa: B018 -- load and export before anything else: bad models fail first
+        if worker is not None:
+            worker.start_converting(session.exported)
         if any(MODES[v.mode].calibrated for v in variants):
             session.calibration_samples()
             with contextlib.suppress(ConversionError):  # reported by each calibrated variant
@@ -423,9 +429,18 @@ def convert_model(
             with contextlib.suppress(QatTrainingError, ConversionError):  # reported by each training variant
                 session.trained_calibrated_model()
         probe = session.verification_inputs()
-        artifacts = [
-            _produce(session, variant, target, probe) for variant, target in zip(variants, targets, strict=False)
-        ]
+        in_worker = {label for label, _, _ in worker.jobs} if worker is not None else set()
+        produced = {
+            variant.label: _produce(session, variant, target, probe)
+            for variant, target in zip(variants, targets, strict=False)
+            if variant.label not in in_worker
+        }
+        if worker is not None:
+            converted = worker.results()
+            for variant, target in zip(variants, targets, strict=False):
+                if variant.label in in_worker:
+                    produced[variant.label] = _produce(session, variant, target, probe, converted[variant.label])
+        artifacts = [produced[variant.label] for variant in variants]
         return ConvertResult(
             model=model_path,
             name=name,
@@ -436,12 +451,25 @@ def convert_model(
         )
 
 
-def _produce(session: ModelSession, variant: Variant, path: Path, probe: dict[str, np.ndarray]) -> Artifact:
-    start = time.perf_counter()
+def _produce(
+    session: ModelSession,
+    variant: Variant,
+    path: Path,
+    probe: dict[str, np.ndarray],
+    converted: tuple[str, Any, float] | None = None,
+) -> Artifact:
+    """Verify, inspect and write one variant: converted here, or by the worker (``converted``: its status, bytes
+    or error, and seconds)."""
+    start = time.perf_counter() - (converted[2] if converted is not None else 0.0)
     mode = MODES[variant.mode]
     training: Mapping[str, Any] | None = None
     try:
-        content = session.convert_variant(variant)
+        if converted is None:
+            content = session.convert_variant(variant)
+        elif converted[0] == "ok":
+            content = converted[1]
+        else:
+            raise converted[1]
         if mode.needs_training:
             training = session.trained().summary.to_dict()
             probe = session.verification_inputs(variant)
