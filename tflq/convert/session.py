@@ -210,6 +210,8 @@ class ModelSession:
         if self._float_model is None:
             with _converter_errors("float32", self.exported):
                 self._float_model = _calibrated.convert_float(self.new_converter())
+            if not self.options.calibration:
+                self._float_model.raw = None  # never calibrated: no second copy
         return self._float_model
 
     def model_ops(self) -> tuple[ModelOp, ...]:
