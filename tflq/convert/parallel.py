@@ -8,10 +8,11 @@ only while TensorFlow is not imported, else forkserver; the child dies with its 
 pipe watch), waits for the export to be announced, converts its variants and returns their bytes. The parent then
 verifies and writes them exactly as it does its own, so files and results are those of the sequential path.
 
-How many processes: ``TFLQ_CONVERT_WORKERS`` (``1``: no worker, always sequential; ``2``: one worker whenever there
-is work to share) or, unset, automatic: a worker only when this process may use at least 2 CPUs
-(``os.sched_getaffinity``) and at least one of them is idle (the 1-minute load average leaves a core free). Never
-inside a daemonic process (a batch job's child cannot have children; its runner decides the parallelism there).
+How many processes: ``TFLQ_CONVERT_WORKERS``: ``2`` starts one worker whenever there is work to share; ``1`` or
+unset, none (sequential). It is opt-in because it did not pay on the machine it was measured on (2 cores shared with
+other jobs, load average 2-8: MobileNetV2's 7-variant sweep took 24-29 s with the worker against 20-23 s without,
+and the worker holds ~900 MB more; see ``docs/convert.md``): it needs a core nobody else uses. Never inside a
+daemonic process (a batch job's child cannot have children; the batch runner decides the parallelism there).
 """
 
 from __future__ import annotations
@@ -36,23 +37,18 @@ _POLL_SECONDS = 0.02
 
 
 def worker_count() -> int:
-    """How many processes may convert one model at once (1 or 2): ``TFLQ_CONVERT_WORKERS`` or the free cores.
+    """How many processes may convert one model at once (1 or 2): ``TFLQ_CONVERT_WORKERS``, default 1.
     Raises UsageError for a value that is not a positive integer."""
     import multiprocessing
 
     if multiprocessing.current_process().daemon:
         return 1
     value = os.environ.get(WORKERS_VARIABLE, "").strip()
-    if value:
-        if not value.isdigit() or int(value) < 1:
-            raise UsageError(f"{WORKERS_VARIABLE}={value!r}: expected a positive integer (1 = no worker process)")
-        return min(int(value), 2)
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    free = cores - os.getloadavg()[0]
-    return 2 if cores >= 2 and free >= 1.0 else 1
+    if not value:
+        return 1
+    if not value.isdigit() or int(value) < 1:
+        raise UsageError(f"{WORKERS_VARIABLE}={value!r}: expected a positive integer (1 = no worker process)")
+    return min(int(value), 2)
 
 
 def start_worker(options: ConvertOptions, variants: Sequence[Variant], workdir: Path) -> ExportWorker | None:
