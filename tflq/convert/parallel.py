@@ -10,7 +10,7 @@ verifies and writes them exactly as it does its own, so files and results are th
 
 How many processes: ``TFLQ_CONVERT_WORKERS``: ``2`` starts one worker whenever there is work to share; ``1`` or
 unset, none (sequential). It is opt-in because it did not pay on the machine it was measured on (2 cores shared with
-other jobs, load average 2-8: MobileNetV2's 7-variant sweep took 24-29 s with the worker against 20-23 s without,
+other jobs, load average 2-3: MobileNetV2's 7-variant sweep took 24-29 s with the worker against 20-23 s without,
 and the worker holds ~900 MB more; see ``docs/convert.md``): it needs a core nobody else uses. Never inside a
 daemonic process (a batch job's child cannot have children; the batch runner decides the parallelism there).
 """
