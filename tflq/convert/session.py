@@ -23,6 +23,7 @@ from tflq.convert import source as _source
 from tflq.convert.conversion_errors import explain_converter_error, no_kernel_message
 from tflq.convert.layer_map import ModelOp, nodes_for_layers, nodes_for_op_types, read_ops
 from tflq.convert.options import DEFAULT_CALIB_SAMPLES, MAX_CALIB_SAMPLES, ConvertOptions  # noqa: F401 (re-exported)
+from tflq.convert.parallel import start_worker
 from tflq.errors import ConversionError, DataError, QatTrainingError, TflqError, UsageError
 from tflq.model.data import batched_samples, open_data
 from tflq.model.load import ExportedModel, export_model, model_kind
@@ -202,15 +203,20 @@ class ModelSession:
         return _calibrated.saved_model_converter(str(self.exported.saved_model_dir), self.exported.signature_key)
 
     def calibrated_model(self) -> bytes:
-        """The model with calibration statistics (computed once)."""
+        """The float32 model with calibration statistics (computed once; a ``CalibratedModel``, which 16x8 quantizes
+        from). Raises ConversionError (also when the float32 conversion fails)."""
         if self._calibration_error is not None:
             raise self._calibration_error
         if self._calibrated is None:
             samples = self.calibration_samples()
             start = time.perf_counter()
             try:
+                float_model = self.float_model()  # calibrated as converted once (the converter's own graph)
+                start = time.perf_counter()  # calibration_seconds: the calibration, not the float32 conversion
                 with _converter_errors("calibration", self.exported):
-                    self._calibrated = _calibrated.calibrate(self.new_converter(), samples)
+                    self._calibrated = _calibrated.calibrate_float(float_model, samples)
+                with contextlib.suppress(AttributeError):
+                    float_model.raw = None  # type: ignore[attr-defined]  # calibrated: its undeduplicated copy goes
             except ConversionError as error:
                 self._calibration_error = error
                 raise
@@ -225,7 +231,9 @@ class ModelSession:
             self._float_model = self.tflite_source.content  # the file itself, byte-identical
         if self._float_model is None:
             with _converter_errors("float32", self.exported):
-                self._float_model = bytes(self.new_converter().convert())
+                self._float_model = _calibrated.convert_float(self.new_converter())
+            if not self.options.calibration:
+                self._float_model.raw = None  # never calibrated: no second copy
         return self._float_model
 
     def model_ops(self) -> tuple[ModelOp, ...]:
@@ -461,8 +469,13 @@ def convert_model(
         if workdir is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tflq-")))
         session = ModelSession(model_path, options, workdir)
+        worker = start_worker(options, variants, workdir)
+        if worker is not None:
+            stack.callback(worker.cancel)
         with progress.phase("export", model=name):
             session.exported  # noqa: B018 -- load and export before anything else: bad models fail first
+        if worker is not None:
+            worker.start_converting(session.exported)
         if any(MODES[v.mode].calibrated for v in variants):
             with progress.phase("calibrate", model=name):
                 session.calibration_samples()
@@ -478,10 +491,20 @@ def convert_model(
             with progress.phase("train", model=name), contextlib.suppress(QatTrainingError, ConversionError):
                 session.trained_calibrated_model()  # a failure is reported by each training variant
         probe = session.verification_inputs()
-        artifacts = [
-            _produce(session, variant, target, probe, name)
+        in_worker = {label for label, _, _ in worker.jobs} if worker is not None else set()
+        produced = {
+            variant.label: _produce(session, variant, target, probe, name=name)
             for variant, target in zip(variants, targets, strict=False)
-        ]
+            if variant.label not in in_worker
+        }
+        if worker is not None:
+            converted = worker.results()
+            for variant, target in zip(variants, targets, strict=False):
+                if variant.label in in_worker:
+                    produced[variant.label] = _produce(
+                        session, variant, target, probe, converted[variant.label], name=name
+                    )
+        artifacts = [produced[variant.label] for variant in variants]
         return ConvertResult(
             model=model_path,
             name=name,
@@ -493,14 +516,26 @@ def convert_model(
 
 
 def _produce(
-    session: ModelSession, variant: Variant, path: Path, probe: dict[str, np.ndarray], name: str = ""
+    session: ModelSession,
+    variant: Variant,
+    path: Path,
+    probe: dict[str, np.ndarray],
+    converted: tuple[str, Any, float] | None = None,
+    name: str = "",
 ) -> Artifact:
-    start = time.perf_counter()
+    """Verify, inspect and write one variant: converted here, or by the worker (``converted``: its status, bytes
+    or error, and seconds)."""
+    start = time.perf_counter() - (converted[2] if converted is not None else 0.0)
     mode = MODES[variant.mode]
     training: Mapping[str, Any] | None = None
     try:
         with progress.phase("convert", model=name, variant=variant.label):
-            content = session.convert_variant(variant)
+            if converted is None:
+                content = session.convert_variant(variant)
+            elif converted[0] == "ok":
+                content = converted[1]
+            else:
+                raise converted[1]
         if mode.needs_training:
             training = session.trained().summary.to_dict()
             probe = session.verification_inputs(variant)
