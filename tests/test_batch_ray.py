@@ -112,7 +112,7 @@ def test_ray_gives_the_local_rows_gates_notices_and_manifest_and_an_unchanged_re
     for key, entry in ray_manifest.items():
         assert (entry["key"], entry["measure_key"]) == (local_manifest[key]["key"], local_manifest[key]["measure_key"])
         assert entry["artifact"]["sha256"] == ray_rows[key]["sha256"]
-    for name in ("report.md", "report.json", "report.csv", "pareto.png"):
+    for name in ("report.md", "report.json", "report.csv", "report.html", "pareto.png"):
         assert (tmp_path / "ray" / name).stat().st_size > 0
     assert "| cnn | int8 |" in (tmp_path / "ray" / "report.md").read_text()
 
@@ -122,7 +122,7 @@ def test_ray_gives_the_local_rows_gates_notices_and_manifest_and_an_unchanged_re
     assert all(row["up_to_date"] for row in rows_of(again).values())
     assert rows_of(again)["cnn/int8"]["latency_ms"] == ray_rows["cnn/int8"]["latency_ms"]  # reused, not re-measured
     changed = {name for name, stamp in mtimes(tmp_path / "ray").items() if before.get(name) != stamp}
-    assert changed <= {"report.md", "report.json", "report.csv", "pareto.png", ".tflq.lock"}, changed
+    assert changed <= {"report.md", "report.json", "report.csv", "report.html", "pareto.png", ".tflq.lock"}, changed
     assert (tmp_path / "ray" / MANIFEST).read_bytes() == manifest_bytes
 
 

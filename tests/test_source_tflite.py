@@ -26,8 +26,15 @@ CALIBRATED = [name for name in TFLITE_MODES if MODES[name].calibrated]
 UNCALIBRATED = [name for name in TFLITE_MODES if not MODES[name].calibrated and "recipe" not in MODES[name].settings]
 
 
+def _chooses_engine(name: str) -> bool:
+    return len(MODES[name].engines) > 1
+
+
 def _mode_args(modes: list[str]) -> list[str]:
-    return [arg for mode in modes for arg in ("--mode", mode)]
+    """``--mode`` for each of ``modes``, and ``--engine litert-quantizer`` when one of them is the converter's by
+    default (a .tflite source needs the other engine for them)."""
+    engine = ["--engine", "litert-quantizer"] if any(_chooses_engine(name) for name in modes) else []
+    return [arg for mode in modes for arg in ("--mode", mode)] + engine
 
 
 def _rows(result) -> dict[str, dict]:
@@ -56,8 +63,17 @@ def source_conversion(classifier: ClassifierFiles, tmp_path_factory: pytest.Temp
 
 def test_the_registry_gives_a_tflite_source_the_baseline_and_the_litert_quantizer_modes() -> None:
     assert "float32" in TFLITE_MODES and CONVERTER_MODES  # both kinds exist, whatever their names
-    assert all(MODES[name].baseline or MODES[name].engine != "converter" for name in TFLITE_MODES)
-    assert all(MODES[name].engine == "converter" for name in CONVERTER_MODES)
+    assert all(MODES[name].baseline or set(MODES[name].engines) - {"converter"} for name in TFLITE_MODES)
+    assert all(MODES[name].engines == ("converter",) for name in CONVERTER_MODES)
+
+
+def test_a_mode_of_both_engines_on_a_tflite_needs_the_quantizer_engine_asked_for(
+    classifier: ClassifierFiles, tmp_path: Path
+):
+    both = [name for name in TFLITE_MODES if _chooses_engine(name)]
+    assert both, "no mode is made by both engines"
+    result = convert(str(classifier.float32), "--mode", both[0], out=tmp_path / "out")
+    assert_usage_error(result, str(classifier.float32), both[0], "--engine litert-quantizer")
 
 
 @pytest.mark.slow
@@ -84,8 +100,9 @@ def test_the_float32_variant_is_the_file_itself(source_conversion: dict[str, dic
 
 def test_converter_modes_are_refused_with_the_modes_that_work(classifier: ClassifierFiles, tmp_path: Path):
     out = tmp_path / "out"
-    result = convert(str(classifier.float32), *_mode_args(CONVERTER_MODES[:2]), out=out)
-    assert_usage_error(result, str(classifier.float32), *CONVERTER_MODES[:2], "converter", *TFLITE_MODES)
+    on_converter = [name for name in TFLITE_MODES if _chooses_engine(name)][:2]  # their default engine
+    result = convert(str(classifier.float32), *[arg for name in on_converter for arg in ("--mode", name)], out=out)
+    assert_usage_error(result, str(classifier.float32), *on_converter, "converter", *TFLITE_MODES)
     assert_nothing_written(out)
 
 
@@ -230,6 +247,8 @@ def _batch_file(folder: Path, classifier: ClassifierFiles, modes: list[str] | No
     ]
     if modes is not None:
         lines.append(f"    modes: [{', '.join(modes)}]")
+        if any(_chooses_engine(name) for name in modes):
+            lines.append("    engine: litert-quantizer")
     lines += [
         f"    calibration: {{data: {classifier.data}, samples: 16}}",
         f"    evaluation: {{data: {classifier.data}}}",
@@ -240,7 +259,8 @@ def _batch_file(folder: Path, classifier: ClassifierFiles, modes: list[str] | No
 
 
 def test_a_batch_entry_with_converter_modes_is_refused_at_load(classifier: ClassifierFiles, tmp_path: Path):
-    assert_config_error(_batch_file(tmp_path, classifier, None), ":3:", "net", *CONVERTER_MODES[:1], *TFLITE_MODES)
+    defaults = [name for name, mode in MODES.items() if mode.in_all_modes and not mode.baseline]
+    assert_config_error(_batch_file(tmp_path, classifier, None), ":3:", "net", *defaults, *TFLITE_MODES)
 
 
 @pytest.mark.slow

@@ -96,11 +96,19 @@ def refuse_converter_modes(path: Path, modes: Sequence[str], options: Any = None
     refused = [name for name in dict.fromkeys(modes) if name in MODES and _on_converter(MODES[name], options)]
     if refused:
         other = [name for name in refused if takes_tflite(MODES[name])]
-        hint = f" ({', '.join(other)}: choose its other engine)" if other else ""
+        hint = f" (pass --engine litert-quantizer for {', '.join(other)})" if other else ""
+        native = [name for name in tflite_modes() if not _chooses_engine(MODES[name])]
+        choosing = [name for name in tflite_modes() if _chooses_engine(MODES[name])]
+        takes = ", ".join(native) + (f", and {', '.join(choosing)} with --engine litert-quantizer" if choosing else "")
         raise UsageError(
             f"{path}: mode(s) {', '.join(refused)} are built by the converter engine from a Keras model or "
-            f"SavedModel, which a .tflite MODEL is not{hint}; on a float .tflite use {', '.join(tflite_modes())}"
+            f"SavedModel, which a .tflite MODEL is not{hint}; a float .tflite takes {takes}"
         )
+
+
+def _chooses_engine(mode: Mode) -> bool:
+    """True when ``mode`` can be made by more than one engine (``--engine``)."""
+    return len(getattr(mode, "engines", None) or (mode.engine,)) > 1
 
 
 def _on_converter(mode: Mode, options: Any) -> bool:
