@@ -67,13 +67,17 @@ def test_a_failed_export_leaves_no_worker_behind(tmp_path, monkeypatch):
 @pytest.mark.parametrize("value", ["0", "-1", "two", "1.5"])
 def test_workers_variable_must_be_a_positive_integer(monkeypatch, value):
     monkeypatch.setenv(WORKERS_VARIABLE, value)
-    with pytest.raises(UsageError, match=f"{WORKERS_VARIABLE}='{value}': expected a positive integer"):
+    with pytest.raises(UsageError, match=f"{WORKERS_VARIABLE}='{value}': expected auto or a positive integer"):
         worker_count()
 
 
 def test_workers_variable_caps_the_processes(monkeypatch):
+    from tflq.convert.parallel import free_core
+
     monkeypatch.delenv(WORKERS_VARIABLE, raising=False)
-    assert worker_count() == 1  # opt-in: it did not pay on the shared 2-core machine it was measured on
+    assert worker_count() == (2 if free_core() else 1)  # auto: a worker only when a core is free
+    monkeypatch.setenv(WORKERS_VARIABLE, "auto")
+    assert worker_count() == (2 if free_core() else 1)
     monkeypatch.setenv(WORKERS_VARIABLE, "1")
     assert worker_count() == 1
     monkeypatch.setenv(WORKERS_VARIABLE, "8")

@@ -8,11 +8,12 @@ only while TensorFlow is not imported, else forkserver; the child dies with its 
 pipe watch), waits for the export to be announced, converts its variants and returns their bytes. The parent then
 verifies and writes them exactly as it does its own, so files and results are those of the sequential path.
 
-How many processes: ``TFLQ_CONVERT_WORKERS``: ``2`` starts one worker whenever there is work to share; ``1`` or
-unset, none (sequential). It is opt-in because it did not pay on the machine it was measured on (2 cores shared with
-other jobs, load average 2-3: MobileNetV2's 7-variant sweep took 24-29 s with the worker against 20-23 s without,
-and the worker holds ~900 MB more; see ``docs/convert.md``): it needs a core nobody else uses. Never inside a
-daemonic process (a batch job's child cannot have children; the batch runner decides the parallelism there).
+How many processes: ``TFLQ_CONVERT_WORKERS``: ``2`` starts one worker whenever there is work to share; ``1``, none
+(sequential); unset or ``auto``, one when a core is free (:func:`free_core`): on 2 cores shared with other jobs
+at load average 2-3, MobileNetV2's 7-variant sweep took 24-29 s with the worker against 20-23 s without; at load
+1.3 it ran at 0.19-0.28x of the naive script (0.27x without). The worker holds ~900 MB more (see
+``docs/convert.md``). Never inside a daemonic process (a batch job's child cannot have children; the batch runner
+decides the parallelism there).
 """
 
 from __future__ import annotations
@@ -37,18 +38,36 @@ _POLL_SECONDS = 0.02
 
 
 def worker_count() -> int:
-    """How many processes may convert one model at once (1 or 2): ``TFLQ_CONVERT_WORKERS``, default 1.
-    Raises UsageError for a value that is not a positive integer."""
+    """How many processes may convert one model at once (1 or 2): ``TFLQ_CONVERT_WORKERS`` (``1``: sequential;
+    ``2`` or more: one worker), or, unset or ``auto``, 2 when a core is free (:func:`free_core`). Never in a
+    daemonic process (a batch job's child). Raises UsageError for a value that is not auto or a positive integer."""
     import multiprocessing
 
     if multiprocessing.current_process().daemon:
         return 1
     value = os.environ.get(WORKERS_VARIABLE, "").strip()
-    if not value:
-        return 1
+    if not value or value == "auto":
+        return 2 if free_core() else 1
     if not value.isdigit() or int(value) < 1:
-        raise UsageError(f"{WORKERS_VARIABLE}={value!r}: expected a positive integer (1 = no worker process)")
+        raise UsageError(f"{WORKERS_VARIABLE}={value!r}: expected auto or a positive integer (1 = no worker process)")
     return min(int(value), 2)
+
+
+def free_core() -> bool:
+    """True when this process may use at least 2 CPUs and the 1-minute load average leaves more than half a core
+    idle (load < CPUs - 0.5): the worker pays only on a core nobody else uses (measured: on 2 cores at load 2.3-3.3
+    the sweep was slower with it, at load 1.3 it went from 0.27x to 0.20x of the naive script)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    if cpus < 2:
+        return False
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        return False
+    return load < cpus - 0.5
 
 
 def start_worker(options: ConvertOptions, variants: Sequence[Variant], workdir: Path) -> ExportWorker | None:
