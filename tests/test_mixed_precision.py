@@ -102,8 +102,25 @@ def test_mixed_models_stay_accurate(mixed: dict[str, dict]) -> None:
             assert accuracy > 0.97, (group, mode, accuracy)
 
 
+@pytest.mark.slow
+def test_int8_on_litert_quantizer_takes_int16_activations_for_chosen_layers(tmp_path: Path) -> None:
+    rows = _rows(
+        convert(
+            CNN, "--mode", "int8", "--engine", "litert-quantizer", "--precision", "logits=16x8", "--calib", TRAIN,
+            "--calib-samples", "40", "--json", out=tmp_path / "out",
+        )
+    )
+    layers = _by_layer(rows["int8"]["path"])
+    assert layers["logits"] == ("FULLY_CONNECTED", "int8", "int16"), layers
+    assert layers["dense1"][1:] == ("int8", "int8"), layers  # the rest: the mode's own int8 x int8
+
+
 def test_precision_refusals_are_one_line(tmp_path: Path) -> None:
     out = tmp_path / "out"
+    assert_usage_error(  # the converter's int8 has no per-layer precision: LiteRT Quantizer's has
+        convert(CNN, "--mode", "int8", "--precision", "logits=16x8", "--calib", TRAIN, out=out),
+        "--precision", "engine converter", "--engine litert-quantizer",
+    )
     assert_usage_error(
         convert(CNN, "--mode", "int4-weights", "--precision", "logits=16x8", out=out),
         "--precision logits=16x8", "int16 activations", "int4-weights",

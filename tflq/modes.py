@@ -22,7 +22,7 @@ from tflq.errors import UsageError
 FLOAT_IO = "float32"
 ENGINES: tuple[str, ...] = ("converter", "litert-quantizer")
 #: the qconfig settings only LiteRT Quantizer honours: a converter-engine variant given one is refused
-QUANTIZER_ONLY: tuple[str, ...] = ("symmetric", "range_estimator", "activation_range")
+QUANTIZER_ONLY: tuple[str, ...] = ("symmetric", "range_estimator", "activation_range", "layer_precision")
 
 
 @dataclass(frozen=True)
@@ -271,11 +271,15 @@ class Mode:
         refused, other = QUANTIZER_ONLY, "litert-quantizer"
         if engine == "litert-quantizer":
             refused, other = self.litert.refuses, "converter"
+        from tflq.options import declared
+
         defaults = type(options)()
+        flags = {item.name: item.setting.flag for item in declared(type(options))}
         for name in refused:
             if name in self.settings and getattr(options, name) != getattr(defaults, name):
+                flag = flags.get(name) or f"--{name.replace('_', '-')}"
                 return (
-                    f"--{name.replace('_', '-')} ({name}) does not apply to mode {self.name} on engine {engine}; "
+                    f"{flag} ({name}) does not apply to mode {self.name} on engine {engine}; "
                     f"it applies to engine {other} (--engine {other})"
                 )
         return None
@@ -454,6 +458,7 @@ MODES: dict[str, Mode] = {
                 "symmetric",
                 "range_estimator",
                 "activation_range",
+                "layer_precision",
             ),
             litert=QuantizerBuild("static", 8, refuses=("dense_per_tensor",)),
         ),

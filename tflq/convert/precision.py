@@ -70,7 +70,10 @@ def refusal(mode: Mode, precision: str) -> str | None:
     if precision == "int8" and not (mode.weight_bits or 8) < 8:
         return f"mode {mode.name} already has int8 weights"
     if precision == "16x8" and mode.activations != "int8":
-        return f"int16 activations need int8 activations elsewhere (mode int4x8); mode {mode.name} has none"
+        return (
+            "int16 activations need int8 activations elsewhere (int8 on --engine litert-quantizer, int4x8); "
+            f"mode {mode.name} has none"
+        )
     return None
 
 
