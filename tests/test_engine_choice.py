@@ -58,10 +58,27 @@ def _logits(path: Path) -> np.ndarray:
 @pytest.fixture(scope="module")
 def by_engine(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Path]]:
     """engine -> variant label -> .tflite: every mode both engines make, with every I/O type, on the digits CNN."""
+    import os
+
+    from tflq.convert.parallel import WORKERS_VARIABLE
     from tflq.modes import MODES
 
     made: dict[str, dict[str, Path]] = {}
     io_types = sorted({io for name in BOTH for io in MODES[name].io_types})
+    saved = os.environ.get(WORKERS_VARIABLE)
+    os.environ[WORKERS_VARIABLE] = "2"  # with the float16/dynamic worker, which must build on the engine asked for
+    try:
+        made = _by_engine(tmp_path_factory, io_types)
+    finally:
+        if saved is None:
+            os.environ.pop(WORKERS_VARIABLE, None)
+        else:
+            os.environ[WORKERS_VARIABLE] = saved
+    return made
+
+
+def _by_engine(tmp_path_factory: pytest.TempPathFactory, io_types: list[str]) -> dict[str, dict[str, Path]]:
+    made: dict[str, dict[str, Path]] = {}
     for engine in ("converter", "litert-quantizer"):
         out = tmp_path_factory.mktemp(engine)
         args = [arg for name in ("float32", *BOTH) for arg in ("--mode", name)]

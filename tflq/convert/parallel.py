@@ -76,7 +76,7 @@ def start_worker(options: ConvertOptions, variants: Sequence[Variant], workdir: 
     shareable = [
         variant
         for variant in variants
-        if isinstance(MODES[variant.mode].build, ConverterBuild) and MODES[variant.mode].build.needs is None
+        if _export_only(MODES[variant.mode].build_for(options.settings(variant).engine))
     ]
     if not shareable or len(variants) < 2:
         return None
@@ -86,6 +86,12 @@ def start_worker(options: ConvertOptions, variants: Sequence[Variant], workdir: 
         return None
     jobs = [(variant.label, variant.mode, options.settings(variant)) for variant in shareable]
     return ExportWorker(jobs, workdir)
+
+
+def _export_only(build: Any) -> bool:
+    """True for a build that needs nothing but the export: a fresh converter, no calibration, no float32 model
+    (the variant's engine decides its build: a LiteRT Quantizer build starts from the float32 model)."""
+    return isinstance(build, ConverterBuild) and build.needs is None
 
 
 class ExportWorker:
@@ -163,7 +169,8 @@ def _convert_jobs(
         start = time.perf_counter()
         with _tf.quiet():
             try:
-                content = MODES[mode].build.build(session, settings)  # type: ignore[arg-type]  # export only
+                build = MODES[mode].build_for(settings.engine)
+                content = build.build(session, settings)  # type: ignore[arg-type]  # export only
                 results[label] = ("ok", bytes(content), time.perf_counter() - start)
             except TflqError as error:
                 results[label] = ("error", error, time.perf_counter() - start)
