@@ -5,11 +5,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import os
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +18,18 @@ from tflq._tf import calibrated as _calibrated
 from tflq._tf import imports as _tf
 from tflq._tf import litert_quantizer as _lq
 from tflq.convert import source as _source
+from tflq.convert.artifacts import (  # noqa: F401 (re-exported)
+    Artifact,
+    ConvertResult,
+    default_name,
+    output_name,
+    output_path,
+)
 from tflq.convert.conversion_errors import explain_converter_error, no_kernel_message
 from tflq.convert.layer_map import ModelOp, nodes_for_layers, nodes_for_op_types, read_ops
 from tflq.convert.options import DEFAULT_CALIB_SAMPLES, MAX_CALIB_SAMPLES, ConvertOptions  # noqa: F401 (re-exported)
 from tflq.convert.parallel import start_worker
+from tflq.convert.verify import _same_tensor, float_op_details, float_ops, verify_runs  # noqa: F401 (re-exported)
 from tflq.errors import ConversionError, DataError, QatTrainingError, TflqError, UsageError
 from tflq.model.data import batched_samples, open_data
 from tflq.model.load import ExportedModel, export_model, model_kind
@@ -32,99 +38,6 @@ from tflq.outputs import os_error_text, output_folder, write_atomically
 from tflq.qat.training import QatOptions, TrainedModel, TrainingSummary, train_for_conversion  # noqa: F401 (re-exported)
 
 log = logging.getLogger("tflq")
-
-_BOUNDARY_OPS = {"QUANTIZE", "DEQUANTIZE"}
-_FLOAT_DTYPES = {"float32", "float16", "float64"}
-@dataclass(frozen=True)
-class Artifact:
-    """One produced (or failed) variant."""
-
-    mode: str
-    io_type: str
-    path: Path
-    status: str  # "ok" or "error"
-    size_bytes: int | None = None
-    sha256: str | None = None
-    seconds: float = 0.0
-    error: str | None = None
-    float_ops: tuple[str, ...] = ()
-    float_layers: tuple[str, ...] = ()  # the Keras layers of float_ops, same order
-    training: Mapping[str, Any] | None = None  # training modes: see TrainingSummary.to_dict
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
-
-    @property
-    def label(self) -> str:
-        return Variant(self.mode, self.io_type).label
-
-    def to_dict(self) -> dict[str, Any]:
-        """The stable JSON form (``tflq convert --json``)."""
-        return {
-            "mode": self.mode,
-            "io_type": self.io_type,
-            "path": str(self.path),
-            "size_bytes": self.size_bytes,
-            "sha256": self.sha256,
-            "seconds": round(self.seconds, 3),
-            "status": self.status,
-            "error": self.error,
-            "float_ops": list(self.float_ops),
-            "float_layers": list(self.float_layers),
-            "training": dict(self.training) if self.training is not None else None,
-        }
-
-
-@dataclass(frozen=True)
-class ConvertResult:
-    """Everything one ``convert_model`` call produced."""
-
-    model: Path
-    name: str
-    artifacts: tuple[Artifact, ...]
-    export_seconds: float
-    calibration_seconds: float
-    training_seconds: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return all(artifact.ok for artifact in self.artifacts)
-
-
-def output_path(output_dir: Path, name: str, variant: Variant) -> Path:
-    """``<out>/<name>.<mode>[.<io>].tflite``: the I/O part only when it is not float32."""
-    return output_dir / f"{name}.{variant.label}.tflite"
-
-
-def default_name(model_path: Path) -> str:
-    """The model's file name without suffix (a SavedModel: its directory name)."""
-    return model_path.name if model_path.is_dir() else model_path.stem
-
-
-def output_name(model_path: Path, name: str | None) -> str:
-    """The output file-name stem: ``name`` or the model's. Raises UsageError for a stem that is not a plain name
-    (empty, blank, with a path separator, starting with a dot, or with control characters)."""
-    if name is None:
-        return default_name(model_path)
-    problem = (
-        "it is empty"
-        if not name
-        else "it is blank"
-        if not name.strip()
-        else "it holds a path separator"
-        if any(sep in name for sep in ("/", "\\", os.sep))
-        else "it starts with a dot"
-        if name.startswith(".")
-        else "it holds a control character"
-        if any(ord(char) < 32 or ord(char) == 127 for char in name)
-        else "it starts or ends with a space"
-        if name != name.strip()
-        else None
-    )
-    if problem:
-        raise UsageError(f"--name {name!r}: expected a plain file-name stem, but {problem}")
-    return name
 
 
 class ModelSession:
@@ -353,84 +266,6 @@ def _converter_errors(what: str, exported: ExportedModel | None = None) -> Itera
             detail = _tf.last_error_line(str(error)) or type(error).__name__
             raise ConversionError(explain_converter_error(what, detail, exported)) from error
     del chatter
-
-
-def verify_runs(content: bytes, inputs: dict[str, np.ndarray]) -> None:
-    """Load, allocate and run ``content`` once in the LiteRT interpreter. Raises ConversionError."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    with _tf.quiet():
-        try:
-            interpreter = Interpreter(model_content=content)
-            if not interpreter.get_signature_list():  # a .tflite MODEL without SignatureDef: inputs by tensor name
-                _run_by_tensor_names(interpreter, inputs)
-                return
-            runner = interpreter.get_signature_runner()
-            details = runner.get_input_details()
-            feeds = {name: _to_input(inputs[name], detail) for name, detail in details.items() if name in inputs}
-            missing = sorted(set(details) - set(feeds))
-            if missing:
-                raise ConversionError(f"the converted model has inputs {missing} the source model does not have")
-            runner(**feeds)
-        except ConversionError:
-            raise
-        except Exception as error:  # the interpreter raises RuntimeError/ValueError with its reason
-            raise ConversionError(
-                f"the converted model does not run in the LiteRT interpreter: {' '.join(str(error).split())}"
-            ) from None
-
-
-def _run_by_tensor_names(interpreter: Any, inputs: dict[str, np.ndarray]) -> None:
-    details = interpreter.get_input_details()
-    missing = sorted(detail["name"] for detail in details if detail["name"] not in inputs)
-    if missing:
-        raise ConversionError(f"the converted model has inputs {missing} the source model does not have")
-    for detail in details:
-        interpreter.resize_tensor_input(detail["index"], list(np.shape(inputs[detail["name"]])))
-    interpreter.allocate_tensors()
-    for detail in details:
-        interpreter.set_tensor(detail["index"], _to_input(inputs[detail["name"]], detail))
-    interpreter.invoke()
-
-
-def _to_input(value: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
-    dtype = np.dtype(detail["dtype"])
-    if dtype.kind in "iu" and np.asarray(value).dtype.kind == "f":
-        scale, zero_point = detail["quantization"]
-        info = np.iinfo(dtype)
-        return np.clip(np.round(value / (scale or 1.0) + zero_point), info.min, info.max).astype(dtype)
-    return np.asarray(value, dtype=dtype)
-
-
-def float_op_details(content: bytes) -> tuple[tuple[str, str], ...]:
-    """Ops of a quantized model that still compute in float: (op type, output tensor name), in model order."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    with _tf.quiet():
-        interpreter = Interpreter(model_content=content)
-    tensors = {detail["index"]: detail for detail in interpreter.get_tensor_details()}
-    found = []
-    for op in interpreter._get_ops_details():
-        if op["op_name"] in _BOUNDARY_OPS or op["op_name"] == "DELEGATE":
-            continue
-        outputs = [tensors[index] for index in op["outputs"] if index in tensors]
-        if any(np.dtype(t["dtype"]).name in _FLOAT_DTYPES for t in outputs):
-            found.append((op["op_name"], outputs[0]["name"] if outputs else "?"))
-    return tuple(found)
-
-
-def float_ops(content: bytes) -> tuple[str, ...]:
-    """Ops of a quantized model that still compute in float: ``OP_TYPE(output tensor)``, in model order."""
-    return tuple(f"{op_type}({name})" for op_type, name in float_op_details(content))
-
-
-def _same_tensor(name: str, asked: set[str]) -> bool:
-    """Whether ``name`` is one of the ``asked`` tensors; the quantizer may append digits (``MaxPool2d1``)."""
-    return name in asked or any(
-        (name.startswith(other) and name[len(other) :].isdigit())
-        or (other.startswith(name) and other[len(name) :].isdigit())
-        for other in asked
-    )
 
 
 def check_data_file(spec: str | None) -> None:
