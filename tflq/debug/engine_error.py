@@ -40,11 +40,12 @@ from tflq.debug.layer_error import (
     LayerGroup,
     OpError,
     Recovery,
-    _data_samples,
+    _write,
+    debug_inputs,
     layer_groups,
     rank,
 )
-from tflq.debug.scoring import Evaluator, NoClassifierOutput, Score
+from tflq.debug.scoring import Evaluator, Score
 from tflq.errors import TflqError, UsageError
 from tflq.modes import MODES, Mode, ModeSettings, Variant
 
@@ -95,27 +96,10 @@ def debug_engine_mode(model_path: Path, options: DebugOptions, *, workdir: Path 
         if workdir is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tflq-debug-")))
         session = ModelSession(model_path, convert_options, workdir)
-        exported = session.exported
         if mode.calibrated:
             session.calibration_samples()
-        float_path = _write(workdir / "float32.tflite", session.float_model())
-        evaluator, float_score, notes = None, None, []
-        if options.data:
-            evaluator = Evaluator(
-                options.data, exported, float_model=lambda: float_path, reference=options.reference,
-                limit=options.eval_samples, images=convert_options.images, model_options=convert_options.model,
-            )
-            try:
-                float_score = evaluator.score(float_path)
-            except NoClassifierOutput as error:
-                notes.append(
-                    f"no accuracy checks: they need a classifier output (class scores of shape (N, C)) and the "
-                    f"model's outputs are {error.outputs}; the layer errors are measured on {options.data} all the same"
-                )
-            samples, source = _data_samples(options, session), options.data
-        else:
-            samples = session.calibration_samples()[: options.layer_samples]
-            source = f"{convert_options.calibration} (calibration)"
+        inputs = debug_inputs(options, session, workdir)
+        evaluator, float_score, samples = inputs.evaluator, inputs.float_score, inputs.samples
         model_ops = session.model_ops()
         variant = Variant(mode.name)
         base = convert_options.settings(variant)
@@ -132,12 +116,12 @@ def debug_engine_mode(model_path: Path, options: DebugOptions, *, workdir: Path 
         return DebugReport(
             model=str(model_path),
             samples=len(samples),
-            sample_source=source,
+            sample_source=inputs.source,
             per_tensor=convert_options.per_tensor,
             ops=tuple(errors),
             groups=tuple(groups),
             accuracy=accuracy,
-            notes=tuple(notes),
+            notes=inputs.notes,
             mode=mode.name,
             kept_at=kept_precision(mode),
         )
@@ -255,11 +239,6 @@ def _compare(
                 if expected is not None and got is not None and expected.shape == got.shape:
                     found[name].add(expected, got - expected)
     return found
-
-
-def _write(path: Path, content: bytes) -> Path:
-    path.write_bytes(content)
-    return path
 
 
 def _check_accuracy(

@@ -358,27 +358,8 @@ def debug_quantization(model_path: Path, options: DebugOptions, *, workdir: Path
         session.require_converter("tflq debug's int8 per-layer ranking")  # a .tflite MODEL: one line, before any work
         exported = session.exported
         session.calibration_samples()
-        float_path = workdir / "float32.tflite"
-        evaluator = None
-        float_score: Score | None = None
-        notes: list[str] = []
-        if options.data:
-            evaluator = Evaluator(
-                options.data, exported, float_model=lambda: _float32(session, float_path),
-                reference=options.reference, limit=options.eval_samples, images=convert_options.images,
-                model_options=convert_options.model,
-            )
-            try:  # before the layer errors: a model without a classifier output still gets them
-                float_score = evaluator.score(_float32(session, float_path))
-            except NoClassifierOutput as error:
-                notes.append(
-                    f"no accuracy checks: they need a classifier output (class scores of shape (N, C)) and the "
-                    f"model's outputs are {error.outputs}; the layer errors are measured on {options.data} all the same"
-                )
-            samples, source = _data_samples(options, session), options.data
-        else:
-            samples = session.calibration_samples()[: options.layer_samples]
-            source = f"{options.convert.calibration} (calibration)"
+        inputs = debug_inputs(options, session, workdir)
+        evaluator, float_score, samples = inputs.evaluator, inputs.float_score, inputs.samples
         calibrated = session.calibrated_model()
         model_ops = read_ops(calibrated, exported)
         errors = rank(measure_ops(calibrated, model_ops, samples, per_tensor=convert_options.per_tensor))
@@ -389,13 +370,50 @@ def debug_quantization(model_path: Path, options: DebugOptions, *, workdir: Path
         return DebugReport(
             model=str(model_path),
             samples=len(samples),
-            sample_source=source,
+            sample_source=inputs.source,
             per_tensor=convert_options.per_tensor,
             ops=tuple(errors),
             groups=tuple(groups),
             accuracy=accuracy,
-            notes=tuple(notes),
+            notes=inputs.notes,
         )
+
+
+@dataclass(frozen=True)
+class DebugInputs:
+    """What a debug run measures on: the samples of the layer errors (``source``: where they come from) and, with
+    evaluation data, the evaluator and float32's score (None, with a note, for a model without a classifier
+    output)."""
+
+    samples: list[dict[str, np.ndarray]]
+    source: str
+    evaluator: Evaluator | None = None
+    float_score: Score | None = None
+    notes: tuple[str, ...] = ()
+
+
+def debug_inputs(options: DebugOptions, session: ModelSession, workdir: Path) -> DebugInputs:
+    """The samples and scoring of one debug run (any mode): ``options.data``'s first ``layer_samples`` samples and
+    its evaluator, or the calibration samples without data. float32 is written to ``workdir`` on first use."""
+    if not options.data:
+        samples = session.calibration_samples()[: options.layer_samples]
+        return DebugInputs(samples, f"{options.convert.calibration} (calibration)")
+    float_path = workdir / "float32.tflite"
+    evaluator = Evaluator(
+        options.data, session.exported, float_model=lambda: _float32(session, float_path),
+        reference=options.reference, limit=options.eval_samples, images=options.convert.images,
+        model_options=options.convert.model,
+    )
+    float_score: Score | None = None
+    notes: tuple[str, ...] = ()
+    try:  # before the layer errors: a model without a classifier output still gets them
+        float_score = evaluator.score(_float32(session, float_path))
+    except NoClassifierOutput as error:
+        notes = (
+            f"no accuracy checks: they need a classifier output (class scores of shape (N, C)) and the "
+            f"model's outputs are {error.outputs}; the layer errors are measured on {options.data} all the same",
+        )
+    return DebugInputs(_data_samples(options, session), options.data, evaluator, float_score, notes)
 
 
 def _data_samples(options: DebugOptions, session: ModelSession) -> list[dict[str, np.ndarray]]:
