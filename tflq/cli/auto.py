@@ -130,12 +130,10 @@ def print_auto(result: Any) -> None:
         "latency when timed, at least as low)",
         style="dim", highlight=False, markup=False, soft_wrap=True,
     )
-    calibrated = f"{result.calibrations} calibration(s): one shared by every int8 candidate, one more for 16x8 " \
-        "(public converter) and for each LiteRT Quantizer candidate with int8 activations (int4x8)"
+    calibrated = f"{result.calibrations} calibration(s): one shared by every int8 and 16x8 candidate, one more " \
+        "for each LiteRT Quantizer candidate with int8 activations (int4x8)"
     if all(trial.candidate.engine == "converter" for trial in result.trials):
-        calibrated = "one calibration shared by every int8 candidate" + (
-            ", one more for 16x8 (public converter)" if result.calibrations > 1 else ""
-        )
+        calibrated = "one calibration shared by every int8 and 16x8 candidate"
     console.print(
         f"{calibrated}; layer ranking {result.ranking_seconds:.2f} s; search {result.seconds:.2f} s",
         highlight=False,

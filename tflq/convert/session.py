@@ -154,7 +154,7 @@ class ModelSession:
         model when no converter mode calibrates (the same tensor names; the LiteRT Quantizer starts from it)."""
         if self._model_ops is None:
             calibrating = self.tflite_source is None and any(
-                MODES[n].calibrated and MODES[n].engine == "converter" for n in self.options.modes
+                MODES[n].calibrated and MODES[n].engine_for(self.options) == "converter" for n in self.options.modes
             )
             source = self.calibrated_model() if calibrating else self.float_model()
             self._model_ops = read_ops(source, self.exported)

@@ -24,8 +24,9 @@ every candidate left unscored is at least as large (the candidate order breaks t
 one among equal latencies). The winner is written atomically to ``<output_dir>/<name>.auto.tflite``.
 
 The model is exported once and calibrated once. Every int8 candidate is re-quantized from that calibrated model
-(``_calibrated.quantize`` with a node denylist). 16x8 is the exception: it goes through the public converter,
-which calibrates again (see ``_calibrated``), and the result counts it in ``calibrations``.
+(``_calibrated.quantize`` with a node denylist), and 16x8 from the same calibration (``_calibrated.quantize_int16``,
+as ``tflq convert`` does). A LiteRT Quantizer candidate with int8 activations calibrates on its own; the result
+counts every calibration in ``calibrations``.
 """
 
 from __future__ import annotations
@@ -329,8 +330,8 @@ class _Search:
             except _tf.library_errors() as error:  # the quantizer's types; each becomes one message
                 raise ConversionError(f"the quantizer failed: {_tf.last_error_line(str(error))}") from None
         else:
-            if candidate.mode == "16x8":
-                self.calibrations += 1
+            if MODES[candidate.mode].calibrated:
+                self.calibrated()  # 16x8 is quantized from the same calibration as the int8 candidates
             content = self.session.convert_variant(Variant(candidate.mode))
         verify_runs(content, self.session.verification_inputs())
         return content
