@@ -9,11 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from tests.sample_paths import SAMPLES
+from tests.batch_files import write_notices_batch
 from tflq.batch.manifest import MANIFEST
 from tflq.cli.app import main
 
@@ -43,29 +42,8 @@ def ray_cluster():
 
 
 def write_config(folder: Path) -> Path:
-    # legacy: a Keras 2 file loaded with tf_keras (a notice) calibrated on random data (a warning); cnn: calibrated
-    # on float64 data (a notice). Every float32 variant (39,688 B) fails the size gate: exit 3 on both executors.
-    with np.load(SAMPLES / "digits_train.npz") as archive:
-        np.savez(folder / "calib64.npz", x=archive["x"][:16].astype(np.float64))
-    path = folder / "batch.yaml"
-    path.write_text(
-        f"""\
-output_dir: out
-defaults:
-  modes: [float32, int8]
-  evaluation: {{data: {SAMPLES}/digits_test.npz, samples: 40}}
-  latency: {{runs: 3, warmup_runs: 1}}
-  gates: {{max_accuracy_drop: 5.0, max_size_bytes: 20000}}
-models:
-  - name: legacy
-    path: {SAMPLES}/digits_cnn.h5
-    calibration: {{data: random, samples: 8}}
-  - name: cnn
-    path: {SAMPLES}/digits_cnn.keras
-    calibration: {{data: {folder}/calib64.npz, samples: 16}}
-"""
-    )
-    return path
+    # Every float32 variant (39,688 B) fails the size gate: exit 3 on both executors.
+    return write_notices_batch(folder, gates="{max_accuracy_drop: 5.0, max_size_bytes: 20000}")
 
 
 def run(config: Path, *args: str, env: dict[str, str] | None = None):

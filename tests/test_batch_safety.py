@@ -11,11 +11,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from tests.cli_helpers import assert_usage_error
+from tests.batch_files import write_notices_batch
 from tests.sample_paths import SAMPLES
 from tflq.batch.config import load_config
 from tflq.batch.manifest import LOCK, MANIFEST, Manifest
@@ -254,25 +254,7 @@ def test_notices_logged_in_the_children_reach_the_terminal_and_the_reports(tmp_p
     # with tf_keras (notice) calibrated on random data (warning), and a model calibrated on float64 data (notice),
     # all three logged in the conversion children. Before the fix the children's stderr went to a temporary file and
     # all three were lost.
-    with np.load(SAMPLES / "digits_train.npz") as archive:
-        np.savez(tmp_path / "calib64.npz", x=archive["x"][:16].astype(np.float64))
-    config = tmp_path / "batch.yaml"
-    config.write_text(
-        f"""\
-output_dir: out
-defaults:
-  modes: [float32, int8]
-  evaluation: {{data: {SAMPLES}/digits_test.npz, samples: 40}}
-  latency: {{runs: 3, warmup_runs: 1}}
-models:
-  - name: legacy
-    path: {SAMPLES}/digits_cnn.h5
-    calibration: {{data: random, samples: 8}}
-  - name: cnn
-    path: {SAMPLES}/digits_cnn.keras
-    calibration: {{data: {tmp_path}/calib64.npz, samples: 16}}
-"""
-    )
+    config = write_notices_batch(tmp_path)
     result = run(config, "--jobs", "2")
     assert result.exit_code == 0, result.output
     random_warning = "RANDOM CALIBRATION DATA: 8 uniform random samples"
