@@ -15,8 +15,9 @@ What is measured, in one process (TensorFlow, Keras and LiteRT are imported befo
   ``TFLiteConverter`` that calibrates again. For ``int8``: ``optimizations=[DEFAULT]`` and a representative dataset.
   For ``int8`` with layers in float, TensorFlow's public selective-quantization path: a
   ``tf.lite.experimental.QuantizationDebugger`` with ``denylisted_nodes``, then ``get_nondebug_quantized_model()``.
-  The layer ranking comes from one ``QuantizationDebugger`` run. ``16x8``, ``dynamic`` and ``float16`` take the
-  public converter both ways, so they cost the same. The naive way converts from the same SavedModel export
+  The layer ranking comes from one ``QuantizationDebugger`` run. ``16x8``: tflq quantizes it from its one
+  calibration (as ``tflq convert`` does), the naive way with a fresh public converter that calibrates again.
+  ``dynamic`` and ``float16`` take the public converter both ways, so they cost the same. The naive way converts from the same SavedModel export
   (exported once, timed). The tutorial way, ``from_keras_model`` on every call, would re-export each time and be
   slower still.
 
@@ -239,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     tflq_int8 = sum(trial.seconds for trial in tried if trial.candidate.mode == "int8") + result.ranking_seconds
     naive_int8 = sum(naive["timings"][label] for label in int8_labels) + naive["timings"].get("ranking (QuantizationDebugger)", 0.0)
     print(f"int8 candidates + layer ranking only (last run): tflq {tflq_int8:.2f} s, naive {naive_int8:.2f} s, "
-          f"ratio {naive_int8 / tflq_int8:.2f}x ({len(int8_labels)} int8 candidate(s); 16x8, dynamic and float16 take "
+          f"ratio {naive_int8 / tflq_int8:.2f}x ({len(int8_labels)} int8 candidate(s); dynamic and float16 take "
           "the public converter both ways)")
     if mismatches:
         print(f"MISMATCH: the naive way scored differently for {', '.join(mismatches)}")
