@@ -12,8 +12,8 @@ How many processes: ``TFLQ_CONVERT_WORKERS``: ``2`` starts one worker whenever t
 (sequential); unset or ``auto``, one when a core is free (:func:`free_core`): on 2 cores shared with other jobs
 at load average 2-3, MobileNetV2's 7-variant sweep took 24-29 s with the worker against 20-23 s without (with the
 export with variables); on a quiet machine, with the frozen export, 6.8 s against 7.7 s (medians of 3). The worker
-holds ~870 MB more (see ``docs/convert.md``). Never inside a daemonic process (a batch job's child cannot have children; the batch runner
-decides the parallelism there).
+holds ~870 MB more (see ``docs/convert.md``). Never inside a daemonic process (a batch job's child cannot have
+children; the batch runner decides the parallelism there).
 """
 
 from __future__ import annotations
