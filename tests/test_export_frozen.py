@@ -24,7 +24,8 @@ import pytest
 from tests.sample_paths import SAMPLES
 from tflq._tf import frozen
 from tflq._tf.calibrated import saved_model_converter
-from tflq.model.load import ModelOptions, Reference, export_keras_model, load_keras_model
+from tflq.model.load import ModelOptions, export_keras_model, load_keras_model
+from tflq.model.reference import Reference
 
 UNNAMED = ("arith.constant", "tfl.")  # the converter's names for tensors without a TensorFlow name
 MODELS = ("digits_cnn.keras", "digits_gru.keras", "digits_multi_io.keras")

@@ -180,3 +180,18 @@ def test_yaml_takes_a_list_or_a_mapping(tmp_path: Path) -> None:
     refused = tmp_path / "refused.yaml"
     refused.write_text(entry.replace("int4-weights, int4x8", "int4-weights") + "    layer_precision: [logits=16x8]\n")
     assert_config_error(refused, "logits=16x8", "int16 activations")
+
+
+def test_layer_names_for_a_litert_quantizer_int8_come_without_a_converter_calibration(tmp_path: Path) -> None:
+    """``int8 --engine litert-quantizer --skip-layers``: the layer names are read from the float32 model (the
+    quantizer calibrates on its own), so the session never runs the converter's calibration; the converter's int8
+    reads them from its calibrated model."""
+    from tflq.convert.session import ConvertOptions, convert_model
+
+    common = {"modes": ("int8",), "skip_layers": ("logits",), "calibration": TRAIN, "calibration_samples": 40}
+    quantizer = convert_model(Path(CNN), tmp_path / "lq", ConvertOptions(engine="litert-quantizer", **common))
+    assert [a.ok for a in quantizer.artifacts] == [True] and quantizer.calibration_seconds == 0.0
+    layers = _by_layer(quantizer.artifacts[0].path)
+    assert layers["logits"][2] == "float32" and layers["dense1"][1:] == ("int8", "int8"), layers
+    converter = convert_model(Path(CNN), tmp_path / "converter", ConvertOptions(**common))
+    assert [a.ok for a in converter.artifacts] == [True] and converter.calibration_seconds > 0.0

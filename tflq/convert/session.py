@@ -149,14 +149,19 @@ class ModelSession:
                 self._float_model.raw = None  # never calibrated: no second copy
         return self._float_model
 
+    def converter_calibrates(self) -> bool:
+        """True when a requested mode is quantized from the session's one converter calibration: a calibrated mode
+        on the converter engine (on LiteRT Quantizer the static modes calibrate inside their build)."""
+        return self.tflite_source is None and any(
+            MODES[name].calibrated and MODES[name].engine_for(self.options) == "converter"
+            for name in self.options.modes
+        )
+
     def model_ops(self) -> tuple[ModelOp, ...]:
         """The ops of the calibrated (float) model, named after their Keras layers (read once); of the float32
         model when no converter mode calibrates (the same tensor names; the LiteRT Quantizer starts from it)."""
         if self._model_ops is None:
-            calibrating = self.tflite_source is None and any(
-                MODES[n].calibrated and MODES[n].engine_for(self.options) == "converter" for n in self.options.modes
-            )
-            source = self.calibrated_model() if calibrating else self.float_model()
+            source = self.calibrated_model() if self.converter_calibrates() else self.float_model()
             self._model_ops = read_ops(source, self.exported)
         return self._model_ops
 
@@ -315,7 +320,7 @@ def convert_model(
             with progress.phase("calibrate", model=name):
                 session.calibration_samples()
                 with contextlib.suppress(ConversionError):  # reported by each calibrated variant
-                    if session.tflite_source is None:  # a .tflite MODEL: its modes calibrate in LiteRT Quantizer
+                    if session.converter_calibrates():  # LiteRT Quantizer's static modes calibrate on their own
                         session.calibrated_model()
                     session.float_nodes()  # unknown --skip-layers/--skip-ops names fail before any output
         if any(MODES[v.mode].selective or "layer_precision" in MODES[v.mode].settings for v in variants):

@@ -217,7 +217,8 @@ def run_reference(
         return reference_of(run)
     import tempfile
 
-    from tflq.model.load import Reference, export_model
+    from tflq.model.load import export_model
+    from tflq.model.reference import Reference
 
     with tempfile.TemporaryDirectory(prefix="tflq-reference-") as export_dir:
         exported = export_model(Path(reference), Path(export_dir) / "saved_model", model_options or ModelOptions())
