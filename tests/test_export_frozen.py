@@ -12,7 +12,9 @@ the shipped Keras 3 models (a CNN, an unrolled GRU, a two-input two-output model
 made by the same ``export_keras_model`` with the frozen path ruled out (its weight limit set below the model's
 size), so the fallback is exercised too. A tf_keras model (the ``.h5``) keeps the export with variables: frozen, its
 fused ops would be named after the constants (``conv1/BiasAdd/ReadVariableOp/resource``), a different file.
-A model holding a lookup table, which cannot be frozen, still exports (with variables) and converts.
+A model holding a lookup table, which cannot be frozen, still exports (with variables) and converts; a custom-gradient
+activation (silu) is frozen. When two layers hold identical constants (BatchNormalization at its initial
+statistics), the frozen names merge and the session names ops from an export with variables instead.
 """
 from __future__ import annotations
 
@@ -106,7 +108,7 @@ def test_the_frozen_export_converts_to_the_same_bytes_as_an_export_with_variable
     source = SAMPLES / name
     model = load_keras_model(source, ModelOptions())
     fast = export_keras_model(model, source, tmp_path / "frozen")
-    assert not _has_variables(tmp_path / "frozen")  # the frozen path was taken
+    assert fast.frozen and not _has_variables(tmp_path / "frozen")  # the frozen path was taken
 
     monkeypatch.setattr(frozen, "FROZEN_LIMIT_BYTES", -1)  # every model is "too large": the export with variables
     slow = export_keras_model(model, source, tmp_path / "variables")
@@ -133,8 +135,8 @@ def test_a_tf_keras_model_keeps_the_export_with_variables(tmp_path):
     source = SAMPLES / "digits_cnn.h5"
     model = load_keras_model(source, ModelOptions())
     assert getattr(model, "_tflq_tf_keras", False)  # loaded with tf_keras
-    export_keras_model(model, source, tmp_path / "export")
-    assert _has_variables(tmp_path / "export")
+    exported = export_keras_model(model, source, tmp_path / "export")
+    assert not exported.frozen and _has_variables(tmp_path / "export")
 
 
 def test_a_model_with_a_lookup_table_is_exported_with_variables_and_converts(tmp_path):
@@ -156,7 +158,7 @@ def test_a_model_with_a_lookup_table_is_exported_with_variables_and_converts(tmp
     assert not (tmp_path / "try").exists()
 
     exported = export_keras_model(loaded, source, tmp_path / "export")
-    assert _has_variables(tmp_path / "export")
+    assert not exported.frozen and _has_variables(tmp_path / "export")
     out = Reference(exported).predict({"ids": np.array([[7, 11, 99]], dtype=np.int64)})["out"]
     np.testing.assert_allclose(out, loaded(np.array([[7, 11, 99]]), training=False).numpy(), rtol=1e-5, atol=1e-6)
 
@@ -167,3 +169,60 @@ def test_weight_bytes_counts_every_variable():
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.BatchNormalization()])
     # Dense 4x3 + 3, BatchNormalization gamma, beta, moving mean, moving variance: 27 float32 values
     assert frozen.weight_bytes(model) == 27 * 4
+
+
+def _merging_model(path: Path) -> Path:
+    """Four convolutions with BatchNormalization at its initial statistics: bn_a..bn_d hold identical constants."""
+    import keras
+
+    layers = keras.layers
+    keras.utils.set_random_seed(0)
+    image = keras.Input((8, 8, 3), name="image")
+    x = layers.ReLU(6.0, name="relu_a")(layers.BatchNormalization(name="bn_a")(
+        layers.Conv2D(8, 3, padding="same", use_bias=False, name="conv_a")(image)))
+    x = layers.ReLU(6.0, name="relu_b")(layers.BatchNormalization(name="bn_b")(
+        layers.DepthwiseConv2D(3, padding="same", use_bias=False, name="dw_b")(x)))
+    x = layers.BatchNormalization(name="bn_c")(layers.Conv2D(8, 1, use_bias=False, name="conv_c")(x))
+    x = layers.ReLU(6.0, name="relu_d")(layers.BatchNormalization(name="bn_d")(
+        layers.DepthwiseConv2D(3, padding="same", use_bias=False, name="dw_d")(x)))
+    logits = layers.Dense(4, name="logits")(layers.GlobalAveragePooling2D(name="pool")(x))
+    keras.Model(image, logits).save(path)
+    return path
+
+
+def test_layer_names_come_from_an_export_with_variables_when_frozen_constants_merge(tmp_path):
+    from tflq.convert.layer_map import read_ops
+    from tflq.convert.session import ConvertOptions, ModelSession
+
+    source = _merging_model(tmp_path / "merging.keras")
+    options = ConvertOptions(modes=("int8",), calibration="random", calibration_samples=8, skip_layers=("dw_b",))
+    session = ModelSession(source, options, tmp_path / "work")
+    assert session.exported.frozen
+    # the frozen export's own names: the merged BatchNormalization constant names bn_a in both depthwise ops
+    merged = [op.layers for op in read_ops(session.float_model(), session.exported)]
+    assert [layers for layers in merged if "bn_a" in layers and ("dw_b" in layers or "dw_d" in layers)]
+
+    variables = export_keras_model(load_keras_model(source, ModelOptions()), source, tmp_path / "variables",
+                                   freeze=False)
+    assert not variables.frozen and _has_variables(tmp_path / "variables")
+    expected = [op.layers for op in read_ops(_convert(tmp_path / "variables", "float32"), variables)]
+    assert [op.layers for op in session.model_ops()] == expected  # each op after its own layers only
+    assert not any("bn_a" in layers for layers in expected)
+    (node,) = session.float_nodes()  # --skip-layers dw_b: its one op, not dw_d's too
+    assert [op.layers for op in session.model_ops() if op.tensor == node] == [("dw_b", "bn_b", "relu_b")]
+
+
+def test_a_custom_gradient_activation_is_frozen_too(tmp_path):
+    """Keras' silu has a custom gradient (EfficientNet's swish): saving its gradient functions fails on a frozen
+    graph (an invalid capture), so the frozen export saves none; the model must not fall back to variables."""
+    import keras
+
+    inputs = keras.Input((4,), name="x")
+    keras.Model(inputs, keras.layers.Dense(3, activation="silu", name="d")(inputs)).save(tmp_path / "silu.keras")
+    source = tmp_path / "silu.keras"
+    model = load_keras_model(source, ModelOptions())
+    exported = export_keras_model(model, source, tmp_path / "export")
+    assert exported.frozen and not _has_variables(tmp_path / "export")
+    x = np.linspace(-3.0, 3.0, 8, dtype=np.float32).reshape(2, 4)
+    out = Reference(exported).predict({"x": x})["d"]
+    np.testing.assert_allclose(out, model(x, training=False).numpy(), rtol=1e-5, atol=1e-6)

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -36,13 +36,14 @@ def no_kernel_message(
     besides_asked: bool,
     skip_layers_applies: bool,
     skipped_layers: Sequence[str] = (),
+    relabel: Mapping[str, tuple[str, ...]] | None = None,
 ) -> str:
     """``int8: 4 op(s) have no int8 kernel: SIN x4 (layers: sine_a, sine_b) -- pass ...``.
 
     ``unexpected``: (op type, output tensor name) of each op left in float that nobody asked for, in model order.
     ``skipped_layers``: the ``--skip-layers`` already given (kept in the suggested ``--skip-layers``).
     """
-    by_tensor = {op.tensor: op for op in read_ops(content, exported)}
+    by_tensor = {op.tensor: op for op in read_ops(content, exported, relabel)}
     counts: dict[str, int] = {}
     layers: dict[str, dict[str, None]] = {}
     all_layers: dict[str, None] = {}

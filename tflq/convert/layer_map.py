@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from tflq._tf import imports as _tf
-from tflq.errors import UsageError
+from tflq.errors import ConversionError, UsageError
 from tflq.model.load import ExportedModel, KerasLayer
 
 BOUNDARY_OPS = frozenset({"QUANTIZE", "DEQUANTIZE", "DELEGATE"})
@@ -112,8 +112,11 @@ class _ScopeNamer:
         return tuple(sorted(found, key=lambda path: -found[path]))  # fused names list the last op first
 
 
-def read_ops(content: bytes, exported: ExportedModel) -> tuple[ModelOp, ...]:
-    """Every op of a float or calibrated ``.tflite`` (delegation off), named after its Keras layers."""
+def read_ops(
+    content: bytes, exported: ExportedModel, relabel: Mapping[str, tuple[str, ...]] | None = None
+) -> tuple[ModelOp, ...]:
+    """Every op of a float, calibrated or quantized ``.tflite`` (delegation off), named after its Keras layers;
+    ``relabel`` (output tensor -> layers, :func:`relabel_map`) overrides the layers its names would give."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     with _tf.quiet():
@@ -146,6 +149,8 @@ def read_ops(content: bytes, exported: ExportedModel) -> tuple[ModelOp, ...]:
             output_name = signature_outputs[outputs[0]["index"]]
             if output_name in top_level:
                 layers = (output_name,)
+        if relabel is not None and name in relabel:
+            layers = relabel[name]
         found.append(
             ModelOp(
                 index=op["index"],
@@ -156,6 +161,28 @@ def read_ops(content: bytes, exported: ExportedModel) -> tuple[ModelOp, ...]:
             )
         )
     return tuple(found)
+
+
+def relabel_map(
+    frozen_float: bytes, exported: ExportedModel, variables_float: bytes, variables_export: ExportedModel
+) -> dict[str, tuple[str, ...]]:
+    """Output tensor of each op of the float32 model converted from a frozen export -> the Keras layers the same op
+    is named after in the float32 model converted from an export with variables.
+
+    Both conversions give the same ops in the same order (``tests/test_export_frozen.py``), but when two layers
+    hold identical constants (an untrained model's BatchNormalization statistics, weights copied between layers) the
+    converter merges the frozen constants and an op's name then also carries the other layer's scope (measured:
+    MobileNetV2 with its initial statistics names a depthwise convolution after ``block_3_project_BN`` too). The
+    export with variables names each op after its own layers only. Raises ConversionError when the two models'
+    op types differ (then neither naming can be trusted for the other)."""
+    frozen_ops = read_ops(frozen_float, exported)
+    variable_ops = read_ops(variables_float, variables_export)
+    if [op.op_type for op in frozen_ops] != [op.op_type for op in variable_ops]:
+        raise ConversionError(
+            f"{exported.source}: the frozen and the variable export convert to different ops; the layer names of "
+            "the ops cannot be told"
+        )
+    return {mine.tensor: theirs.layers for mine, theirs in zip(frozen_ops, variable_ops, strict=True)}
 
 
 def layers_with_ops(ops: Sequence[ModelOp]) -> list[str]:

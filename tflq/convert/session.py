@@ -59,6 +59,7 @@ class ModelSession:
         self._trained_calibrated: bytes | None = None
         self._trained_calibration_error: ConversionError | None = None
         self._float_model: bytes | None = None
+        self._relabel: dict[str, tuple[str, ...]] | None = None
         self._tflite: _source.TfliteSource | None = None  # a float .tflite MODEL, read on first use
         self.export_seconds = 0.0
         self.calibration_seconds = 0.0
@@ -149,6 +150,25 @@ class ModelSession:
                 self._float_model.raw = None  # never calibrated: no second copy
         return self._float_model
 
+    def relabel(self) -> dict[str, tuple[str, ...]] | None:
+        """The Keras layers of each op (by output tensor) when the export is frozen, taken from a second export with
+        variables and its float32 conversion, made once on first use (:func:`tflq.convert.layer_map.relabel_map`:
+        frozen constants can give an op a second layer's name); None for any other export. Only runs that name ops
+        after layers pay for it: ``--skip-layers``/``--skip-ops``/``--precision``, ops left in float, debug."""
+        if not self.exported.frozen:
+            return None
+        if self._relabel is None:
+            from tflq.convert.layer_map import relabel_map
+
+            variables = export_model(self.model_path, self.workdir / "saved_model_variables", self.options.model,
+                                     freeze=False)
+            with _converter_errors("float32 (export with variables, for the layer names)", variables):
+                content = bytes(_calibrated.saved_model_converter(
+                    str(variables.saved_model_dir), variables.signature_key
+                ).convert())
+            self._relabel = relabel_map(self.float_model(), self.exported, content, variables)
+        return self._relabel
+
     def converter_calibrates(self) -> bool:
         """True when a requested mode is quantized from the session's one converter calibration: a calibrated mode
         on the converter engine (on LiteRT Quantizer the static modes calibrate inside their build)."""
@@ -162,7 +182,7 @@ class ModelSession:
         model when no converter mode calibrates (the same tensor names; the LiteRT Quantizer starts from it)."""
         if self._model_ops is None:
             source = self.calibrated_model() if self.converter_calibrates() else self.float_model()
-            self._model_ops = read_ops(source, self.exported)
+            self._model_ops = read_ops(source, self.exported, self.relabel())
         return self._model_ops
 
     def precision_nodes(self, items: Sequence[str] | None = None) -> tuple[tuple[str, str], ...]:
@@ -400,11 +420,12 @@ def _produce(
                         besides_asked=bool(asked),
                         skip_layers_applies=mode.selective,
                         skipped_layers=session.options.skip_layers,
+                        relabel=_naming(session, mode),
                     )
                 )
             remaining_float = tuple(f"{op_type}({name})" for op_type, name in details)
             if details:
-                float_layers = _float_layers(content, session, {name for _, name in details})
+                float_layers = _float_layers(content, session, {name for _, name in details}, _naming(session, mode))
             _note_quantized_anyway(session, variant, asked, details)
         try:
             write_atomically(path, content)
@@ -437,9 +458,25 @@ def _produce(
     )
 
 
-def _float_layers(content: bytes, session: ModelSession, names: set[str]) -> tuple[str, ...]:
+def _float_layers(
+    content: bytes, session: ModelSession, names: set[str], relabel: Mapping[str, tuple[str, ...]] | None
+) -> tuple[str, ...]:
     """The layer label of each float op of a converted model (its tensor name when no layer is known)."""
-    return tuple(op.label for op in read_ops(content, session.exported) if op.tensor in names)
+    return tuple(op.label for op in read_ops(content, session.exported, relabel) if op.tensor in names)
+
+
+def _naming(session: ModelSession, mode: Any) -> Mapping[str, tuple[str, ...]] | None:
+    """The session's layer names for reporting a variant's float ops (:meth:`ModelSession.relabel`); None for a
+    trained variant (its own export names its ops). Reporting only: when the names cannot be told, a warning, and
+    the ops are named as the variant's own tensor names say."""
+    if mode.needs_training:
+        return None
+    try:
+        return session.relabel()
+    except ConversionError as error:
+        log.warning("%s; the layers of ops left in float are named from the frozen export and may include "
+                    "layers holding the same constants", error)
+        return None
 
 
 def _note_quantized_anyway(

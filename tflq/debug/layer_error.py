@@ -361,7 +361,7 @@ def debug_quantization(model_path: Path, options: DebugOptions, *, workdir: Path
         inputs = debug_inputs(options, session, workdir)
         evaluator, float_score, samples = inputs.evaluator, inputs.float_score, inputs.samples
         calibrated = session.calibrated_model()
-        model_ops = read_ops(calibrated, exported)
+        model_ops = read_ops(calibrated, exported, session.relabel())
         errors = rank(measure_ops(calibrated, model_ops, samples, per_tensor=convert_options.per_tensor))
         groups = layer_groups(errors, model_ops)
         accuracy = None

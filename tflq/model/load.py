@@ -69,6 +69,7 @@ class ExportedModel:
     keras_layer_names: tuple[str, ...] = ()
     keras_layers: tuple[KerasLayer, ...] = ()  # model order, containers before their layers; () for a SavedModel
     tflite: bool = False  # a float .tflite MODEL: no SavedModel (saved_model_dir is the .tflite file itself)
+    frozen: bool = False  # variables folded into constants (tflq/_tf/frozen.py): op names may fuse other layers'
 
     @property
     def static_batch(self) -> int | None:
@@ -305,10 +306,16 @@ def unroll_recurrent(model: Any, source: Path) -> Any:
 
 
 def export_keras_model(
-    model: keras.Model | tf_keras.Model, source: Path, export_dir: Path, static_batch: int | None = None
+    model: keras.Model | tf_keras.Model,
+    source: Path,
+    export_dir: Path,
+    static_batch: int | None = None,
+    *,
+    freeze: bool = True,
 ) -> ExportedModel:
     """Export a Keras 3 model to ``export_dir`` as a SavedModel with named inputs/outputs and a dynamic batch
-    (``static_batch``: that fixed batch size instead)."""
+    (``static_batch``: that fixed batch size instead); frozen (:mod:`tflq._tf.frozen`) when it can be and ``freeze``,
+    else with its variables."""
     tf = _tf.tf()
     keras = _tf.keras()
     tf_keras_model = getattr(model, "_tflq_tf_keras", False)
@@ -335,7 +342,9 @@ def export_keras_model(
         with _tf.quiet():
             # Keras 3: variables folded into constants, the same converted models several times faster
             # (tflq/_tf/frozen.py); tf_keras graphs would name some fused ops after the frozen constants instead
-            if tf_keras_model or not _frozen.save_frozen(model, serve, input_specs, export_dir, SERVING_KEY):
+            frozen = not tf_keras_model and freeze
+            frozen = frozen and _frozen.save_frozen(model, serve, input_specs, export_dir, SERVING_KEY)
+            if not frozen:
                 if tf_keras_model:
                     function = tf.function(serve, input_signature=input_specs)
                     signatures = {SERVING_KEY: function.get_concrete_function()}
@@ -366,6 +375,7 @@ def export_keras_model(
         outputs=outputs,
         keras_layer_names=layer_names,
         keras_layers=tuple(keras_layer_list(model)),
+        frozen=frozen,
     )
 
 
@@ -467,8 +477,11 @@ def read_saved_model(path: Path, signature: str | None, *, source: Path | None =
     )
 
 
-def export_model(path: Path, export_dir: Path, options: ModelOptions = ModelOptions()) -> ExportedModel:
-    """Prepare any supported model for conversion: load, and export once unless it is already a SavedModel.
+def export_model(
+    path: Path, export_dir: Path, options: ModelOptions = ModelOptions(), *, freeze: bool = True
+) -> ExportedModel:
+    """Prepare any supported model for conversion: load, and export once unless it is already a SavedModel
+    (``freeze``: a Keras 3 model frozen when it can be, see :func:`export_keras_model`).
 
     Returns the ExportedModel every mode converts from. Raises ModelLoadError (or UsageError for options).
     """
@@ -487,4 +500,4 @@ def export_model(path: Path, export_dir: Path, options: ModelOptions = ModelOpti
     if options.signature:
         raise UsageError(f"--signature applies to SavedModel directories; {path} is a Keras {kind} file")
     model = load_keras_model(path, options)
-    return export_keras_model(model, path, export_dir, options.static_batch)
+    return export_keras_model(model, path, export_dir, options.static_batch, freeze=freeze)
