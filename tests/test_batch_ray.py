@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -102,6 +103,28 @@ def test_ray_gives_the_local_rows_gates_notices_and_manifest_and_an_unchanged_re
     changed = {name for name, stamp in mtimes(tmp_path / "ray").items() if before.get(name) != stamp}
     assert changed <= {"report.md", "report.json", "report.csv", "report.html", "pareto.png", ".tflq.lock"}, changed
     assert (tmp_path / "ray" / MANIFEST).read_bytes() == manifest_bytes
+
+
+def test_progress_events_reach_the_driver_while_the_job_runs(tmp_path, ray_cluster):
+    """The live view follows a Ray job as it goes: its phase events arrive while it runs, not replayed when it ends
+    (replayed, a model's first phase and its last result arrive within milliseconds of each other)."""
+    from tflq.batch.config import load_config
+    from tflq.batch.executors import ExecutorOptions
+    from tflq.batch.run import run_batch
+
+    arrivals: list[tuple[float, str, str]] = []
+
+    def record(kind: str, model: str, label: str, text: str) -> None:
+        arrivals.append((time.monotonic(), kind, model))
+
+    result = run_batch(load_config(write_config(tmp_path)), on_event=record, executor=ExecutorOptions(executor="ray"))
+    assert {row.status for row in result.results} == {"ok"}
+    for model in ("legacy", "cnn"):
+        phases = [at for at, kind, name in arrivals if kind == "phase" and name == model]
+        results = [at for at, kind, name in arrivals if kind == "done" and name == model]
+        assert phases and len(results) == 2, arrivals
+        # a digits CNN job (export, calibrate, convert, verify, measure two variants) takes seconds
+        assert max(results) - min(phases) > 0.5, (model, max(results) - min(phases))
 
 
 def test_a_worker_killed_once_is_retried_and_one_that_always_dies_is_its_models_error_rows(tmp_path, ray_cluster):

@@ -140,10 +140,13 @@ def run_job_in_worker(
     versions: dict[str, str],
     cwd: str,
     hooks: dict[str, str],
+    live: Any = None,
 ) -> dict[str, Any]:
     """The task body: ``run_model`` (:func:`tflq.batch.run.run_model`) on this worker. Returns ``{"results",
     "updates", "events", "records"}`` (plain data), or ``{"refused": why}`` when this worker's versions differ from
-    the driver's (its outputs would not match the cache keys)."""
+    the driver's (its outputs would not match the cache keys). ``live``: a ``ray.util.queue.Queue`` the driver
+    drains while the task runs; each progress event is put there as it happens (then ``events`` is empty), so the
+    live view follows the job instead of replaying it at its end."""
     from tflq.batch.jobs import _notes
     from tflq.measure import isolation
 
@@ -165,7 +168,7 @@ def run_job_in_worker(
     isolation.allow_children()
     try:
         with _environment(hooks):
-            results = run_model(plan, Path(output_dir), manifest, lambda *event: events.append(event))
+            results = run_model(plan, Path(output_dir), manifest, _event_sink(events, live))
     finally:
         logger.removeHandler(records)
         logger.removeHandler(_notes)
@@ -176,6 +179,22 @@ def run_job_in_worker(
         "events": events,
         "records": records.records,
     }
+
+
+def _event_sink(events: list[tuple[str, str, str, str]], live: Any) -> Any:
+    """Where a task's progress events go: onto the driver's queue as they happen, or (no queue, or the queue's actor
+    gone) into ``events``, which the driver replays when the task returns."""
+
+    def sink(*event: str) -> None:
+        if live is not None:
+            try:
+                live.put_nowait(event)
+                return
+            except Exception:  # the queue's actor is gone (driver stopping): keep the event for the result
+                pass
+        events.append(event)  # type: ignore[arg-type]
+
+    return sink
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -333,7 +352,10 @@ def run_on_ray(
     # Ray's driver prints the raylet's notices (a worker died...) on stdout from a thread of its own: during the run
     # they go to stderr, where the rest of the run's progress goes, and stdout stays the report (--json).
     with contextlib.redirect_stdout(sys.stderr), _connected(options, training):
+        from ray.util.queue import Queue
+
         task = ray.remote(run_job_in_worker)
+        live = Queue(actor_options={"num_cpus": 0})  # the tasks' progress events, drained below as they come
         pending_plans = [index for index in range(len(plans)) if index not in done]
         running: dict[Any, int] = {}
 
@@ -347,7 +369,7 @@ def run_on_ray(
                 max_retries=options.retries,
                 retry_exceptions=False,
                 name=f"tflq {plan.job.name}",
-            ).remote(run_model, plan, str(output_dir), entries, versions, os.getcwd(), hooks)
+            ).remote(run_model, plan, str(output_dir), entries, versions, os.getcwd(), hooks, live)
             running[reference] = index
             for variant in plan.variants:
                 if variant in plan.convert or variant in plan.measure:
@@ -358,6 +380,7 @@ def run_on_ray(
                 while pending_plans and (jobs is None or len(running) < jobs):
                     submit(pending_plans.pop(0))
                 finished, _ = ray.wait(list(running), num_returns=1, timeout=0.25)  # short: Ctrl-C is seen at once
+                _drain(live, on_event)  # what the running tasks did since the last look
                 for reference in finished:
                     index = running.pop(reference)
                     try:
@@ -382,7 +405,19 @@ def run_on_ray(
             for reference in running:
                 ray.cancel(reference, force=True)
             raise
+        finally:
+            with contextlib.suppress(Exception):
+                live.shutdown(force=True)
     return [done[index] for index in range(len(plans))]
+
+
+def _drain(live: Any, on_event: EventCallback) -> None:
+    """Forward every event the tasks have queued so far (a task's own "start" was shown when it was sent)."""
+    count = live.qsize()
+    if count:
+        for event in live.get_nowait_batch(count):
+            if event[0] != "start":
+                on_event(*event)
 
 
 def _on_loopback(address: str) -> bool:
