@@ -4,10 +4,11 @@ The unit is the model job, not the variant: a model's variants share one export 
 conversion session), which a task per variant would redo for each (docs/cluster.md has the measurement).
 
 A task runs :func:`tflq.batch.run.run_model` on a worker, unchanged, against a copy of the model's manifest entries
-(:class:`_RecordingManifest`) that writes nothing and keeps the list of its updates. The task returns plain dicts:
-the rows, those updates, the progress events and the ``tflq`` log records. This process, the one writer, applies the
-updates to the manifest as the tasks finish, in whatever order and on whatever node they ran: each write is still
-one atomic replace under the output folder's lock, and tasks touch disjoint entries (``model/variant``).
+(:class:`_RecordingManifest`) that writes nothing and keeps the list of its updates. Its progress events stream to
+this process through a ``ray.util.queue.Queue`` while it runs; the task returns plain dicts: the rows, those updates
+and the ``tflq`` log records. This process, the one writer, applies the updates to the manifest as the tasks
+finish, in whatever order and on whatever node they ran: each write is still one atomic replace under the output
+folder's lock, and tasks touch disjoint entries (``model/variant``).
 
 Shared state is files: the outputs, the manifest and the reports live in the output folder, which the workers write
 (the ``.tflite`` files, atomically) and this process reads. On a cluster the output folder, the models and the data
