@@ -69,7 +69,7 @@ class ExportedModel:
     keras_layer_names: tuple[str, ...] = ()
     keras_layers: tuple[KerasLayer, ...] = ()  # model order, containers before their layers; () for a SavedModel
     tflite: bool = False  # a float .tflite MODEL: no SavedModel (saved_model_dir is the .tflite file itself)
-    frozen: bool = False  # variables folded into constants (tflq/_tf/frozen.py): op names may fuse other layers'
+    frozen: bool = False  # variables folded into constants (tflq/_tf/frozen.py): an op's name may carry other layers
 
     @property
     def static_batch(self) -> int | None:
@@ -342,8 +342,9 @@ def export_keras_model(
         with _tf.quiet():
             # Keras 3: variables folded into constants, the same converted models several times faster
             # (tflq/_tf/frozen.py); tf_keras graphs would name some fused ops after the frozen constants instead
-            frozen = not tf_keras_model and freeze
-            frozen = frozen and _frozen.save_frozen(model, serve, input_specs, export_dir, SERVING_KEY)
+            frozen = freeze and not tf_keras_model and _frozen.save_frozen(
+                model, serve, input_specs, export_dir, SERVING_KEY
+            )
             if not frozen:
                 if tf_keras_model:
                     function = tf.function(serve, input_signature=input_specs)
