@@ -14,12 +14,10 @@ size), so the fallback is exercised too. A tf_keras model (the ``.h5``) keeps th
 fused ops would be named after the constants (``conv1/BiasAdd/ReadVariableOp/resource``), a different file.
 A model holding a lookup table, which cannot be frozen, still exports (with variables) and converts; a custom-gradient
 activation (silu) is frozen. When two layers hold identical constants (BatchNormalization at its initial
-statistics), the frozen names merge and the session names ops from an export with variables instead; a run that
-names ops from the start exports with variables at once.
+statistics), the frozen names merge and the session names ops from an export with variables instead.
 """
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -193,12 +191,12 @@ def _merging_model(path: Path) -> Path:
 
 
 def test_layer_names_come_from_an_export_with_variables_when_frozen_constants_merge(tmp_path):
-    from tflq.convert.layer_map import nodes_for_layers, read_ops
+    from tflq.convert.layer_map import read_ops
     from tflq.convert.session import ConvertOptions, ModelSession
 
     source = _merging_model(tmp_path / "merging.keras")
-    options = ConvertOptions(modes=("int8",), calibration="random", calibration_samples=8)
-    session = ModelSession(source, options, tmp_path / "work")  # names nothing up front: frozen
+    options = ConvertOptions(modes=("int8",), calibration="random", calibration_samples=8, skip_layers=("dw_b",))
+    session = ModelSession(source, options, tmp_path / "work")
     assert session.exported.frozen
     # the frozen export's own names: the merged BatchNormalization constant names bn_a in both depthwise ops
     merged = [op.layers for op in read_ops(session.float_model(), session.exported)]
@@ -208,17 +206,10 @@ def test_layer_names_come_from_an_export_with_variables_when_frozen_constants_me
                                    freeze=False)
     assert not variables.frozen and _has_variables(tmp_path / "variables")
     expected = [op.layers for op in read_ops(_convert(tmp_path / "variables", "float32"), variables)]
-    assert [op.layers for op in session.model_ops()] == expected  # relabelled: each op after its own layers only
+    assert [op.layers for op in session.model_ops()] == expected  # each op after its own layers only
     assert not any("bn_a" in layers for layers in expected)
-    (node,) = nodes_for_layers(session.model_ops(), ["dw_b"], session.exported)  # dw_b's one op, not dw_d's too
+    (node,) = session.float_nodes()  # --skip-layers dw_b: its one op, not dw_d's too
     assert [op.layers for op in session.model_ops() if op.tensor == node] == [("dw_b", "bn_b", "relu_b")]
-
-    # a run that names ops from the start (--skip-layers) exports with variables at once: the same names
-    skipping = ModelSession(source, replace(options, skip_layers=("dw_b",)), tmp_path / "work-skip")
-    assert not skipping.exported.frozen and skipping.relabel() is None
-    assert [op.layers for op in skipping.model_ops()] == expected
-    (node,) = skipping.float_nodes()
-    assert [op.layers for op in skipping.model_ops() if op.tensor == node] == [("dw_b", "bn_b", "relu_b")]
 
 
 def test_a_custom_gradient_activation_is_frozen_too(tmp_path):

@@ -9,9 +9,8 @@ conversion 3.4-3.9 s; trace + freeze + save 1.3 s and each conversion 1.0-1.4 s.
 same: the same ops, tensors, buffers and signature (max |difference| 0 in float32, float16 and dynamic range), the
 output tensors named as from an export with variables (:func:`_name_call_as_stateful`). Tensor names can differ:
 identical constants of two layers are merged by the converter and a fused op's name then carries both layers'
-scopes, so a run that names ops after layers exports with variables (:meth:`tflq.convert.session.ModelSession.
-names_ops`), and :meth:`~tflq.convert.session.ModelSession.relabel` names ops from a second export with variables
-when names are needed after all. The public converter's own ``from_concrete_functions`` freezes with the same function
+scopes, so :meth:`tflq.convert.session.ModelSession.relabel` names ops from an export with variables whenever
+layer names are needed. The public converter's own ``from_concrete_functions`` freezes with the same function
 (``convert_variables_to_constants_v2``).
 
 :func:`save_frozen` returns False when freezing does not apply, and the caller exports with variables: a resource

@@ -44,13 +44,10 @@ class ModelSession:
     """One model prepared for conversion: exported once, calibrated once, trained once (training modes), shared by
     all its variants."""
 
-    def __init__(self, model_path: Path, options: ConvertOptions, workdir: Path, *, name_ops: bool = False) -> None:
-        """``name_ops``: the caller will name ops after Keras layers (tflq debug, auto's rankings), so the export
-        keeps its variables (see :meth:`names_ops`)."""
+    def __init__(self, model_path: Path, options: ConvertOptions, workdir: Path) -> None:
         self.model_path = model_path
         self.options = options
         self.workdir = workdir
-        self._name_ops = name_ops
         self._exported: ExportedModel | None = None
         self._samples: list[dict[str, np.ndarray]] | None = None
         self._calibrated: bytes | None = None
@@ -78,9 +75,7 @@ class ModelSession:
                 self._tflite = _source.read_tflite_source(self.model_path, self.options.model)
                 self._exported = self._tflite.interface
             else:
-                self._exported = export_model(
-                    self.model_path, self.workdir / "saved_model", self.options.model, freeze=not self.names_ops()
-                )
+                self._exported = export_model(self.model_path, self.workdir / "saved_model", self.options.model)
             self.export_seconds = time.perf_counter() - start
         return self._exported
 
@@ -155,25 +150,11 @@ class ModelSession:
                 self._float_model.raw = None  # never calibrated: no second copy
         return self._float_model
 
-    def names_ops(self) -> bool:
-        """True when this run will name ops after Keras layers: the caller said so, ``--skip-layers``/``--skip-ops``
-        /``--precision`` or ``--allow-float-fallback`` are given, or a mode lists the ops it leaves in float
-        (:func:`_strict`). Such a run exports with variables, whose op names are each op's own layers, at once:
-        a frozen export would need a second export for the names (:meth:`relabel`; measured on MobileNetV2,
-        int4x8, 17 ops left in float, alternating runs: 16.5 and 19.0 s that way against 12.9 and 13.4 s with
-        the one export with variables)."""
-        options = self.options
-        if self._name_ops or options.skip_layers or options.skip_ops or options.layer_precision:
-            return True
-        integer = [MODES[name] for name in options.modes if MODES[name].integer]
-        return bool(integer) and (options.allow_float_fallback or not all(_strict(mode) for mode in integer))
-
     def relabel(self) -> dict[str, tuple[str, ...]] | None:
         """The Keras layers of each op (by output tensor) when the export is frozen, taken from a second export with
         variables and its float32 conversion, made once on first use (:func:`tflq.convert.layer_map.relabel_map`:
         frozen constants can give an op a second layer's name); None for any other export. Only runs that name ops
-        after layers pay for it, and :meth:`names_ops` spares most of them the export frozen: what remains is a
-        strict mode's message naming the ops it could not quantize."""
+        after layers pay for it: ``--skip-layers``/``--skip-ops``/``--precision``, ops left in float, debug."""
         if not self.exported.frozen:
             return None
         if self._relabel is None:
@@ -426,7 +407,9 @@ def _produce(
             details = float_op_details(content)
             asked = set(session.float_nodes()) if mode.selective else set()
             unexpected = [(op_type, name) for op_type, name in details if not _same_tensor(name, asked)]
-            if unexpected and _strict(mode) and not session.options.allow_float_fallback:
+            # LiteRT Quantizer's own op policy decides which ops it leaves in float: they are listed, not refused
+            strict = mode.engine == "converter"
+            if unexpected and strict and not session.options.allow_float_fallback:
                 raise ConversionError(
                     no_kernel_message(
                         variant.label,
@@ -480,12 +463,6 @@ def _float_layers(
 ) -> tuple[str, ...]:
     """The layer label of each float op of a converted model (its tensor name when no layer is known)."""
     return tuple(op.label for op in read_ops(content, session.exported, relabel) if op.tensor in names)
-
-
-def _strict(mode: Any) -> bool:
-    """True when an op the mode leaves in float fails its variant (unless ``--allow-float-fallback``); False for
-    LiteRT Quantizer's own integer modes, whose op policy decides which ops stay in float: they are listed."""
-    return bool(mode.engine == "converter")
 
 
 def _naming(session: ModelSession, mode: Any) -> Mapping[str, tuple[str, ...]] | None:

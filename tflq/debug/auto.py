@@ -187,8 +187,7 @@ class _Search:
         convert_options = replace(
             options.convert, modes=("int8",), io_types=(), skip_layers=(), skip_ops=(), layer_precision=()
         )
-        # the layer rankings name ops after layers
-        self.session = ModelSession(model_path, convert_options, workdir, name_ops=options.max_float_layers > 0)
+        self.session = ModelSession(model_path, convert_options, workdir)
         if "converter" in options.engines:  # a .tflite MODEL: one line, before any work
             self.session.require_converter("tflq auto's converter candidates (pass --engines litert-quantizer)")
         exported = self.session.exported

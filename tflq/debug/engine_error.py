@@ -95,7 +95,7 @@ def debug_engine_mode(model_path: Path, options: DebugOptions, *, workdir: Path 
     with contextlib.ExitStack() as stack:
         if workdir is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tflq-debug-")))
-        session = ModelSession(model_path, convert_options, workdir, name_ops=True)  # ranks ops by layer
+        session = ModelSession(model_path, convert_options, workdir)
         if mode.calibrated:
             session.calibration_samples()
         inputs = debug_inputs(options, session, workdir)

@@ -354,7 +354,7 @@ def debug_quantization(model_path: Path, options: DebugOptions, *, workdir: Path
     with contextlib.ExitStack() as stack:
         if workdir is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tflq-debug-")))
-        session = ModelSession(model_path, convert_options, workdir, name_ops=True)  # ranks ops by layer
+        session = ModelSession(model_path, convert_options, workdir)
         session.require_converter("tflq debug's int8 per-layer ranking")  # a .tflite MODEL: one line, before any work
         exported = session.exported
         session.calibration_samples()
